@@ -1,0 +1,492 @@
+//! `tagcast.toml`: raw serde structs that refuse unknown keys, validated into [`Config`].
+//!
+//! Every key has a default, so an empty file (or no file) gives a working server. The key names
+//! are part of the contract (SPEC §4); `etc/tagcast.toml` documents each one and is parsed by a
+//! test so that the example and the code cannot drift apart.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::tags::TagLimits;
+
+/// Where the daemon looks for its config when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/tagcast/tagcast.toml";
+
+/// A config that cannot be used. The message names the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file exists but cannot be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, has an unknown key or a value of the wrong type.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// The TOML parser's message: line, column and key.
+        message: String,
+    },
+    /// A value has the right type but is not acceptable.
+    #[error("{path}: key `{key}`: {problem}")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// The dotted key, e.g. `messages.parser`.
+        key: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// The validated configuration of a server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it came from, if any (named in errors and logs).
+    pub source: Option<PathBuf>,
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[tls]`, when wss is served.
+    pub tls: Option<TlsConfig>,
+    /// `[auth]`.
+    pub auth: AuthConfig,
+    /// `[messages]`.
+    pub messages: MessagesConfig,
+    /// `[limits]`.
+    pub limits: LimitsConfig,
+    /// `[http]`.
+    pub http: HttpConfig,
+    /// `[cluster]`.
+    pub cluster: ClusterConfig,
+    /// `[log]`.
+    pub log: LogConfig,
+}
+
+/// `[server]`: the plain ws listener and who may connect.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub address: String,
+    /// Port of the plain ws listener.
+    pub port: u16,
+    /// False: serve wss only.
+    pub plain: bool,
+    /// Origins browsers may connect from; empty: any.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            address: "0.0.0.0".into(),
+            port: 8080,
+            plain: true,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// `[tls]`: the wss listener.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Address to listen on; defaults to `server.address`.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Port of the wss listener.
+    #[serde(default = "default_tls_port")]
+    pub port: u16,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, RSA or EC).
+    pub key: PathBuf,
+}
+
+fn default_tls_port() -> u16 {
+    8443
+}
+
+/// `[auth]`: the applications file and the open policy.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The Gomoob `auth.yml`; none: anyone may open and send.
+    pub file: Option<PathBuf>,
+    /// True: anyone may open a connection; false: the URL must carry credentials.
+    pub authorize_open: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            file: None,
+            authorize_open: true,
+        }
+    }
+}
+
+/// The built-in message parsers (`messages.parser`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ParserKind {
+    /// The message must be a JSON string.
+    String,
+    /// Any JSON value.
+    Json,
+    /// Gomoob's sample message object (`type`, `creationDate`, `metadata`).
+    Message,
+    /// Any JSON value valid against `messages.schema`.
+    JsonSchema,
+}
+
+/// `[messages]`: how requests' messages are parsed and how large they may be.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessagesConfig {
+    /// Which parser checks and re-encodes each message.
+    pub parser: ParserKind,
+    /// JSON Schema file for the `json-schema` parser.
+    pub schema: Option<PathBuf>,
+    /// Largest frame or message accepted from a client, in bytes.
+    pub max_size: usize,
+}
+
+impl Default for MessagesConfig {
+    fn default() -> Self {
+        MessagesConfig {
+            parser: ParserKind::String,
+            schema: None,
+            max_size: 65536,
+        }
+    }
+}
+
+/// `[limits]`: what one client may cost.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Most open WebSocket connections; more get HTTP 503.
+    pub max_connections: usize,
+    /// Most tags on a connection or a request.
+    pub max_tags: usize,
+    /// Longest tag name or value, in bytes.
+    pub max_tag_length: usize,
+    /// Frames queued for one client before it is closed with 4429.
+    pub send_queue: usize,
+    /// Requests per second one connection may send; 0: no limit.
+    pub max_requests_per_s: u32,
+    /// Time a client has to complete its handshake.
+    pub handshake_timeout_ms: u64,
+    /// Time clients have to answer the close at shutdown.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 100_000,
+            max_tags: 32,
+            max_tag_length: 256,
+            send_queue: 1024,
+            max_requests_per_s: 0,
+            handshake_timeout_ms: 5000,
+            shutdown_grace_ms: 5000,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The tag bounds clients must respect.
+    pub fn tag_limits(&self) -> TagLimits {
+        TagLimits {
+            max_tags: self.max_tags,
+            max_tag_length: self.max_tag_length,
+        }
+    }
+}
+
+/// `[http]`: the HTTP endpoints beside WebSocket.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Serve `POST /publish` on the ws/wss listeners.
+    pub publish: bool,
+    /// Address of `/metrics` and `/healthz`; empty: on the main listeners.
+    pub admin_address: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            publish: true,
+            admin_address: "127.0.0.1:9108".into(),
+        }
+    }
+}
+
+/// `[cluster]`: sharing deliveries between nodes through Redis.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Redis URL; empty: a single node.
+    pub redis: String,
+    /// Redis pub/sub channel.
+    pub channel: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis: String::new(),
+            channel: "tagcast".into(),
+        }
+    }
+}
+
+/// Where logs go (`log.target`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogTarget {
+    /// journald when run by systemd, stderr otherwise.
+    Auto,
+    /// The systemd journal.
+    Journald,
+    /// Plain lines on standard error.
+    Stderr,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Where logs go.
+    pub target: LogTarget,
+    /// Level or `RUST_LOG`-style filter, e.g. `info` or `tagcast=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            target: LogTarget::Auto,
+            level: "info".into(),
+        }
+    }
+}
+
+/// The file as written: every section optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    server: ServerConfig,
+    tls: Option<TlsConfig>,
+    auth: AuthConfig,
+    messages: MessagesConfig,
+    limits: LimitsConfig,
+    http: HttpConfig,
+    cluster: ClusterConfig,
+    log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::from_raw(RawConfig::default(), None).expect("the defaults are valid")
+    }
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, Some(path))
+    }
+
+    /// Reads `path` when given, else [`DEFAULT_PATH`] when it exists, else the defaults.
+    pub fn load_or_default(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(path) => Config::load(path),
+            None if Path::new(DEFAULT_PATH).exists() => Config::load(Path::new(DEFAULT_PATH)),
+            None => Ok(Config::default()),
+        }
+    }
+
+    /// Parses and validates config text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: Option<&Path>) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError::Parse {
+            path: display_path(path),
+            message: error.to_string().trim_end().replace('\n', " | "),
+        })?;
+        Config::from_raw(raw, path)
+    }
+
+    fn from_raw(raw: RawConfig, path: Option<&Path>) -> Result<Config, ConfigError> {
+        let invalid = |key: &'static str, problem: String| ConfigError::Invalid {
+            path: display_path(path),
+            key,
+            problem,
+        };
+        let config = Config {
+            source: path.map(Path::to_owned),
+            server: raw.server,
+            tls: raw.tls,
+            auth: raw.auth,
+            messages: raw.messages,
+            limits: raw.limits,
+            http: raw.http,
+            cluster: raw.cluster,
+            log: raw.log,
+        };
+        let addr_check = |key, address: &str, port| {
+            socket_address(address, port).map_err(|problem| invalid(key, problem))
+        };
+        addr_check("server.address", &config.server.address, config.server.port)?;
+        if let Some(tls) = &config.tls {
+            addr_check("tls.address", config.tls_address(tls), tls.port)?;
+        } else if !config.server.plain {
+            return Err(invalid(
+                "server.plain",
+                "false serves wss only, but there is no [tls] section".into(),
+            ));
+        }
+        if !config.http.admin_address.is_empty() {
+            config
+                .http
+                .admin_address
+                .parse::<SocketAddr>()
+                .map_err(|_| {
+                    invalid(
+                        "http.admin_address",
+                        format!(
+                            "{:?} is not an address:port like 127.0.0.1:9108",
+                            config.http.admin_address
+                        ),
+                    )
+                })?;
+        }
+        match (config.messages.parser, &config.messages.schema) {
+            (ParserKind::JsonSchema, None) => {
+                return Err(invalid(
+                    "messages.schema",
+                    "the json-schema parser needs a schema file".into(),
+                ));
+            }
+            (kind, Some(_)) if kind != ParserKind::JsonSchema => {
+                return Err(invalid(
+                    "messages.schema",
+                    "only used with parser = \"json-schema\"".into(),
+                ));
+            }
+            _ => {}
+        }
+        let positive: [(&'static str, u64); 6] = [
+            ("messages.max_size", config.messages.max_size as u64),
+            (
+                "limits.max_connections",
+                config.limits.max_connections as u64,
+            ),
+            ("limits.max_tag_length", config.limits.max_tag_length as u64),
+            ("limits.send_queue", config.limits.send_queue as u64),
+            (
+                "limits.handshake_timeout_ms",
+                config.limits.handshake_timeout_ms,
+            ),
+            ("limits.shutdown_grace_ms", config.limits.shutdown_grace_ms),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0".into()));
+            }
+        }
+        if !config.cluster.redis.is_empty()
+            && !["redis://", "rediss://"]
+                .iter()
+                .any(|scheme| config.cluster.redis.starts_with(scheme))
+        {
+            return Err(invalid(
+                "cluster.redis",
+                "must start with redis:// or rediss://".into(),
+            ));
+        }
+        if config.cluster.channel.is_empty() {
+            return Err(invalid("cluster.channel", "must not be empty".into()));
+        }
+        tracing_subscriber::EnvFilter::try_new(&config.log.level)
+            .map_err(|error| invalid("log.level", error.to_string()))?;
+        Ok(config)
+    }
+
+    /// The plain ws listener's address.
+    pub fn plain_address(&self) -> SocketAddr {
+        socket_address(&self.server.address, self.server.port).expect("validated")
+    }
+
+    /// The wss listener's address, when `[tls]` is set.
+    pub fn tls_socket_address(&self) -> Option<SocketAddr> {
+        let tls = self.tls.as_ref()?;
+        Some(socket_address(self.tls_address(tls), tls.port).expect("validated"))
+    }
+
+    fn tls_address<'a>(&'a self, tls: &'a TlsConfig) -> &'a str {
+        tls.address.as_deref().unwrap_or(&self.server.address)
+    }
+}
+
+fn display_path(path: Option<&Path>) -> PathBuf {
+    path.map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from("<config>"))
+}
+
+fn socket_address(address: &str, port: u16) -> Result<SocketAddr, String> {
+    let ip: std::net::IpAddr = address
+        .parse()
+        .map_err(|_| format!("{address:?} is not an IP address"))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let config = Config::parse("", None).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.plain_address().to_string(), "0.0.0.0:8080");
+        assert_eq!(config.messages.parser, ParserKind::String);
+        assert!(config.auth.file.is_none());
+    }
+
+    fn error(text: &str) -> String {
+        Config::parse(text, Some(Path::new("/x/tagcast.toml")))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let message = error("[server]\nprot = 1\n");
+        assert!(message.contains("/x/tagcast.toml"), "{message}");
+        assert!(message.contains("prot"), "{message}");
+        assert!(message.contains("line 2"), "{message}");
+        assert!(error("[nope]\n").contains("nope"));
+        assert!(error("[server]\nport = \"x\"\n").contains("port"));
+        assert!(error("[messages]\nparser = \"xml\"\n").contains("xml"));
+        assert!(error("[limits]\nsend_queue = 0\n").contains("limits.send_queue"));
+        assert!(error("[server]\naddress = \"here\"\n").contains("server.address"));
+        assert!(error("[server]\nplain = false\n").contains("server.plain"));
+        assert!(error("[messages]\nparser = \"json-schema\"\n").contains("messages.schema"));
+        assert!(error("[cluster]\nredis = \"http://x\"\n").contains("cluster.redis"));
+        assert!(error("[http]\nadmin_address = \"x\"\n").contains("http.admin_address"));
+        assert!(error("[tls]\nport = 1\n").contains("cert"));
+    }
+}

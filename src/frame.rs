@@ -1,0 +1,502 @@
+//! RFC 6455 framing: server frames are built once and shared, client frames are parsed and
+//! reassembled into messages.
+//!
+//! Server frames are never masked, so one encoded frame (header and payload in one [`Bytes`]) is
+//! identical for every recipient: the hub builds it once per request and hands out reference
+//! counts. [`MessageReader`] turns the bytes a client sends into whole messages and control frames,
+//! enforcing every rule a server must check (masking, reserved bits, opcodes, control frame sizes,
+//! fragmentation, UTF-8, the size limit), each failure mapped to its close code.
+
+use std::borrow::Cow;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// Close codes used by tagcast (RFC 6455 and the Gomoob-compatible 4xxx range).
+pub mod close_code {
+    /// Normal closure.
+    pub const NORMAL: u16 = 1000;
+    /// The server is shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+    /// A frame broke RFC 6455.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A binary frame: tagcast speaks text only.
+    pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// A text frame that is not UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// A frame or message over `messages.max_size`.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// An internal error.
+    pub const INTERNAL_ERROR: u16 = 1011;
+    /// The request is not a valid tagcast request.
+    pub const INVALID_REQUEST: u16 = 4400;
+    /// The request's credentials do not allow sending.
+    pub const UNAUTHORIZED: u16 = 4401;
+    /// The credentials this connection opened with were revoked.
+    pub const REVOKED: u16 = 4403;
+    /// The client reads too slowly or sends too fast.
+    pub const TOO_MANY: u16 = 4429;
+}
+
+/// A close code and the human-readable reason sent with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    /// The close code (see [`close_code`]).
+    pub code: u16,
+    /// Why, for the client; cut to 123 bytes when encoded.
+    pub reason: Cow<'static, str>,
+}
+
+impl CloseReason {
+    /// A close code with its reason.
+    pub fn new(code: u16, reason: impl Into<Cow<'static, str>>) -> CloseReason {
+        CloseReason {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.code, self.reason)
+    }
+}
+
+/// The longest close reason a close frame can carry (125 bytes of payload minus the code).
+pub const MAX_CLOSE_REASON: usize = 123;
+
+const OP_CONTINUATION: u8 = 0x0;
+const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xA;
+
+/// Builds one unmasked server frame with FIN set.
+fn encode(opcode: u8, payload: &[u8]) -> Bytes {
+    let mut frame = BytesMut::with_capacity(payload.len() + 10);
+    frame.put_u8(0x80 | opcode);
+    match payload.len() {
+        len @ 0..=125 => frame.put_u8(len as u8),
+        len @ 126..=0xFFFF => {
+            frame.put_u8(126);
+            frame.put_u16(len as u16);
+        }
+        len => {
+            frame.put_u8(127);
+            frame.put_u64(len as u64);
+        }
+    }
+    frame.put_slice(payload);
+    frame.freeze()
+}
+
+/// A text frame holding `text`.
+pub fn text_frame(text: &str) -> Bytes {
+    encode(OP_TEXT, text.as_bytes())
+}
+
+/// A pong answering a ping with `payload`.
+pub fn pong_frame(payload: &[u8]) -> Bytes {
+    encode(OP_PONG, payload)
+}
+
+/// A close frame with `code` and `reason`, the reason cut at a character boundary to fit.
+pub fn close_frame(close: &CloseReason) -> Bytes {
+    let reason = truncate_reason(&close.reason);
+    let mut payload = Vec::with_capacity(2 + reason.len());
+    payload.extend_from_slice(&close.code.to_be_bytes());
+    payload.extend_from_slice(reason.as_bytes());
+    encode(OP_CLOSE, &payload)
+}
+
+/// Cuts `reason` to at most [`MAX_CLOSE_REASON`] bytes without splitting a character.
+pub fn truncate_reason(reason: &str) -> &str {
+    if reason.len() <= MAX_CLOSE_REASON {
+        return reason;
+    }
+    let mut end = MAX_CLOSE_REASON;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+/// What a client sent, once reassembled.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// A whole text message, valid UTF-8.
+    Text(Bytes),
+    /// A ping, to be answered with a pong carrying the same payload.
+    Ping(Bytes),
+    /// A pong (ignored).
+    Pong,
+    /// A close frame; `None` when it carried no code.
+    Close(Option<CloseReason>),
+}
+
+/// Reassembles client frames into messages, enforcing RFC 6455 and the size limit.
+///
+/// Feed it the bytes read from the socket with [`MessageReader::buffer`], then call
+/// [`MessageReader::next`] until it returns `Ok(None)` (more bytes needed).
+pub struct MessageReader {
+    buffer: BytesMut,
+    /// A fragmented text message being assembled.
+    fragments: Option<BytesMut>,
+    /// How many bytes of `fragments` are known to be valid UTF-8.
+    validated: usize,
+    max_message: usize,
+    /// Free room in the buffer before the last read.
+    spare_before_read: usize,
+    /// The last read filled the buffer: more bytes are likely waiting.
+    streaming: bool,
+}
+
+/// Capacity of the read buffer of an idle connection.
+pub const IDLE_READ_BUFFER: usize = 256;
+/// The most the read buffer grows by at once while a client streams.
+const MAX_READ_CHUNK: usize = 64 * 1024;
+
+impl MessageReader {
+    /// A reader refusing frames and messages over `max_message` bytes, starting with the bytes
+    /// already read past the handshake.
+    pub fn new(max_message: usize, leftover: BytesMut) -> MessageReader {
+        MessageReader {
+            buffer: leftover,
+            fragments: None,
+            validated: 0,
+            max_message,
+            spare_before_read: 0,
+            streaming: false,
+        }
+    }
+
+    /// The buffer to read socket bytes into, with room for at least [`IDLE_READ_BUFFER`]/2
+    /// bytes. Once everything read was consumed, it drops back to a small allocation, unless the
+    /// last read filled it (the client is streaming): an idle connection holds little memory.
+    pub fn read_buffer(&mut self) -> &mut BytesMut {
+        if self.buffer.is_empty()
+            && !self.streaming
+            && self.fragments.is_none()
+            && self.buffer.capacity() > IDLE_READ_BUFFER
+        {
+            self.buffer = BytesMut::with_capacity(IDLE_READ_BUFFER);
+        }
+        if self.buffer.capacity() - self.buffer.len() < IDLE_READ_BUFFER / 2 {
+            let grow = self.buffer.len().clamp(IDLE_READ_BUFFER, MAX_READ_CHUNK);
+            self.buffer.reserve(grow);
+        }
+        self.spare_before_read = self.buffer.capacity() - self.buffer.len();
+        &mut self.buffer
+    }
+
+    /// Records how many bytes the last read into [`MessageReader::read_buffer`] returned.
+    pub fn note_read(&mut self, read: usize) {
+        self.streaming = read >= self.spare_before_read;
+    }
+
+    /// The next complete message or control frame in the buffer, `Ok(None)` when more bytes are
+    /// needed, or the close code and reason the connection must be closed with.
+    pub fn next_message(&mut self) -> Result<Option<Incoming>, CloseReason> {
+        loop {
+            let Some(frame) = self.next_frame()? else {
+                return Ok(None);
+            };
+            if let Some(incoming) = self.assemble(frame)? {
+                return Ok(Some(incoming));
+            }
+        }
+    }
+
+    /// Splits one whole frame off the buffer and unmasks it.
+    fn next_frame(&mut self) -> Result<Option<Frame>, CloseReason> {
+        let buffer = &self.buffer[..];
+        if buffer.len() < 2 {
+            return Ok(None);
+        }
+        let (first, second) = (buffer[0], buffer[1]);
+        let fin = first & 0x80 != 0;
+        let opcode = first & 0x0F;
+        if first & 0x70 != 0 {
+            return Err(protocol_error("reserved bits set without an extension"));
+        }
+        if !matches!(
+            opcode,
+            OP_CONTINUATION | OP_TEXT | OP_BINARY | OP_CLOSE | OP_PING | OP_PONG
+        ) {
+            return Err(protocol_error("unknown opcode"));
+        }
+        if second & 0x80 == 0 {
+            return Err(protocol_error("client frames must be masked"));
+        }
+        let (length, header_length) = match second & 0x7F {
+            126 if buffer.len() >= 4 => (u16::from_be_bytes([buffer[2], buffer[3]]) as u64, 4),
+            127 if buffer.len() >= 10 => {
+                let length = u64::from_be_bytes(buffer[2..10].try_into().expect("8 bytes"));
+                if length >> 63 != 0 {
+                    return Err(protocol_error("frame length has its top bit set"));
+                }
+                (length, 10)
+            }
+            126 | 127 => return Ok(None),
+            length => (length as u64, 2),
+        };
+        let is_control = opcode >= OP_CLOSE;
+        if is_control && (length > 125 || !fin) {
+            return Err(protocol_error(
+                "control frames must be whole and at most 125 bytes",
+            ));
+        }
+        if length > self.max_message as u64 {
+            return Err(too_big(self.max_message));
+        }
+        let total = header_length + 4 + length as usize;
+        if self.buffer.len() < total {
+            self.buffer.reserve(total - self.buffer.len());
+            return Ok(None);
+        }
+        let mut frame = self.buffer.split_to(total);
+        frame.advance(header_length);
+        let mask: [u8; 4] = frame[..4].try_into().expect("4 bytes");
+        frame.advance(4);
+        unmask(&mut frame, mask);
+        Ok(Some(Frame {
+            fin,
+            opcode,
+            payload: frame,
+        }))
+    }
+
+    /// Adds a frame to the message being assembled; returns what is complete.
+    fn assemble(&mut self, frame: Frame) -> Result<Option<Incoming>, CloseReason> {
+        let Frame {
+            fin,
+            opcode,
+            payload,
+        } = frame;
+        match opcode {
+            OP_PING => Ok(Some(Incoming::Ping(payload.freeze()))),
+            OP_PONG => Ok(Some(Incoming::Pong)),
+            OP_CLOSE => parse_close(&payload).map(|close| Some(Incoming::Close(close))),
+            OP_BINARY => Err(CloseReason::new(
+                close_code::UNSUPPORTED_DATA,
+                "binary frames are not supported: send JSON text",
+            )),
+            OP_TEXT if self.fragments.is_some() => Err(protocol_error(
+                "a new message started before the fragmented one ended",
+            )),
+            OP_TEXT if fin => {
+                validate_utf8(&payload, true)?;
+                Ok(Some(Incoming::Text(payload.freeze())))
+            }
+            OP_TEXT => {
+                self.validated = validate_utf8(&payload, false)?;
+                self.fragments = Some(payload);
+                Ok(None)
+            }
+            _ => {
+                let Some(message) = self.fragments.as_mut() else {
+                    return Err(protocol_error("continuation frame without a message"));
+                };
+                if message.len() + payload.len() > self.max_message {
+                    return Err(too_big(self.max_message));
+                }
+                message.extend_from_slice(&payload);
+                self.validated += validate_utf8(&message[self.validated..], fin)?;
+                if !fin {
+                    return Ok(None);
+                }
+                self.validated = 0;
+                let message = self.fragments.take().expect("checked above");
+                Ok(Some(Incoming::Text(message.freeze())))
+            }
+        }
+    }
+}
+
+struct Frame {
+    fin: bool,
+    opcode: u8,
+    payload: BytesMut,
+}
+
+fn protocol_error(reason: &'static str) -> CloseReason {
+    CloseReason::new(close_code::PROTOCOL_ERROR, reason)
+}
+
+fn too_big(max: usize) -> CloseReason {
+    CloseReason::new(
+        close_code::MESSAGE_TOO_BIG,
+        format!("message larger than {max} bytes"),
+    )
+}
+
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    let word = u32::from_ne_bytes(mask);
+    let mut chunks = payload.chunks_exact_mut(4);
+    for chunk in &mut chunks {
+        let value = u32::from_ne_bytes(chunk.try_into().expect("4 bytes")) ^ word;
+        chunk.copy_from_slice(&value.to_ne_bytes());
+    }
+    for (byte, key) in chunks.into_remainder().iter_mut().zip(mask) {
+        *byte ^= key;
+    }
+}
+
+/// Checks UTF-8 and returns how many bytes are valid. With `complete` false, a character cut at
+/// the end is allowed (it continues in the next fragment); a truly invalid sequence fails at once.
+fn validate_utf8(bytes: &[u8], complete: bool) -> Result<usize, CloseReason> {
+    match std::str::from_utf8(bytes) {
+        Ok(_) => Ok(bytes.len()),
+        Err(error) if !complete && error.error_len().is_none() => Ok(error.valid_up_to()),
+        Err(_) => Err(CloseReason::new(
+            close_code::INVALID_PAYLOAD,
+            "text frame is not valid UTF-8",
+        )),
+    }
+}
+
+fn parse_close(payload: &[u8]) -> Result<Option<CloseReason>, CloseReason> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(protocol_error("close frame with a one-byte payload")),
+        [high, low, reason @ ..] => {
+            let code = u16::from_be_bytes([*high, *low]);
+            let valid = matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999);
+            if !valid {
+                return Err(protocol_error("invalid close code"));
+            }
+            let reason = std::str::from_utf8(reason).map_err(|_| {
+                CloseReason::new(close_code::INVALID_PAYLOAD, "close reason is not UTF-8")
+            })?;
+            Ok(Some(CloseReason::new(code, reason.to_owned())))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [1, 2, 3, 4];
+        let mut frame = vec![first];
+        match payload.len() {
+            len @ 0..=125 => frame.push(0x80 | len as u8),
+            len @ 126..=0xFFFF => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            len => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+        frame
+    }
+
+    fn read_all(bytes: &[u8], max: usize) -> Vec<Result<Incoming, CloseReason>> {
+        let mut reader = MessageReader::new(max, BytesMut::new());
+        let mut out = Vec::new();
+        // Feed one byte at a time: every split point must work.
+        for byte in bytes {
+            reader.read_buffer().put_u8(*byte);
+            loop {
+                match reader.next_message() {
+                    Ok(Some(incoming)) => out.push(Ok(incoming)),
+                    Ok(None) => break,
+                    Err(close) => {
+                        out.push(Err(close));
+                        return out;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn text_ping_and_fragments() {
+        let mut bytes = client_frame(0x81, "héllo".as_bytes());
+        bytes.extend(client_frame(0x89, b"p"));
+        bytes.extend(client_frame(0x01, &"é".as_bytes()[..1]));
+        bytes.extend(client_frame(0x8A, b""));
+        bytes.extend(client_frame(0x80, &"é".as_bytes()[1..]));
+        assert_eq!(
+            read_all(&bytes, 100),
+            vec![
+                Ok(Incoming::Text(Bytes::from("héllo"))),
+                Ok(Incoming::Ping(Bytes::from("p"))),
+                Ok(Incoming::Pong),
+                Ok(Incoming::Text(Bytes::from("é"))),
+            ]
+        );
+    }
+
+    #[test]
+    fn long_lengths() {
+        let payload = "x".repeat(70_000);
+        let out = read_all(&client_frame(0x81, payload.as_bytes()), 100_000);
+        assert_eq!(out, vec![Ok(Incoming::Text(Bytes::from(payload)))]);
+    }
+
+    fn first_error(bytes: &[u8], max: usize) -> u16 {
+        match read_all(bytes, max).pop() {
+            Some(Err(close)) => close.code,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_violation_has_its_code() {
+        assert_eq!(first_error(&client_frame(0x82, b"x"), 10), 1003);
+        assert_eq!(first_error(&client_frame(0x83, b"x"), 10), 1002);
+        assert_eq!(first_error(&client_frame(0xC1, b"x"), 10), 1002);
+        assert_eq!(first_error(&client_frame(0x80, b"x"), 10), 1002);
+        assert_eq!(first_error(&client_frame(0x09, b"x"), 10), 1002);
+        assert_eq!(first_error(&client_frame(0x81, &[0xFF]), 10), 1007);
+        assert_eq!(first_error(&client_frame(0x81, &[0u8; 11]), 10), 1009);
+        assert_eq!(first_error(&client_frame(0x88, &[3, 0xE8, 0xFF]), 10), 1007);
+        assert_eq!(first_error(&client_frame(0x88, &[0x03]), 10), 1002);
+        assert_eq!(first_error(&client_frame(0x88, &[0x03, 0xEC]), 10), 1002);
+        // Unmasked.
+        assert_eq!(first_error(&[0x81, 0x01, b'x'], 10), 1002);
+        // A 100 MB declared length is refused from the header alone.
+        let mut huge = vec![0x81, 0x80 | 127];
+        huge.extend_from_slice(&100_000_000u64.to_be_bytes());
+        assert_eq!(first_error(&huge, 65536), 1009);
+        // Fragments that add up past the limit.
+        let mut bytes = client_frame(0x01, &[b'a'; 8]);
+        bytes.extend(client_frame(0x80, &[b'a'; 8]));
+        assert_eq!(first_error(&bytes, 10), 1009);
+        // Invalid UTF-8 in a first fragment fails before the message ends.
+        assert_eq!(
+            first_error(&client_frame(0x01, &[b'a', 0xC0, 0x80]), 10),
+            1007
+        );
+    }
+
+    #[test]
+    fn close_frames() {
+        let out = read_all(&client_frame(0x88, &[0x03, 0xE8, b'o', b'k']), 10);
+        assert_eq!(
+            out,
+            vec![Ok(Incoming::Close(Some(CloseReason::new(1000, "ok"))))]
+        );
+        assert_eq!(
+            read_all(&client_frame(0x88, &[]), 10),
+            vec![Ok(Incoming::Close(None))]
+        );
+    }
+
+    #[test]
+    fn server_frames() {
+        assert_eq!(&text_frame("hi")[..], &[0x81, 2, b'h', b'i']);
+        assert_eq!(&text_frame(&"x".repeat(200))[..4], &[0x81, 126, 0, 200]);
+        let close = close_frame(&CloseReason::new(4400, "é".repeat(100)));
+        assert_eq!(close[1] as usize, 2 + 122);
+        assert_eq!(&close[2..4], &4400u16.to_be_bytes());
+    }
+}

@@ -1,0 +1,151 @@
+//! The hub: every open connection, found by tags, and the routing of a request to them.
+//!
+//! One [`Hub`] is shared by all listeners (ws and wss) and by every source of requests. Routing
+//! takes the index's read lock, pushes a reference-counted copy of the already-encoded frame into
+//! each matching connection's [`Outbox`] (which never waits) and releases the lock: nothing here
+//! awaits, so no lock is ever held across an `.await`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use bytes::Bytes;
+
+use crate::frame::CloseReason;
+use crate::outbox::{Outbox, Pushed};
+use crate::request::Credentials;
+use crate::tags::{TagIndex, Tags};
+
+/// A connection's number, unique for the life of the process (shown in logs as `conn`).
+pub type ConnectionId = u64;
+
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Listener {
+    /// Plain `ws://`.
+    Ws,
+    /// `wss://`.
+    Wss,
+}
+
+impl Listener {
+    /// `ws` or `wss`, as in metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Listener::Ws => "ws",
+            Listener::Wss => "wss",
+        }
+    }
+}
+
+/// What the hub knows of one open connection.
+pub struct Peer {
+    /// The connection's number.
+    pub id: ConnectionId,
+    /// The client's address.
+    pub address: SocketAddr,
+    /// The listener it came in on.
+    pub listener: Listener,
+    /// The credentials from its URL, judged again when the auth file changes.
+    pub credentials: Credentials,
+    /// Its queue of frames to write.
+    pub outbox: Outbox,
+}
+
+/// What one routing did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// Connections the frame was queued to.
+    pub delivered: usize,
+    /// Connections closed with 4429 because their queue was full.
+    pub overflowed: usize,
+}
+
+/// All open connections, indexed by tags.
+#[derive(Default)]
+pub struct Hub {
+    index: RwLock<TagIndex<ConnectionId, Arc<Peer>>>,
+    next_id: AtomicU64,
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new() -> Hub {
+        Hub::default()
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, TagIndex<ConnectionId, Arc<Peer>>> {
+        self.index
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, TagIndex<ConnectionId, Arc<Peer>>> {
+        self.index
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A fresh connection number.
+    pub fn next_id(&self) -> ConnectionId {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Adds a connection; it is removed when the returned guard is dropped.
+    pub fn register(self: &Arc<Self>, tags: Tags, peer: Arc<Peer>) -> Registration {
+        let id = peer.id;
+        self.write().insert(id, tags, peer);
+        Registration {
+            hub: self.clone(),
+            id,
+        }
+    }
+
+    /// Queues `frame` to every connection whose tags contain all of `tags`.
+    pub fn route(&self, tags: &Tags, frame: &Bytes) -> Delivery {
+        let mut delivery = Delivery::default();
+        self.read()
+            .for_each_match(tags, |_, peer| match peer.outbox.push(frame.clone()) {
+                Pushed::Queued => delivery.delivered += 1,
+                Pushed::Overflowed => delivery.overflowed += 1,
+                Pushed::Closed => {}
+            });
+        delivery
+    }
+
+    /// Starts closing every connection with `reason` (shutdown).
+    pub fn close_all(&self, reason: &CloseReason) {
+        self.read().for_each(|_, _, peer| {
+            peer.outbox.close(reason.clone());
+        });
+    }
+
+    /// Every open connection, for judging them again (auth reload).
+    pub fn peers(&self) -> Vec<Arc<Peer>> {
+        let mut peers = Vec::new();
+        self.read().for_each(|_, _, peer| peers.push(peer.clone()));
+        peers
+    }
+
+    /// Number of open connections.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// True when no connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Keeps a connection in the hub; removes it when dropped.
+pub struct Registration {
+    hub: Arc<Hub>,
+    id: ConnectionId,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.hub.write().remove(self.id);
+    }
+}

@@ -1,0 +1,286 @@
+//! Shared helpers for the integration tests: a server on port 0 and WebSocket clients.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tagcast::config::Config;
+use tagcast::hub::Hub;
+use tagcast::server::{Listeners, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+/// How long any test waits for a condition before failing.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A server running in this process on 127.0.0.1, port 0.
+pub struct TestServer {
+    pub address: SocketAddr,
+    pub hub: std::sync::Arc<Hub>,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<()>,
+}
+
+impl TestServer {
+    /// Starts a server with the defaults plus `toml` (a config file's text).
+    pub async fn start(toml: &str) -> TestServer {
+        let mut config = Config::parse(toml, None).expect("test config");
+        config.server.address = "127.0.0.1".into();
+        config.server.port = 0;
+        TestServer::start_with(config).await
+    }
+
+    pub async fn start_with(config: Config) -> TestServer {
+        let listeners = Listeners::bind(&config).await.expect("bind");
+        let address = listeners.plain_address().expect("plain listener");
+        let server = Server::new(config).expect("server");
+        let hub = server.hub();
+        let shutdown = server.shutdown_token();
+        let task = tokio::spawn(server.run(listeners));
+        TestServer {
+            address,
+            hub,
+            shutdown,
+            task,
+        }
+    }
+
+    pub fn url(&self, query: &str) -> String {
+        format!("ws://{}/{}", self.address, query)
+    }
+
+    /// Connects with `tags` (a JSON object's text) and waits until the hub counts it.
+    pub async fn connect(&self, tags: &str) -> Client {
+        let before = self.hub.len();
+        let client = Client::connect(&self.url(&tags_query(tags))).await;
+        self.wait_for_connections(before + 1).await;
+        client
+    }
+
+    /// Waits until the hub holds exactly `count` connections.
+    pub async fn wait_for_connections(&self, count: usize) {
+        let hub = self.hub.clone();
+        wait_until(move || hub.len() == count, &format!("{count} connections")).await;
+    }
+}
+
+/// `?tags=...` with the JSON URL-encoded; empty for "".
+pub fn tags_query(tags: &str) -> String {
+    if tags.is_empty() {
+        return String::new();
+    }
+    let encoded: String = form_urlencoded::byte_serialize(tags.as_bytes()).collect();
+    format!("?tags={encoded}")
+}
+
+/// Polls `condition` every few milliseconds until it holds; panics after [`WAIT`].
+pub async fn wait_until(condition: impl Fn() -> bool, what: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A WebSocket client (tokio-tungstenite).
+pub struct Client {
+    pub socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect");
+        Client { socket }
+    }
+
+    pub async fn send(&mut self, text: &str) {
+        self.socket.send(Message::text(text)).await.expect("send");
+    }
+
+    /// Sends a request with `message` (JSON text) and `tags` (JSON object text).
+    pub async fn publish(&mut self, message: &str, tags: &str) {
+        let request = format!(r#"{{"message":{message},"tags":{tags},"metadata":{{}}}}"#);
+        self.send(&request).await;
+    }
+
+    /// The next text message, waiting at most [`WAIT`].
+    pub async fn recv(&mut self) -> String {
+        match self.next_frame(WAIT).await {
+            Some(Message::Text(text)) => text.to_string(),
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+
+    /// The next data or close frame within `wait`, `None` on timeout or end of stream.
+    pub async fn next_frame(&mut self, wait: Duration) -> Option<Message> {
+        loop {
+            match tokio::time::timeout(wait, self.socket.next()).await {
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(Some(Ok(message))) => return Some(message),
+                Ok(Some(Err(_))) | Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// Asserts that nothing arrives: sends a marker through `probe` (a connection that
+    /// receives everything sent to `marker_tags`) and checks this client got nothing before it.
+    pub async fn expect_close(&mut self) -> (u16, String) {
+        loop {
+            match self.next_frame(WAIT).await {
+                Some(Message::Close(Some(close))) => {
+                    return (u16::from(close.code), close.reason.to_string());
+                }
+                Some(Message::Close(None)) => return (1005, String::new()),
+                Some(Message::Text(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    }
+}
+
+/// A client speaking raw bytes over TCP, for what a well-behaved library will not send.
+pub struct RawClient {
+    pub stream: TcpStream,
+    pub buffer: Vec<u8>,
+}
+
+impl RawClient {
+    /// Opens a TCP connection and sends `request` as is.
+    pub async fn send_request(address: SocketAddr, request: &str) -> RawClient {
+        let mut stream = TcpStream::connect(address).await.expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        RawClient {
+            stream,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Opens a WebSocket connection by hand and checks for the 101 answer.
+    pub async fn upgrade(address: SocketAddr, query: &str) -> RawClient {
+        let mut client = RawClient::send_request(address, &upgrade_request(query)).await;
+        let head = client.read_head().await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        client
+    }
+
+    /// Reads the HTTP response head.
+    pub async fn read_head(&mut self) -> String {
+        loop {
+            if let Some(end) = self.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buffer[..end + 4]).into_owned();
+                self.buffer.drain(..end + 4);
+                return head;
+            }
+            self.fill().await;
+        }
+    }
+
+    /// Reads until the server closes the TCP connection; returns everything.
+    pub async fn read_to_end(&mut self) -> Vec<u8> {
+        let mut rest = std::mem::take(&mut self.buffer);
+        tokio::time::timeout(WAIT, self.stream.read_to_end(&mut rest))
+            .await
+            .expect("server did not close")
+            .expect("read");
+        rest
+    }
+
+    async fn fill(&mut self) {
+        let mut chunk = [0u8; 4096];
+        let read = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
+            .await
+            .expect("timed out reading")
+            .expect("read");
+        assert!(read > 0, "connection closed");
+        self.buffer.extend_from_slice(&chunk[..read]);
+    }
+
+    /// Sends one masked frame with the given first byte (FIN, RSV, opcode).
+    pub async fn send_frame(&mut self, first: u8, payload: &[u8]) {
+        self.stream
+            .write_all(&masked_frame(first, payload))
+            .await
+            .expect("write");
+    }
+
+    /// Reads one server frame: (first byte, payload).
+    pub async fn read_frame(&mut self) -> (u8, Vec<u8>) {
+        loop {
+            if self.buffer.len() >= 2 {
+                let (length, header) = match self.buffer[1] & 0x7F {
+                    126 if self.buffer.len() >= 4 => (
+                        u16::from_be_bytes([self.buffer[2], self.buffer[3]]) as usize,
+                        4,
+                    ),
+                    127 if self.buffer.len() >= 10 => (
+                        u64::from_be_bytes(self.buffer[2..10].try_into().unwrap()) as usize,
+                        10,
+                    ),
+                    126 | 127 => (usize::MAX, 0),
+                    length => (length as usize, 2),
+                };
+                if length != usize::MAX && self.buffer.len() >= header + length {
+                    let first = self.buffer[0];
+                    let payload = self.buffer[header..header + length].to_vec();
+                    self.buffer.drain(..header + length);
+                    return (first, payload);
+                }
+            }
+            self.fill().await;
+        }
+    }
+
+    /// Reads frames until a close frame; returns its code and reason.
+    pub async fn read_close(&mut self) -> (u16, String) {
+        loop {
+            let (first, payload) = self.read_frame().await;
+            if first & 0x0F == 0x8 {
+                let code = u16::from_be_bytes([payload[0], payload[1]]);
+                return (code, String::from_utf8_lossy(&payload[2..]).into_owned());
+            }
+        }
+    }
+}
+
+/// The text of a WebSocket upgrade request for `query` (e.g. `/?tags=...`).
+pub fn upgrade_request(target: &str) -> String {
+    format!(
+        "GET {target} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+}
+
+/// A masked client frame.
+pub fn masked_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    let mut frame = vec![first];
+    match payload.len() {
+        length @ 0..=125 => frame.push(0x80 | length as u8),
+        length @ 126..=0xFFFF => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(length as u16).to_be_bytes());
+        }
+        length => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(length as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(
+        payload
+            .iter()
+            .zip(mask.iter().cycle())
+            .map(|(byte, key)| byte ^ key),
+    );
+    frame
+}
