@@ -132,8 +132,7 @@ impl Client {
         }
     }
 
-    /// Asserts that nothing arrives: sends a marker through `probe` (a connection that
-    /// receives everything sent to `marker_tags`) and checks this client got nothing before it.
+    /// Skips text messages until a close frame; returns its code and reason.
     pub async fn expect_close(&mut self) -> (u16, String) {
         loop {
             match self.next_frame(WAIT).await {
@@ -203,6 +202,11 @@ impl RawClient {
             .expect("read");
         assert!(read > 0, "connection closed");
         self.buffer.extend_from_slice(&chunk[..read]);
+    }
+
+    /// Writes raw bytes.
+    pub async fn stream_write(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
     }
 
     /// Sends one masked frame with the given first byte (FIN, RSV, opcode).
