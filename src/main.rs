@@ -132,13 +132,25 @@ fn check(args: ConfigArg) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    if let Err(error) = Server::new(config.clone()) {
-        eprintln!("tagcast: {error}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
+    let server = match Server::new(config.clone()) {
+        Ok(server) => server,
+        Err(error) => {
+            eprintln!("tagcast: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     match &config.source {
         Some(path) => println!("{}: ok", path.display()),
         None => println!("no config file: built-in defaults are ok"),
+    }
+    let auth = &server.shared().auth;
+    match auth.path() {
+        Some(path) => println!(
+            "{}: ok, {} applications",
+            path.display(),
+            auth.applications()
+        ),
+        None => println!("no auth file: anyone may open and send"),
     }
     ExitCode::SUCCESS
 }
