@@ -29,7 +29,7 @@ pub use file::{Application, Applications, AuthError, Secret};
 use crate::config::AuthConfig;
 use crate::frame::{CloseReason, close_code};
 use crate::handshake::Rejection;
-use crate::hub::Hub;
+use crate::hub::{Hub, Peer};
 use crate::request::Credentials;
 
 /// The authorization policy in force.
@@ -196,20 +196,26 @@ impl Auth {
 
     /// Closes with 4403 every connection that could not open now; returns how many.
     fn revoke_refused(&self, hub: &Hub) -> usize {
-        let mut revoked = 0;
-        for peer in hub.peers() {
-            if self.check_open(&peer.credentials).is_ok() {
-                continue;
-            }
-            if peer
-                .outbox
-                .close(CloseReason::new(close_code::REVOKED, REVOKED))
-            {
-                info!(conn = peer.id, peer = %peer.address, app = peer.credentials.key.as_deref().unwrap_or(""), "credentials revoked: closing");
-                revoked += 1;
-            }
+        hub.peers()
+            .iter()
+            .filter(|peer| self.judge_again(peer))
+            .count()
+    }
+
+    /// Judges an open connection as a new open with its credentials would be judged now, and
+    /// closes it with 4403 if refused. True when this call closed it.
+    pub fn judge_again(&self, peer: &Peer) -> bool {
+        if self.check_open(&peer.credentials).is_ok() {
+            return false;
         }
-        revoked
+        let closed = peer
+            .outbox
+            .close(CloseReason::new(close_code::REVOKED, REVOKED));
+        if closed {
+            let app = peer.credentials.key.as_deref().unwrap_or("");
+            info!(conn = peer.id, peer = %peer.address, app, "credentials revoked: closing");
+        }
+        closed
     }
 
     /// How many reloads succeeded and failed since start.

@@ -161,6 +161,8 @@ async fn serve(args: ConfigArg) -> ExitCode {
         Err(code) => return code,
     };
     init_logging(&config);
+    // Listen for SIGHUP before anything can send it (its default action ends the process).
+    let hangup = signal(SignalKind::hangup());
     let server = match Server::new(config.clone()) {
         Ok(server) => server,
         Err(error) => {
@@ -185,7 +187,7 @@ async fn serve(args: ConfigArg) -> ExitCode {
     });
     let shared = server.shared();
     tokio::spawn(async move {
-        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        let Ok(mut hangup) = hangup else {
             tracing::error!("cannot listen for SIGHUP");
             return;
         };
