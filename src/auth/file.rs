@@ -271,6 +271,15 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/auth.yml"));
+        let applications = Applications::load(path).unwrap();
+        assert_eq!(applications.len(), 2);
+        let hashed = applications.get("application2").unwrap();
+        assert!(hashed.secret.matches("33yLWdynhaqm9tYjDFKf8gB8zmAPKdDP"));
+    }
+
+    #[test]
     fn debug_output_hides_secrets() {
         let applications =
             parse("applications:\n  - key: a\n    secret: s3cr3t-value\n    authorizeOpen: true\n")
