@@ -13,6 +13,7 @@ use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::time::Instant;
@@ -136,12 +137,15 @@ impl Target {
         }
     }
 
-    /// Does `event` concern the file? Reads (ours included) do not; errors and overflows may.
+    /// Does `event` concern the file? Reads (ours included) do not, the end of a write does;
+    /// errors and overflows may.
     fn concerns(&self, event: &Events, what: &'static str) -> bool {
         match event {
             Ok(event) if event.need_rescan() => true,
             Ok(event) => {
-                !matches!(event.kind, EventKind::Access(_))
+                let read = matches!(event.kind, EventKind::Access(access)
+                    if access != AccessKind::Close(AccessMode::Write));
+                !read
                     && event.paths.iter().any(|path| {
                         path.file_name()
                             .is_some_and(|name| self.names.contains(name))
@@ -239,12 +243,14 @@ mod tests {
             names: HashSet::from([OsString::from("auth.yml")]),
         };
         let event = |kind, path: &str| Ok(Event::new(kind).add_path(PathBuf::from(path)));
-        let open = EventKind::Access(notify::event::AccessKind::Open(
-            notify::event::AccessMode::Read,
-        ));
+        let open = EventKind::Access(AccessKind::Open(AccessMode::Any));
+        let read = EventKind::Access(AccessKind::Close(AccessMode::Read));
         let write = EventKind::Modify(notify::event::ModifyKind::Any);
+        let written = EventKind::Access(AccessKind::Close(AccessMode::Write));
         assert!(!target.concerns(&event(open, "/etc/auth.yml"), "file"));
+        assert!(!target.concerns(&event(read, "/etc/auth.yml"), "file"));
         assert!(target.concerns(&event(write, "/etc/auth.yml"), "file"));
+        assert!(target.concerns(&event(written, "/etc/auth.yml"), "file"));
         assert!(!target.concerns(&event(write, "/etc/tagcast.toml"), "file"));
     }
 }

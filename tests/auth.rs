@@ -119,6 +119,17 @@ async fn round_trip(client: &mut Client, app: (&str, &str), message: &str) {
     assert_eq!(client.recv().await, format!("{message:?}"));
 }
 
+/// Reloads as SIGHUP does; checks the new file is in force and how many connections it closed.
+fn reload_loads(server: &TestServer, applications: usize, revoked: usize) {
+    match server.shared.reload().auth {
+        AuthReload::Loaded {
+            applications: loaded,
+            revoked: closed,
+        } => assert_eq!((loaded, closed), (applications, revoked)),
+        other => panic!("the reload failed: {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn without_an_auth_file_anyone_opens_and_sends() {
     let server = TestServer::start("").await;
@@ -326,17 +337,7 @@ async fn reload_on_sighup_is_the_same_path() {
         ("held", "s-held", false),
         ("added", "s-added", true),
     ]));
-    let reloaded = server.shared.reload();
-    assert!(
-        matches!(
-            reloaded.auth,
-            AuthReload::Loaded {
-                applications: 2,
-                revoked: 0
-            }
-        ),
-        "{reloaded:?}"
-    );
+    reload_loads(&server, 2, 0);
     assert_eq!(
         open_status(&server, &query(Some("added"), None)).await.0,
         101
@@ -425,13 +426,7 @@ async fn an_invalid_edit_keeps_the_previous_applications() {
     round_trip(&mut client, ("held", "s-held"), "after removal").await;
     // And the next valid file is taken.
     file.rename_over(&yaml(&[("held", "s-held", false), ("b", "s-b", false)]));
-    assert!(matches!(
-        server.shared.reload().auth,
-        AuthReload::Loaded {
-            applications: 2,
-            ..
-        }
-    ));
+    reload_loads(&server, 2, 0);
 }
 
 #[tokio::test]
@@ -467,10 +462,7 @@ async fn revocation_closes_exactly_the_affected_connections_with_4403() {
     assert_eq!(kept.recv().await, r#""to all""#);
     assert_eq!(opener_with_secret.recv().await, r#""to all""#);
     // A reload with nothing more to revoke closes nothing.
-    assert!(matches!(
-        server.shared.reload().auth,
-        AuthReload::Loaded { revoked: 0, .. }
-    ));
+    reload_loads(&server, 3, 0);
     round_trip(&mut opener_with_secret, ("rotated", "s-new"), "new secret").await;
     assert_eq!(kept.recv().await, r#""new secret""#);
 }
@@ -482,17 +474,7 @@ async fn connections_opened_without_credentials_under_authorize_open_stay() {
     let mut anonymous = open(&server, None, None).await;
     let mut with_old = open(&server, Some("app"), Some("s-app")).await;
     file.rename_over("applications: []\n");
-    let reloaded = server.shared.reload();
-    assert!(
-        matches!(
-            reloaded.auth,
-            AuthReload::Loaded {
-                applications: 0,
-                revoked: 0
-            }
-        ),
-        "{reloaded:?}"
-    );
+    reload_loads(&server, 0, 0);
     file.rename_over(&yaml(&[("other", "s-other", false)]));
     server.shared.reload();
     round_trip(&mut anonymous, ("other", "s-other"), "anonymous stays").await;
