@@ -238,7 +238,7 @@ async fn a_missing_or_invalid_auth_file_stops_the_start() {
     let missing = file.directory.path().join("missing.yml");
     for (path, expected) in [
         (&missing, "cannot read the auth file"),
-        (&file.path, "line 3: missing field `authorizeOpen`"),
+        (&file.path, "line 2: application `a` has no `authorizeOpen`"),
     ] {
         let text = format!("[auth]\nfile = {:?}\n", path.display().to_string());
         let config = Config::parse(&text, None).expect("config");
@@ -360,7 +360,7 @@ async fn an_invalid_edit_keeps_the_previous_applications() {
         ("apps:\n  - key: held\n", "line 1: unknown field `apps`"),
         (
             "applications:\n  - secret: new\n    authorizeOpen: false\n",
-            "missing field `key`",
+            "line 2: an application has no `key`",
         ),
         (
             "applications:\n  - key: held\n    authorizeOpen: false\n",
@@ -368,7 +368,7 @@ async fn an_invalid_edit_keeps_the_previous_applications() {
         ),
         (
             "applications:\n  - key: held\n    secret: new\n",
-            "missing field `authorizeOpen`",
+            "line 2: application `held` has no `authorizeOpen`",
         ),
         (
             "applications:\n  - key: held\n    secret: new\n    authorizeOpen: false\n  - key: held\n    secret: newer\n    authorizeOpen: false\n",
@@ -378,7 +378,7 @@ async fn an_invalid_edit_keeps_the_previous_applications() {
             "applications:\n  - key: held\n    secret: new\n    authorizeOpen: sometimes\n",
             "line 4: invalid boolean",
         ),
-        ("", "`applications:` is missing"),
+        ("", "no `applications:` list"),
     ];
     for (round, (text, expected)) in edits.into_iter().enumerate() {
         let failed = server.shared.auth.reload_counts().failed;
@@ -613,7 +613,7 @@ fn tagcast_check_validates_the_auth_file() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("line 6: missing field `authorizeOpen`"),
+        stderr.contains("line 6: application `a` has no `authorizeOpen`"),
         "{stderr}"
     );
 

@@ -126,15 +126,12 @@ impl Applications {
             let message = message.replace(char::is_control, " ");
             invalid(line, message)
         })?;
-        let Some(raw) = raw else {
-            return Err(invalid(
-                None,
-                "the file is empty: `applications:` is missing".into(),
-            ));
+        let Some(entries) = raw.and_then(|raw| raw.applications) else {
+            return Err(invalid(None, "no `applications:` list".into()));
         };
         let mut by_key: HashMap<String, Application> = HashMap::new();
         let mut first_line: HashMap<String, u64> = HashMap::new();
-        for entry in raw.applications {
+        for entry in entries {
             let app_line = Some(entry.referenced.line());
             let RawApplication {
                 key,
@@ -142,8 +139,17 @@ impl Applications {
                 secret_sha256,
                 authorize_open,
             } = entry.value;
+            let Some(key) = key else {
+                return Err(invalid(app_line, "an application has no `key`".into()));
+            };
             let key_line = key.referenced.line();
             let key = key.value;
+            let Some(authorize_open) = authorize_open else {
+                return Err(invalid(
+                    app_line,
+                    format!("application `{key}` has no `authorizeOpen` (true or false)"),
+                ));
+            };
             if key.is_empty() {
                 return Err(invalid(Some(key_line), "`key` must not be empty".into()));
             }
@@ -217,19 +223,23 @@ impl Applications {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
-    applications: Vec<Spanned<RawApplication>>,
+    #[serde(default)]
+    applications: Option<Vec<Spanned<RawApplication>>>,
 }
 
-/// One application as written. Secrets stay in this type only until they are digested.
+/// One application as written. Secrets stay in this type only until they are digested. Every
+/// field is optional here so that a missing one is reported with the application's line.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawApplication {
-    key: Spanned<String>,
+    #[serde(default)]
+    key: Option<Spanned<String>>,
     #[serde(default)]
     secret: Option<Spanned<String>>,
     #[serde(default)]
     secret_sha256: Option<Spanned<String>>,
-    authorize_open: bool,
+    #[serde(default)]
+    authorize_open: Option<bool>,
 }
 
 #[cfg(test)]
@@ -296,11 +306,12 @@ mod tests {
 
     #[test]
     fn each_problem_names_the_file_the_line_and_the_problem() {
-        let cases: [(&str, &str); 14] = [
-            ("", "`applications:` is missing"),
-            ("# only a comment\n", "`applications:` is missing"),
+        let cases: [(&str, &str); 15] = [
+            ("", "no `applications:` list"),
+            ("# only a comment\n", "no `applications:` list"),
             ("apps: []\n", "line 1: unknown field `apps`"),
-            ("{}\n", "missing field `applications`"),
+            ("{}\n", "no `applications:` list"),
+            ("applications:\n", "no `applications:` list"),
             ("applications:\n  key: a\n", "line 2: "),
             ("applications:\n  - key: a\n    secret: [s\n", "line 3: "),
             (
@@ -309,11 +320,11 @@ mod tests {
             ),
             (
                 "applications:\n  - key: a\n    secret: s\n",
-                "missing field `authorizeOpen`",
+                "line 2: application `a` has no `authorizeOpen`",
             ),
             (
                 "applications:\n  - secret: s\n    authorizeOpen: true\n",
-                "missing field `key`",
+                "line 2: an application has no `key`",
             ),
             (
                 "applications:\n  - key: a\n    secret: s\n    authorizeOpen: true\n  - key: b\n    authorizeOpen: true\n",
@@ -343,7 +354,7 @@ mod tests {
             assert!(!message.contains('\n'), "{text:?}: {message}");
         }
         assert!(error("applications:\n  - key: a\n    secret: s\n    authorizeOpen: true\n  - key: b\n    secret: t\n")
-            .contains("line 6"));
+            .contains("line 5: application `b` has no `authorizeOpen`"));
     }
 
     #[test]
