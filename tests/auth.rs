@@ -254,10 +254,10 @@ async fn a_missing_or_invalid_auth_file_stops_the_start() {
 /// Starts a server whose file has `held` (kept valid), opens a connection with it, replaces the
 /// file with `replace` so that `added` appears, and checks that the change is in force within
 /// the bounded wait while the held connection stays open.
-async fn reload_is_observed(file: &AuthDir, replace: impl FnOnce(&str)) {
+async fn reload_is_observed(toml: &str, replace: impl FnOnce(&str)) {
     let held = ("held", "s-held");
     let added = ("added", "s-added");
-    let server = TestServer::start(&file.toml(false)).await;
+    let server = TestServer::start(toml).await;
     let mut client = open(&server, Some(held.0), Some(held.1)).await;
     assert_eq!(
         open_status(&server, &query(Some(added.0), Some(added.1)))
@@ -289,7 +289,7 @@ async fn reload_is_observed(file: &AuthDir, replace: impl FnOnce(&str)) {
 async fn reload_by_in_place_write() {
     let file = AuthDir::new(&yaml(&[("held", "s-held", false)]));
     let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&file.path).unwrap());
-    reload_is_observed(&file, |text| file.write_in_place(text)).await;
+    reload_is_observed(&file.toml(false), |text| file.write_in_place(text)).await;
     let after = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&file.path).unwrap());
     assert_eq!(inode, after, "the file was written in place");
 }
@@ -297,34 +297,91 @@ async fn reload_by_in_place_write() {
 #[tokio::test]
 async fn reload_by_rename_over() {
     let file = AuthDir::new(&yaml(&[("held", "s-held", false)]));
-    reload_is_observed(&file, |text| file.rename_over(text)).await;
+    reload_is_observed(&file.toml(false), |text| file.rename_over(text)).await;
 }
 
-/// The layout of a Kubernetes config map volume: `auth.yml -> ..data/auth.yml`,
-/// `..data -> ..<version>`; an update writes a new version directory, points a new `..data_tmp`
-/// link at it, renames that over `..data` and removes the old version.
+/// A Kubernetes config map volume holding `auth.yml`: `auth.yml -> ..data/auth.yml`,
+/// `..data -> ..vN`. An update writes a new version directory, points a new `..data_tmp` link at
+/// it, renames that over `..data` and removes the old version, as the kubelet does.
+struct ConfigMap {
+    file: AuthDir,
+    version: usize,
+}
+
+impl ConfigMap {
+    fn new(text: &str) -> ConfigMap {
+        let directory = tempfile::tempdir().unwrap();
+        let root = directory.path();
+        std::fs::create_dir(root.join("..v1")).unwrap();
+        std::fs::write(root.join("..v1/auth.yml"), text).unwrap();
+        std::os::unix::fs::symlink("..v1", root.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/auth.yml", root.join("auth.yml")).unwrap();
+        let path = root.join("auth.yml");
+        ConfigMap {
+            file: AuthDir { directory, path },
+            version: 1,
+        }
+    }
+
+    fn root(&self) -> &Path {
+        self.file.directory.path()
+    }
+
+    /// The file the links lead to now.
+    fn real_file(&self) -> PathBuf {
+        self.root().join(format!("..v{}/auth.yml", self.version))
+    }
+
+    fn update(&mut self, text: &str) {
+        let old = self.root().join(format!("..v{}", self.version));
+        self.version += 1;
+        let new = format!("..v{}", self.version);
+        std::fs::create_dir(self.root().join(&new)).unwrap();
+        std::fs::write(self.real_file(), text).unwrap();
+        std::os::unix::fs::symlink(&new, self.root().join("..data_tmp")).unwrap();
+        std::fs::rename(self.root().join("..data_tmp"), self.root().join("..data")).unwrap();
+        std::fs::remove_dir_all(old).unwrap();
+    }
+}
+
 #[tokio::test]
 async fn reload_by_symlink_swap() {
-    let root = tempfile::tempdir().unwrap();
-    let root_path = root.path().to_owned();
-    let version = |name: &str, text: &str| {
-        std::fs::create_dir(root_path.join(name)).unwrap();
-        std::fs::write(root_path.join(name).join("auth.yml"), text).unwrap();
+    let mut map = ConfigMap::new(&yaml(&[("held", "s-held", false)]));
+    reload_is_observed(&map.file.toml(false), |text| map.update(text)).await;
+}
+
+/// After each swap the watches follow the file: the directory of the new version is watched,
+/// so an in-place edit of the real file is seen too.
+#[tokio::test]
+async fn the_watch_follows_the_file_across_swaps() {
+    let version = |number: usize| {
+        yaml(&[
+            ("held", "s-held", false),
+            ("rotating", &format!("s-{number}"), false),
+        ])
     };
-    version("..v1", &yaml(&[("held", "s-held", false)]));
-    std::os::unix::fs::symlink("..v1", root_path.join("..data")).unwrap();
-    std::os::unix::fs::symlink("..data/auth.yml", root_path.join("auth.yml")).unwrap();
-    let file = AuthDir {
-        path: root_path.join("auth.yml"),
-        directory: root,
-    };
-    reload_is_observed(&file, |text| {
-        version("..v2", text);
-        std::os::unix::fs::symlink("..v2", root_path.join("..data_tmp")).unwrap();
-        std::fs::rename(root_path.join("..data_tmp"), root_path.join("..data")).unwrap();
-        std::fs::remove_dir_all(root_path.join("..v1")).unwrap();
-    })
-    .await;
+    let mut map = ConfigMap::new(&version(0));
+    let server = TestServer::start(&map.file.toml(false)).await;
+    let mut client = open(&server, Some("held"), Some("s-held")).await;
+    for number in 1..=6 {
+        match number {
+            4 => std::fs::write(map.real_file(), version(number)).unwrap(),
+            _ => map.update(&version(number)),
+        }
+        let auth = server.shared.clone();
+        let secret = format!("s-{number}");
+        wait_until(
+            move || {
+                auth.auth
+                    .check_send(&credentials("rotating", &secret))
+                    .is_ok()
+            },
+            &format!("version {number} to be in force"),
+        )
+        .await;
+    }
+    round_trip(&mut client, ("held", "s-held"), "still open").await;
+    assert_eq!(server.shared.auth.reload_counts().failed, 0);
 }
 
 #[tokio::test]
@@ -727,7 +784,8 @@ async fn sighup_reloads_the_auth_file_of_the_real_daemon() {
     let reloaded = daemon.wait_for_line("auth file reloaded");
     assert!(reloaded.contains("applications=2"), "{reloaded}");
 
+    // `added` receiving its own message proves it is registered (the 101 comes just before).
     let mut added = Client::connect(&url("added", "s-added")).await;
-    round_trip(&mut held, ("added", "s-added"), "after SIGHUP").await;
-    assert_eq!(added.recv().await, r#""after SIGHUP""#);
+    round_trip(&mut added, ("added", "s-added"), "after SIGHUP").await;
+    assert_eq!(held.recv().await, r#""after SIGHUP""#);
 }
