@@ -417,6 +417,12 @@ impl Config {
                 "must start with redis:// or rediss://".into(),
             ));
         }
+        if !config.auth.authorize_open && config.auth.file.is_none() {
+            return Err(invalid(
+                "auth.authorize_open",
+                "false needs auth.file: without applications nobody could open".into(),
+            ));
+        }
         if config.cluster.channel.is_empty() {
             return Err(invalid("cluster.channel", "must not be empty".into()));
         }
@@ -524,5 +530,6 @@ mod tests {
         assert!(error("[cluster]\nredis = \"http://x\"\n").contains("cluster.redis"));
         assert!(error("[http]\nadmin_address = \"x\"\n").contains("http.admin_address"));
         assert!(error("[tls]\nport = 1\n").contains("cert"));
+        assert!(error("[auth]\nauthorize_open = false\n").contains("auth.authorize_open"));
     }
 }

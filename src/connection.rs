@@ -96,6 +96,8 @@ pub async fn serve<S>(
     });
     let span = tracing::info_span!("conn", conn = peer.id, peer = %address, tags = %upgrade.tags);
     let registration = shared.hub.register(upgrade.tags, peer.clone());
+    // An auth reload between the open check and the registration did not see this connection.
+    shared.auth.judge_again(&peer);
     span.in_scope(|| debug!(listener = listener.as_str(), "connection opened"));
     let closed = run_websocket(&shared, stream, &peer, buffer)
         .instrument(span.clone())

@@ -12,7 +12,8 @@
 //! - [`connection`]: one client's task: handshake, reader, writer.
 //! - [`server`]: listeners, accept loops, connection cap, shutdown.
 //! - [`config`]: `tagcast.toml`, validated.
-//! - [`auth`]: who may open and send.
+//! - [`auth`]: who may open and send: the applications file, checked and reloaded.
+//! - [`watch`]: noticing that a file changed, however it was replaced.
 //! - [`http`]: plain HTTP requests on the WebSocket listeners.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -41,3 +42,5 @@ pub mod parser;
 pub mod request;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
+pub mod watch;

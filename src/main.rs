@@ -132,13 +132,25 @@ fn check(args: ConfigArg) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    if let Err(error) = Server::new(config.clone()) {
-        eprintln!("tagcast: {error}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
+    let server = match Server::new(config.clone()) {
+        Ok(server) => server,
+        Err(error) => {
+            eprintln!("tagcast: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     match &config.source {
         Some(path) => println!("{}: ok", path.display()),
         None => println!("no config file: built-in defaults are ok"),
+    }
+    let auth = &server.shared().auth;
+    match auth.path() {
+        Some(path) => println!(
+            "{}: ok, {} applications",
+            path.display(),
+            auth.applications()
+        ),
+        None => println!("no auth file: anyone may open and send"),
     }
     ExitCode::SUCCESS
 }
@@ -149,6 +161,8 @@ async fn serve(args: ConfigArg) -> ExitCode {
         Err(code) => return code,
     };
     init_logging(&config);
+    // Listen for SIGHUP before anything can send it (its default action ends the process).
+    let hangup = signal(SignalKind::hangup());
     let server = match Server::new(config.clone()) {
         Ok(server) => server,
         Err(error) => {
@@ -173,7 +187,7 @@ async fn serve(args: ConfigArg) -> ExitCode {
     });
     let shared = server.shared();
     tokio::spawn(async move {
-        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        let Ok(mut hangup) = hangup else {
             tracing::error!("cannot listen for SIGHUP");
             return;
         };

@@ -16,13 +16,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::auth::Auth;
+use crate::auth::{Auth, AuthError, AuthReload};
 use crate::config::Config;
 use crate::connection;
 use crate::frame::{self, CloseReason, close_code};
 use crate::hub::{Delivery, Hub, Listener};
 use crate::parser::{self, MessageParser};
 use crate::tags::Tags;
+use crate::watch;
 
 /// A server that cannot start. The message names the file or address at fault.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,9 @@ pub enum StartError {
     /// The JSON Schema of the `json-schema` parser is unusable.
     #[error(transparent)]
     Schema(#[from] parser::SchemaError),
+    /// The auth file is missing, unreadable or invalid.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     /// A listener cannot be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -64,10 +68,27 @@ impl Shared {
         self.hub.route(tags, &frame::text_frame(payload))
     }
 
-    /// Re-reads what can change without a restart (SIGHUP, `systemctl reload`).
-    pub fn reload(&self) {
+    /// Re-reads what can change without a restart (SIGHUP, `systemctl reload`) and says how
+    /// it went, for logs, metrics and systemd's `RELOADING=1`/`READY=1`.
+    pub fn reload(&self) -> Reloaded {
         info!("reload requested");
+        Reloaded {
+            auth: self.reload_auth(),
+        }
     }
+
+    /// Re-reads the auth file: the one path for SIGHUP and the file watcher. See
+    /// [`Auth::reload`].
+    pub fn reload_auth(&self) -> AuthReload {
+        self.auth.reload(&self.hub)
+    }
+}
+
+/// What one [`Shared::reload`] did.
+#[derive(Debug)]
+pub struct Reloaded {
+    /// The auth file's reload.
+    pub auth: AuthReload,
 }
 
 /// The bound listening sockets.
@@ -110,23 +131,27 @@ impl Server {
     /// Prepares a server: loads the message parser and the auth file the config names.
     pub fn new(config: Config) -> Result<Server, StartError> {
         let parser = parser::from_config(&config.messages)?;
-        Ok(Server::with_parser(config, parser))
+        Server::with_parser(config, parser)
     }
 
-    /// Prepares a server that checks messages with a parser of the caller's own.
-    pub fn with_parser(config: Config, parser: Arc<dyn MessageParser>) -> Server {
+    /// Prepares a server that checks messages with a parser of the caller's own; loads the
+    /// auth file the config names.
+    pub fn with_parser(
+        config: Config,
+        parser: Arc<dyn MessageParser>,
+    ) -> Result<Server, StartError> {
         let shared = Shared {
             connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
             hub: Arc::new(Hub::new()),
-            auth: Auth::open_to_all(),
+            auth: Auth::from_config(&config.auth)?,
             parser,
             shutdown: CancellationToken::new(),
             config,
         };
-        Server {
+        Ok(Server {
             shared: Arc::new(shared),
             tracker: TaskTracker::new(),
-        }
+        })
     }
 
     /// Cancel this token to shut the server down.
@@ -153,6 +178,17 @@ impl Server {
                 self.tracker.clone(),
                 listener,
                 Listener::Ws,
+            ));
+        }
+        if let Some(path) = self.shared.auth.path() {
+            let shared = self.shared.clone();
+            self.tracker.spawn(watch::watch_file(
+                path.to_owned(),
+                "auth file",
+                self.shared.shutdown.clone(),
+                move || {
+                    shared.reload_auth();
+                },
             ));
         }
         self.shared.shutdown.cancelled().await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tagcast::config::Config;
 use tagcast::hub::Hub;
-use tagcast::server::{Listeners, Server};
+use tagcast::server::{Listeners, Server, Shared};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -22,6 +22,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub struct TestServer {
     pub address: SocketAddr,
     pub hub: std::sync::Arc<Hub>,
+    pub shared: std::sync::Arc<Shared>,
     pub shutdown: CancellationToken,
     pub task: JoinHandle<()>,
 }
@@ -40,11 +41,13 @@ impl TestServer {
         let address = listeners.plain_address().expect("plain listener");
         let server = Server::new(config).expect("server");
         let hub = server.hub();
+        let shared = server.shared();
         let shutdown = server.shutdown_token();
         let task = tokio::spawn(server.run(listeners));
         TestServer {
             address,
             hub,
+            shared,
             shutdown,
             task,
         }
