@@ -14,6 +14,7 @@
 //! - [`config`]: `tagcast.toml`, validated.
 //! - [`auth`]: who may open and send.
 //! - [`http`]: plain HTTP requests on the WebSocket listeners.
+//! - [`tls`]: the wss certificate: rustls config from PEM files, swapped on reload.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -41,3 +42,5 @@ pub mod parser;
 pub mod request;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
+pub mod tls;

@@ -2,7 +2,8 @@
 //!
 //! The caller binds ([`Listeners::bind`]) and hands the sockets over, so tests bind port 0 and
 //! read the address back. [`Server::run`] accepts until the shutdown token is cancelled, then
-//! sends close 1001 to every client and waits up to `limits.shutdown_grace_ms` for them.
+//! sends close 1001 to every client and waits up to `limits.shutdown_grace_ms` for them. The ws
+//! and wss listeners feed the same hub; a wss connection's TLS handshake runs in its own task.
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,7 +15,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::auth::Auth;
 use crate::config::Config;
@@ -23,6 +24,7 @@ use crate::frame::{self, CloseReason, close_code};
 use crate::hub::{Delivery, Hub, Listener};
 use crate::parser::{self, MessageParser};
 use crate::tags::Tags;
+use crate::tls::{TlsAcceptor, TlsError};
 
 /// A server that cannot start. The message names the file or address at fault.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,9 @@ pub enum StartError {
     /// The JSON Schema of the `json-schema` parser is unusable.
     #[error(transparent)]
     Schema(#[from] parser::SchemaError),
+    /// The `[tls]` certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// A listener cannot be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -54,6 +59,8 @@ pub struct Shared {
     pub connection_slots: Arc<Semaphore>,
     /// Cancelled when the server starts shutting down.
     pub shutdown: CancellationToken,
+    /// The wss certificate, when `[tls]` is set.
+    pub tls: Option<TlsAcceptor>,
 }
 
 impl Shared {
@@ -67,6 +74,17 @@ impl Shared {
     /// Re-reads what can change without a restart (SIGHUP, `systemctl reload`).
     pub fn reload(&self) {
         info!("reload requested");
+        self.reload_tls();
+    }
+
+    /// Re-reads the wss certificate and key (a renewal); a pair that cannot be used is logged
+    /// and the one in force stays. Called on SIGHUP and when the files change.
+    pub fn reload_tls(&self) {
+        let Some(tls) = &self.tls else { return };
+        match tls.reload() {
+            Ok(()) => info!(cert = %tls.cert_path().display(), "tls certificate reloaded"),
+            Err(error) => error!("tls certificate not reloaded, the previous one stays: {error}"),
+        }
     }
 }
 
@@ -74,6 +92,8 @@ impl Shared {
 pub struct Listeners {
     /// The plain ws listener, unless `server.plain = false`.
     pub plain: Option<TcpListener>,
+    /// The wss listener, when `[tls]` is set.
+    pub tls: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -83,15 +103,28 @@ impl Listeners {
             true => Some(bind(config.plain_address()).await?),
             false => None,
         };
-        Ok(Listeners { plain })
+        let tls = match config.tls_socket_address() {
+            Some(address) => Some(bind(address).await?),
+            None => None,
+        };
+        Ok(Listeners { plain, tls })
     }
 
     /// The plain ws listener's address.
     pub fn plain_address(&self) -> Option<SocketAddr> {
-        self.plain
-            .as_ref()
-            .and_then(|listener| listener.local_addr().ok())
+        local_address(&self.plain)
     }
+
+    /// The wss listener's address.
+    pub fn tls_address(&self) -> Option<SocketAddr> {
+        local_address(&self.tls)
+    }
+}
+
+fn local_address(listener: &Option<TcpListener>) -> Option<SocketAddr> {
+    listener
+        .as_ref()
+        .and_then(|listener| listener.local_addr().ok())
 }
 
 async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
@@ -107,26 +140,32 @@ pub struct Server {
 }
 
 impl Server {
-    /// Prepares a server: loads the message parser and the auth file the config names.
+    /// Prepares a server: loads the message parser, the auth file and the TLS certificate the
+    /// config names.
     pub fn new(config: Config) -> Result<Server, StartError> {
         let parser = parser::from_config(&config.messages)?;
-        Ok(Server::with_parser(config, parser))
+        Server::with_parser(config, parser)
     }
 
     /// Prepares a server that checks messages with a parser of the caller's own.
-    pub fn with_parser(config: Config, parser: Arc<dyn MessageParser>) -> Server {
+    pub fn with_parser(
+        config: Config,
+        parser: Arc<dyn MessageParser>,
+    ) -> Result<Server, StartError> {
+        let tls = config.tls.as_ref().map(TlsAcceptor::load).transpose()?;
         let shared = Shared {
             connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
             hub: Arc::new(Hub::new()),
             auth: Auth::open_to_all(),
             parser,
             shutdown: CancellationToken::new(),
+            tls,
             config,
         };
-        Server {
+        Ok(Server {
             shared: Arc::new(shared),
             tracker: TaskTracker::new(),
-        }
+        })
     }
 
     /// Cancel this token to shut the server down.
@@ -153,6 +192,14 @@ impl Server {
                 self.tracker.clone(),
                 listener,
                 Listener::Ws,
+            ));
+        }
+        if let (Some(listener), Some(_)) = (listeners.tls, &self.shared.tls) {
+            self.tracker.spawn(accept_loop(
+                self.shared.clone(),
+                self.tracker.clone(),
+                listener,
+                Listener::Wss,
             ));
         }
         self.shared.shutdown.cancelled().await;
@@ -205,6 +252,8 @@ async fn accept_loop(
     }
 }
 
+/// Serves one accepted TCP connection: a wss one is decrypted first, its TLS handshake bounded
+/// by the same deadline as the WebSocket handshake.
 async fn serve_tcp(
     shared: Arc<Shared>,
     stream: TcpStream,
@@ -213,5 +262,24 @@ async fn serve_tcp(
     deadline: Instant,
 ) {
     let _ = stream.set_nodelay(true);
+    if kind == Listener::Ws {
+        return connection::serve(shared, stream, address, kind, deadline).await;
+    }
+    // `run` starts the wss accept loop only with a certificate.
+    let Some(tls) = &shared.tls else { return };
+    let stream = tokio::select! {
+        accepted = tokio::time::timeout_at(deadline, tls.accept(stream)) => match accepted {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                debug!(peer = %address, %error, "tls handshake failed");
+                return;
+            }
+            Err(_) => {
+                debug!(peer = %address, "tls handshake timed out");
+                return;
+            }
+        },
+        _ = shared.shutdown.cancelled() => return,
+    };
     connection::serve(shared, stream, address, kind, deadline).await;
 }
