@@ -78,7 +78,8 @@ impl Shared {
     }
 
     /// Re-reads the wss certificate and key (a renewal); a pair that cannot be used is logged
-    /// and the one in force stays. Called on SIGHUP and when the files change.
+    /// and the one in force stays. Called on SIGHUP; also the entry point for a watcher of the
+    /// cert and key files.
     pub fn reload_tls(&self) {
         let Some(tls) = &self.tls else { return };
         match tls.reload() {
