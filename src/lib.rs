@@ -15,6 +15,7 @@
 //! - [`auth`]: who may open and send: the applications file, checked and reloaded.
 //! - [`watch`]: noticing that a file changed, however it was replaced.
 //! - [`http`]: plain HTTP requests on the WebSocket listeners.
+//! - [`tls`]: the wss certificate: rustls config from PEM files, swapped on reload.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -42,5 +43,7 @@ pub mod parser;
 pub mod request;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
+pub mod tls;
 #[cfg(feature = "server")]
 pub mod watch;

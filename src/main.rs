@@ -180,6 +180,9 @@ async fn serve(args: ConfigArg) -> ExitCode {
     if let Some(address) = listeners.plain_address() {
         tracing::info!(%address, "listening for ws");
     }
+    if let Some(address) = listeners.tls_address() {
+        tracing::info!(%address, "listening for wss");
+    }
     let shutdown = server.shutdown_token();
     tokio::spawn(async move {
         wait_for_stop_signal().await;

@@ -2,7 +2,8 @@
 //!
 //! The caller binds ([`Listeners::bind`]) and hands the sockets over, so tests bind port 0 and
 //! read the address back. [`Server::run`] accepts until the shutdown token is cancelled, then
-//! sends close 1001 to every client and waits up to `limits.shutdown_grace_ms` for them.
+//! sends close 1001 to every client and waits up to `limits.shutdown_grace_ms` for them. The ws
+//! and wss listeners feed the same hub; a wss connection's TLS handshake runs in its own task.
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,7 +15,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::auth::{Auth, AuthError, AuthReload};
 use crate::config::Config;
@@ -24,6 +25,7 @@ use crate::hub::{Delivery, Hub, Listener};
 use crate::parser::{self, MessageParser};
 use crate::tags::Tags;
 use crate::watch;
+use crate::tls::{TlsAcceptor, TlsError};
 
 /// A server that cannot start. The message names the file or address at fault.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +36,9 @@ pub enum StartError {
     /// The auth file is missing, unreadable or invalid.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// The `[tls]` certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// A listener cannot be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -58,6 +63,8 @@ pub struct Shared {
     pub connection_slots: Arc<Semaphore>,
     /// Cancelled when the server starts shutting down.
     pub shutdown: CancellationToken,
+    /// The wss certificate, when `[tls]` is set.
+    pub tls: Option<TlsAcceptor>,
 }
 
 impl Shared {
@@ -74,7 +81,21 @@ impl Shared {
         info!("reload requested");
         Reloaded {
             auth: self.reload_auth(),
+            tls: self.reload_tls(),
         }
+    }
+
+    /// Re-reads the wss certificate and key (a renewal): the one path for SIGHUP and the file
+    /// watcher. A pair that cannot be used is logged and the one in force stays. `None` when
+    /// wss is not served.
+    pub fn reload_tls(&self) -> Option<Result<(), TlsError>> {
+        let tls = self.tls.as_ref()?;
+        let result = tls.reload();
+        match &result {
+            Ok(()) => info!(cert = %tls.cert_path().display(), "tls certificate reloaded"),
+            Err(error) => error!("tls certificate not reloaded, the previous one stays: {error}"),
+        }
+        Some(result)
     }
 
     /// Re-reads the auth file: the one path for SIGHUP and the file watcher. See
@@ -89,12 +110,16 @@ impl Shared {
 pub struct Reloaded {
     /// The auth file's reload.
     pub auth: AuthReload,
+    /// The certificate's reload, when wss is served.
+    pub tls: Option<Result<(), TlsError>>,
 }
 
 /// The bound listening sockets.
 pub struct Listeners {
     /// The plain ws listener, unless `server.plain = false`.
     pub plain: Option<TcpListener>,
+    /// The wss listener, when `[tls]` is set.
+    pub tls: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -104,15 +129,28 @@ impl Listeners {
             true => Some(bind(config.plain_address()).await?),
             false => None,
         };
-        Ok(Listeners { plain })
+        let tls = match config.tls_socket_address() {
+            Some(address) => Some(bind(address).await?),
+            None => None,
+        };
+        Ok(Listeners { plain, tls })
     }
 
     /// The plain ws listener's address.
     pub fn plain_address(&self) -> Option<SocketAddr> {
-        self.plain
-            .as_ref()
-            .and_then(|listener| listener.local_addr().ok())
+        local_address(&self.plain)
     }
+
+    /// The wss listener's address.
+    pub fn tls_address(&self) -> Option<SocketAddr> {
+        local_address(&self.tls)
+    }
+}
+
+fn local_address(listener: &Option<TcpListener>) -> Option<SocketAddr> {
+    listener
+        .as_ref()
+        .and_then(|listener| listener.local_addr().ok())
 }
 
 async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
@@ -128,7 +166,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Prepares a server: loads the message parser and the auth file the config names.
+    /// Prepares a server: loads the message parser, the auth file and the TLS certificate the
+    /// config names.
     pub fn new(config: Config) -> Result<Server, StartError> {
         let parser = parser::from_config(&config.messages)?;
         Server::with_parser(config, parser)
@@ -140,12 +179,14 @@ impl Server {
         config: Config,
         parser: Arc<dyn MessageParser>,
     ) -> Result<Server, StartError> {
+        let tls = config.tls.as_ref().map(TlsAcceptor::load).transpose()?;
         let shared = Shared {
             connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
             hub: Arc::new(Hub::new()),
             auth: Auth::from_config(&config.auth)?,
             parser,
             shutdown: CancellationToken::new(),
+            tls,
             config,
         };
         Ok(Server {
@@ -180,6 +221,14 @@ impl Server {
                 Listener::Ws,
             ));
         }
+        if let (Some(listener), Some(_)) = (listeners.tls, &self.shared.tls) {
+            self.tracker.spawn(accept_loop(
+                self.shared.clone(),
+                self.tracker.clone(),
+                listener,
+                Listener::Wss,
+            ));
+        }
         if let Some(path) = self.shared.auth.path() {
             let shared = self.shared.clone();
             self.tracker.spawn(watch::watch_file(
@@ -190,6 +239,19 @@ impl Server {
                     shared.reload_auth();
                 },
             ));
+        }
+        if let Some(tls) = &self.shared.config.tls {
+            for (path, what) in [(&tls.cert, "tls certificate"), (&tls.key, "tls key")] {
+                let shared = self.shared.clone();
+                self.tracker.spawn(watch::watch_file(
+                    path.clone(),
+                    what,
+                    self.shared.shutdown.clone(),
+                    move || {
+                        shared.reload_tls();
+                    },
+                ));
+            }
         }
         self.shared.shutdown.cancelled().await;
         info!(connections = self.shared.hub.len(), "shutting down");
@@ -241,6 +303,8 @@ async fn accept_loop(
     }
 }
 
+/// Serves one accepted TCP connection: a wss one is decrypted first, its TLS handshake bounded
+/// by the same deadline as the WebSocket handshake.
 async fn serve_tcp(
     shared: Arc<Shared>,
     stream: TcpStream,
@@ -249,5 +313,24 @@ async fn serve_tcp(
     deadline: Instant,
 ) {
     let _ = stream.set_nodelay(true);
+    if kind == Listener::Ws {
+        return connection::serve(shared, stream, address, kind, deadline).await;
+    }
+    // `run` starts the wss accept loop only with a certificate.
+    let Some(tls) = &shared.tls else { return };
+    let stream = tokio::select! {
+        accepted = tokio::time::timeout_at(deadline, tls.accept(stream)) => match accepted {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                debug!(peer = %address, %error, "tls handshake failed");
+                return;
+            }
+            Err(_) => {
+                debug!(peer = %address, "tls handshake timed out");
+                return;
+            }
+        },
+        _ = shared.shutdown.cancelled() => return,
+    };
     connection::serve(shared, stream, address, kind, deadline).await;
 }

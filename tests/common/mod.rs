@@ -20,7 +20,10 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 /// A server running in this process on 127.0.0.1, port 0.
 pub struct TestServer {
+    /// The ws listener (the wss one when `server.plain = false`).
     pub address: SocketAddr,
+    /// The wss listener, when `[tls]` is set.
+    pub tls_address: Option<SocketAddr>,
     pub hub: std::sync::Arc<Hub>,
     pub shared: std::sync::Arc<Shared>,
     pub shutdown: CancellationToken,
@@ -28,17 +31,26 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts a server with the defaults plus `toml` (a config file's text).
+    /// Starts a server with the defaults plus `toml` (a config file's text); every listener on
+    /// 127.0.0.1, port 0.
     pub async fn start(toml: &str) -> TestServer {
         let mut config = Config::parse(toml, None).expect("test config");
         config.server.address = "127.0.0.1".into();
         config.server.port = 0;
+        if let Some(tls) = &mut config.tls {
+            tls.address = None;
+            tls.port = 0;
+        }
         TestServer::start_with(config).await
     }
 
     pub async fn start_with(config: Config) -> TestServer {
         let listeners = Listeners::bind(&config).await.expect("bind");
-        let address = listeners.plain_address().expect("plain listener");
+        let tls_address = listeners.tls_address();
+        let address = listeners
+            .plain_address()
+            .or(tls_address)
+            .expect("a listener");
         let server = Server::new(config).expect("server");
         let hub = server.hub();
         let shared = server.shared();
@@ -46,6 +58,7 @@ impl TestServer {
         let task = tokio::spawn(server.run(listeners));
         TestServer {
             address,
+            tls_address,
             hub,
             shared,
             shutdown,
