@@ -264,6 +264,7 @@ async fn capture<S: AsyncRead + AsyncWrite + Unpin>(
     sender: mpsc::UnboundedSender<String>,
 ) {
     let target = sender.clone();
+    #[allow(clippy::result_large_err)] // the error type is tungstenite's
     let callback = move |request: &Request, response: Response| {
         let _ = target.send(request.uri().to_string());
         Ok(response)
