@@ -17,6 +17,7 @@
 //! ["client"]`): none of the daemon's dependencies. With `mock` alone, the request types, the
 //! trait and the mock are available without any network code.
 
+use std::fmt;
 use std::future::Future;
 
 use serde::Serialize;
@@ -42,7 +43,7 @@ pub use websocket::{Endpoint, Listener, ServerClose, WebSocketClient, connect_wi
 ///     r#"{"message":"Bonjour !","tags":{"language":"FR"},"metadata":{"key":"application1","secret":"B4ajW3P7"}}"#
 /// );
 /// ```
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct WebSocketRequest {
     /// The message as JSON, or why it could not be encoded (reported when the request is sent,
     /// so that building a request stays infallible).
@@ -131,7 +132,7 @@ impl WebSocketRequest {
 }
 
 /// Default tags and metadata that a sender merges into every request it sends.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub(crate) struct Defaults {
     tags: Tags,
     metadata: Map<String, Value>,
@@ -173,6 +174,41 @@ impl Defaults {
             tags,
             metadata,
         })
+    }
+}
+
+/// Never prints the metadata's `secret`.
+impl fmt::Debug for WebSocketRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebSocketRequest")
+            .field("message", &self.message)
+            .field("tags", &self.tags)
+            .field("metadata", &HiddenSecret(&self.metadata))
+            .finish()
+    }
+}
+
+/// Never prints the metadata's `secret`.
+impl fmt::Debug for Defaults {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Defaults")
+            .field("tags", &self.tags)
+            .field("metadata", &HiddenSecret(&self.metadata))
+            .finish()
+    }
+}
+
+/// Metadata for `Debug` output (logs, test failures): the value of `secret` is not shown.
+struct HiddenSecret<'a>(&'a Map<String, Value>);
+
+impl fmt::Debug for HiddenSecret<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(key, value)| {
+                let value: &dyn fmt::Debug = if key == "secret" { &"<hidden>" } else { value };
+                (key, value)
+            }))
+            .finish()
     }
 }
 
@@ -277,6 +313,19 @@ mod tests {
         let request = WebSocketRequest::create(map);
         assert_eq!(request.get_message(), None);
         assert!(matches!(request.to_json(), Err(ClientError::Message(_))));
+    }
+
+    #[test]
+    fn debug_output_hides_the_secret() {
+        let request =
+            WebSocketRequest::create("x").metadata([("key", "app1"), ("secret", "s3cr3t")]);
+        let mut defaults = Defaults::default();
+        defaults.set_metadata([("secret", "s3cr3t")]);
+        for shown in [format!("{request:?}"), format!("{defaults:?}")] {
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+            assert!(shown.contains("<hidden>"), "{shown}");
+        }
+        assert!(format!("{request:?}").contains("app1"));
     }
 
     #[test]
