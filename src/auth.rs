@@ -19,6 +19,11 @@ impl Auth {
         }
     }
 
+    /// The number of applications in the auth file; `None` without an auth file.
+    pub fn applications(&self) -> Option<usize> {
+        None
+    }
+
     /// May a connection open with these URL credentials?
     pub fn check_open(&self, _credentials: &Credentials) -> Result<(), Rejection> {
         if self.authorize_open {

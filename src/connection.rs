@@ -94,7 +94,12 @@ pub async fn serve<S>(
         credentials: upgrade.credentials,
         outbox: Outbox::new(shared.config.limits.send_queue),
     });
-    let span = tracing::info_span!("conn", conn = peer.id, peer = %address, tags = %upgrade.tags);
+    // The fields of every line about this connection (journal fields CONN, PEER, TAGS, APP).
+    let span = tracing::info_span!("conn", conn = peer.id, peer = %address, tags = %upgrade.tags,
+        app = tracing::field::Empty);
+    if let Some(key) = &peer.credentials.key {
+        span.record("app", key.as_str());
+    }
     let _registration = shared.hub.register(upgrade.tags, peer.clone());
     let closed = {
         let _entered = span.enter();
@@ -199,7 +204,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     if let Err(reason) =
                         rate.admit().and_then(|()| handle_text(shared, peer, &text))
                     {
-                        debug!(code = reason.code, reason = %reason.reason, "request refused");
+                        // A client's mistake, not the server's: notice, never an error.
+                        info!(code = reason.code, reason = %reason.reason, "request refused");
                         peer.outbox.close(reason);
                     }
                 }

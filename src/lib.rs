@@ -14,6 +14,8 @@
 //! - [`config`]: `tagcast.toml`, validated.
 //! - [`auth`]: who may open and send.
 //! - [`http`]: plain HTTP requests on the WebSocket listeners.
+//! - [`systemd`]: readiness, status, reload, stop and watchdog messages to systemd.
+//! - [`logging`]: logs to the journal under systemd, to stderr otherwise.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -34,6 +36,8 @@ pub mod http;
 #[cfg(feature = "server")]
 pub mod hub;
 #[cfg(feature = "server")]
+pub mod logging;
+#[cfg(feature = "server")]
 pub mod outbox;
 #[cfg(feature = "server")]
 pub mod parser;
@@ -41,3 +45,5 @@ pub mod parser;
 pub mod request;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
+pub mod systemd;

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
 use tagcast::config::Config;
 use tagcast::server::{Listeners, Server};
+use tagcast::{logging, systemd};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -148,7 +149,7 @@ async fn serve(args: ConfigArg) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    init_logging(&config);
+    logging::init(&config.log);
     let server = match Server::new(config.clone()) {
         Ok(server) => server,
         Err(error) => {
@@ -166,47 +167,38 @@ async fn serve(args: ConfigArg) -> ExitCode {
     if let Some(address) = listeners.plain_address() {
         tracing::info!(%address, "listening for ws");
     }
-    let shutdown = server.shutdown_token();
+    // The handlers are installed before READY=1: systemd may send SIGHUP or SIGTERM right after.
+    let signals = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    );
+    let (Ok(mut terminate), Ok(mut interrupt), Ok(mut hangup)) = signals else {
+        tracing::error!("cannot install the signal handlers");
+        return ExitCode::FAILURE;
+    };
+    let service = systemd::Service::new(server.shared());
+    let (stopper, shutdown) = (service.clone(), server.shutdown_token());
     tokio::spawn(async move {
-        wait_for_stop_signal().await;
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+        stopper.stopping();
         shutdown.cancel();
     });
-    let shared = server.shared();
+    let (reloader, shared) = (service.clone(), server.shared());
     tokio::spawn(async move {
-        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-            tracing::error!("cannot listen for SIGHUP");
-            return;
-        };
         while hangup.recv().await.is_some() {
-            shared.reload();
+            reloader.reload(|| shared.reload());
         }
     });
+    service.ready();
+    tokio::spawn(service.keep_status());
+    tokio::spawn(systemd::watchdog());
     server.run(listeners).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
-}
-
-async fn wait_for_stop_signal() {
-    let (Ok(mut terminate), Ok(mut interrupt)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot listen for SIGTERM/SIGINT");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-        _ = interrupt.recv() => tracing::info!("SIGINT received"),
-    }
-}
-
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 fn tags_json(tags: &[(String, String)]) -> serde_json::Value {

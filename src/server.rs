@@ -40,6 +40,14 @@ pub enum StartError {
     },
 }
 
+/// What a reload could not apply; everything it names stays as it was.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .failures.join("; "))]
+pub struct ReloadError {
+    /// One message per failure, each naming its file.
+    pub failures: Vec<String>,
+}
+
 /// What every connection task shares.
 pub struct Shared {
     /// The configuration the server started with.
@@ -64,9 +72,29 @@ impl Shared {
         self.hub.route(tags, &frame::text_frame(payload))
     }
 
-    /// Re-reads what can change without a restart (SIGHUP, `systemctl reload`).
-    pub fn reload(&self) {
+    /// Re-reads what can change without a restart (SIGHUP, `systemctl reload`). What fails to
+    /// reload stays as it was; the error names each failure.
+    ///
+    /// `tagcast.toml` itself is re-read only to check it: a broken file is a failed reload (so
+    /// the admin learns of it before the next restart), a changed one is logged with a hint
+    /// that its changes apply at the next restart.
+    pub fn reload(&self) -> Result<(), ReloadError> {
         info!("reload requested");
+        let mut failures = Vec::new();
+        if let Some(path) = &self.config.source {
+            match Config::load(path) {
+                Ok(config) if config != self.config => warn!(
+                    path = %path.display(),
+                    "the config file changed; its changes apply at the next restart"
+                ),
+                Ok(_) => {}
+                Err(error) => failures.push(error.to_string()),
+            }
+        }
+        match failures.is_empty() {
+            true => Ok(()),
+            false => Err(ReloadError { failures }),
+        }
     }
 }
 
