@@ -205,7 +205,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         rate.admit().and_then(|()| handle_text(shared, peer, &text))
                     {
                         // A client's mistake, not the server's: notice, never an error.
-                        info!(code = reason.code, reason = %reason.reason, "request refused");
+                        info!(
+                            code = reason.code,
+                            "request refused with {}: {}", reason.code, reason.reason
+                        );
                         peer.outbox.close(reason);
                     }
                 }

@@ -68,10 +68,13 @@ pub fn init(config: &LogConfig) -> Destination {
         }
     };
     if let Destination::StderrFallback(error) = &destination {
-        tracing::warn!(%error, "the journal is unreachable; logging to stderr");
+        tracing::warn!("the journal is unreachable ({error}); logging to stderr");
     }
     if let Some(error) = bad_env {
-        tracing::warn!(%error, level = %config.level, "RUST_LOG is invalid; using log.level");
+        tracing::warn!(
+            "RUST_LOG is invalid ({error}); using log.level {:?}",
+            config.level
+        );
     }
     destination
 }

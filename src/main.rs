@@ -165,7 +165,7 @@ async fn serve(args: ConfigArg) -> ExitCode {
         }
     };
     if let Some(address) = listeners.plain_address() {
-        tracing::info!(%address, "listening for ws");
+        tracing::info!(%address, "listening for ws on {address}");
     }
     // The handlers are installed before READY=1: systemd may send SIGHUP or SIGTERM right after.
     let signals = (

@@ -62,7 +62,7 @@ impl Service {
         if self.enabled {
             match NotifyState::monotonic_usec_now() {
                 Ok(now) => send(&[NotifyState::Reloading, now]),
-                Err(error) => warn!(%error, "cannot read the monotonic clock for systemd"),
+                Err(error) => warn!("cannot read the monotonic clock for systemd: {error}"),
             }
         }
         let failure = match reload() {
@@ -71,7 +71,7 @@ impl Service {
                 None
             }
             Err(error) => {
-                warn!(%error, "reload failed; the previous settings stay in force");
+                warn!("reload failed, the previous settings stay in force: {error}");
                 Some(error.to_string())
             }
         };

@@ -147,7 +147,7 @@ bad_request() {
 }
 check "a bad request is closed with 4400" bad_request
 box journalctl -u tagcast -o json --no-pager >"$WORK/journal.json"
-refusal() { jq -e 'select(.MESSAGE == "request refused" and .CODE == "4400"
+refusal() { jq -e 'select((.MESSAGE | startswith("request refused with 4400")) and .CODE == "4400"
     and .CONN != null and (.PEER | startswith("127.0.0.1:")) and .TAGS != null
     and .APP == "application1" and .PRIORITY == "5")' "$WORK/journal.json" >/dev/null; }
 check "journal entry with CONN, PEER, TAGS, APP, CODE at notice priority" refusal
