@@ -294,3 +294,22 @@ async fn log_level_filters_and_rust_log_overrides_it() {
     bad.wait_for_log("RUST_LOG is invalid");
     bad.address();
 }
+
+#[tokio::test]
+async fn log_target_journald_falls_back_to_stderr_with_a_note() {
+    let mut daemon = Daemon::start("[log]\ntarget = \"journald\"\n", &[], true);
+    let ready = daemon.next_message().await;
+    assert!(ready.contains("READY=1\n"), "{ready:?}");
+    if Path::new("/run/systemd/journal/socket").exists() {
+        // A machine with a journal: the lines went there, none to stderr.
+        daemon.log.extend(daemon.stderr.try_iter());
+        assert!(
+            !daemon.log.iter().any(|line| line.contains("listening")),
+            "{:#?}",
+            daemon.log
+        );
+    } else {
+        daemon.wait_for_log("the journal is unreachable");
+        daemon.address();
+    }
+}
