@@ -63,8 +63,8 @@ box() { "$SDBOX" exec "$BOX" "$@"; }
 prop() { box systemctl show tagcast -p "$1" --value; }
 cp "$DEB" "$ROOT/var/tmp/tagcast.deb"
 box apt-get install -y /var/tmp/tagcast.deb
-check "the service is active after install (READY=1 arrived)" \
-    test "$(box systemctl is-active tagcast)" = active
+active() { test "$(box systemctl is-active tagcast)" = active; }
+check "the service is active after install (READY=1 arrived)" active
 check "the service is enabled" test "$(box systemctl is-enabled tagcast)" = enabled
 status_has() { grep -q "$1" <<<"$(prop StatusText)"; }
 check "STATUS= shows the connections" eventually status_has "0 connections"
@@ -159,6 +159,14 @@ echo "=== systemctl stop: close 1001"
 check "systemctl stop tagcast succeeds" box systemctl stop tagcast
 check "the listener got close 1001" eventually grep -q 1001 "$WORK/first.err"
 check "the service is inactive" test "$(box systemctl is-active tagcast)" = inactive
+
+echo "=== an upgrade (here a reinstall) keeps the admin's edits"
+printf '\n# edited by the admin\n' >>"$ROOT/etc/tagcast/tagcast.toml"
+auth_before=$(sha256sum <"$AUTH")
+check "dpkg -i over the installed package" box dpkg -i /var/tmp/tagcast.deb
+check "tagcast.toml keeps the admin's edit" grep -q "edited by the admin" "$ROOT/etc/tagcast/tagcast.toml"
+check "auth.yml is left as it was" test "$(sha256sum <"$AUTH")" = "$auth_before"
+check "the service runs after the upgrade" eventually active
 
 echo "=== a broken tagcast.toml: restart fails, names the key, no restart loop"
 cp "$ROOT/etc/tagcast/tagcast.toml" "$WORK/tagcast.toml"
