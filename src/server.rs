@@ -84,8 +84,8 @@ impl Shared {
         if let Some(path) = &self.config.source {
             match Config::load(path) {
                 Ok(config) if config != self.config => warn!(
-                    path = %path.display(),
-                    "the config file changed; its changes apply at the next restart"
+                    "{} changed; its changes apply at the next restart",
+                    path.display()
                 ),
                 Ok(_) => {}
                 Err(error) => failures.push(error.to_string()),

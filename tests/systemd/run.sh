@@ -168,9 +168,14 @@ check "tagcast.toml keeps the admin's edit" grep -q "edited by the admin" "$ROOT
 check "auth.yml is left as it was" test "$(sha256sum <"$AUTH")" = "$auth_before"
 check "the service runs after the upgrade" eventually active
 
-echo "=== a broken tagcast.toml: restart fails, names the key, no restart loop"
+echo "=== a broken tagcast.toml: reload reports it, restart fails naming the key, no restart loop"
 cp "$ROOT/etc/tagcast/tagcast.toml" "$WORK/tagcast.toml"
 printf '[server]\nprot = 8080\n' >"$ROOT/etc/tagcast/tagcast.toml"
+PID=$(prop MainPID)
+check "systemctl reload returns (the running server goes on)" \
+    timeout 10 "$SDBOX" exec "$BOX" systemctl reload tagcast
+check "STATUS= tells the reload failed, naming the key" eventually status_has "last reload failed.*prot"
+check "same MainPID, still active" test "$(prop MainPID) $(box systemctl is-active tagcast)" = "$PID active"
 since=$(box date '+%Y-%m-%d %H:%M:%S')
 check "systemctl restart fails" eval '! box systemctl restart tagcast'
 check "the journal names the key" eventually journal_has 'unknown field `prot`'
