@@ -18,22 +18,12 @@ use crate::config::{LogConfig, LogTarget};
 /// The journal's `SYSLOG_IDENTIFIER` (what `journalctl -t tagcast` selects).
 const IDENTIFIER: &str = "tagcast";
 
-/// Where the logs ended up, and why when it is not where the config asked.
-#[derive(Debug)]
-pub enum Destination {
-    /// The systemd journal.
-    Journald,
-    /// Standard error, as asked (or as `auto` chose outside systemd).
-    Stderr,
-    /// Standard error because the journal could not be reached.
-    StderrFallback(io::Error),
-}
-
 /// Installs the global subscriber for the daemon. Call once, before anything logs.
 ///
 /// The filter is `RUST_LOG` when it is set and valid (a mistake in it is reported, then
-/// `log.level` applies), else `log.level`, which the config has already validated.
-pub fn init(config: &LogConfig) -> Destination {
+/// `log.level` applies), else `log.level`, which the config has already validated. When the
+/// journal is wanted but unreachable, the lines go to stderr after a warning saying so.
+pub fn init(config: &LogConfig) {
     let (filter, bad_env) = filter(config);
     let wants_journal = match config.target {
         LogTarget::Auto => journal_is_stderr(),
@@ -47,28 +37,21 @@ pub fn init(config: &LogConfig) -> Destination {
                 .with_syslog_identifier(IDENTIFIER.into())
         })
     });
-    let destination = match journal {
-        Some(Ok(layer)) => {
-            tracing_subscriber::registry()
-                .with(filter)
-                .with(layer)
-                .init();
-            Destination::Journald
-        }
+    match journal {
+        Some(Ok(layer)) => tracing_subscriber::registry()
+            .with(filter)
+            .with(layer)
+            .init(),
         not_journal => {
             tracing_subscriber::fmt()
                 .with_env_filter(filter)
                 .with_writer(io::stderr)
                 .with_ansi(io::stderr().is_terminal())
                 .init();
-            match not_journal {
-                Some(Err(error)) => Destination::StderrFallback(error),
-                _ => Destination::Stderr,
+            if let Some(Err(error)) = not_journal {
+                tracing::warn!("the journal is unreachable ({error}); logging to stderr");
             }
         }
-    };
-    if let Destination::StderrFallback(error) = &destination {
-        tracing::warn!("the journal is unreachable ({error}); logging to stderr");
     }
     if let Some(error) = bad_env {
         tracing::warn!(
@@ -76,7 +59,6 @@ pub fn init(config: &LogConfig) -> Destination {
             config.level
         );
     }
-    destination
 }
 
 /// `RUST_LOG` when set and valid, else `log.level`; plus `RUST_LOG`'s error, if any.
