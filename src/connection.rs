@@ -245,7 +245,7 @@ fn handle_text(shared: &Shared, peer: &Peer, text: &[u8]) -> Result<(), CloseRea
         .parser
         .parse(request.message)
         .map_err(|rejected| invalid(format!("invalid message: {rejected}")))?;
-    let delivery = shared.route(&request.tags, &payload);
+    let delivery = shared.accept_request(&request.tags, &payload);
     debug!(
         conn = peer.id,
         delivered = delivery.delivered,

@@ -64,6 +64,7 @@
 //! - [`handshake`]: the HTTP request head: upgrade, rejection, responses.
 //! - [`connection`]: one client's task: handshake, reader, writer.
 //! - [`server`]: listeners, accept loops, connection cap, shutdown.
+//! - [`cluster`]: several nodes sharing one Redis: publishing and receiving accepted requests.
 //! - [`config`]: `tagcast.toml`, validated.
 //! - [`auth`]: who may open and send: the applications file, checked and reloaded.
 //! - [`watch`]: noticing that a file changed, however it was replaced.
@@ -86,6 +87,8 @@ pub mod mock;
 
 #[cfg(feature = "server")]
 pub mod auth;
+#[cfg(feature = "server")]
+pub mod cluster;
 #[cfg(feature = "server")]
 pub mod config;
 #[cfg(feature = "server")]

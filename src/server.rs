@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::auth::{Auth, AuthError, AuthReload};
+use crate::cluster::{Cluster, ClusterError, Outgoing};
 use crate::config::{Config, ConfigError};
 use crate::connection;
 use crate::frame::{self, CloseReason, close_code};
@@ -39,6 +40,9 @@ pub enum StartError {
     /// The `[tls]` certificate or key cannot be used.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The `[cluster]` section cannot be used.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     /// A listener cannot be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -73,9 +77,22 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// The wss certificate, when `[tls]` is set.
     pub tls: Option<TlsAcceptor>,
+    /// The link to the other nodes, when `[cluster] redis` is set.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Shared {
+    /// Delivers a request accepted on this node (checked by auth, encoded by the message
+    /// parser) to the local clients at once, then hands it to the other nodes, when clustered,
+    /// without waiting for them. Counts this node's deliveries only.
+    pub fn accept_request(&self, tags: &Tags, payload: &str) -> Delivery {
+        let delivery = self.route(tags, payload);
+        if let Some(cluster) = &self.cluster {
+            cluster.share(tags, payload);
+        }
+        delivery
+    }
+
     /// Delivers an accepted request's encoded message (`payload`, from the message parser) to
     /// every local connection whose tags contain all of `tags`. Every source of requests
     /// (WebSocket, HTTP, other nodes) ends here; the frame is built once for all recipients.
@@ -210,6 +227,8 @@ async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
 pub struct Server {
     shared: Arc<Shared>,
     tracker: TaskTracker,
+    /// What the cluster link publishes, taken by `run`.
+    cluster_queue: Option<Outgoing>,
 }
 
 impl Server {
@@ -227,6 +246,7 @@ impl Server {
         parser: Arc<dyn MessageParser>,
     ) -> Result<Server, StartError> {
         let tls = config.tls.as_ref().map(TlsAcceptor::load).transpose()?;
+        let (cluster, cluster_queue) = Cluster::from_config(&config.cluster)?.unzip();
         let shared = Shared {
             connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
             hub: Arc::new(Hub::new()),
@@ -234,11 +254,13 @@ impl Server {
             parser,
             shutdown: CancellationToken::new(),
             tls,
+            cluster,
             config,
         };
         Ok(Server {
             shared: Arc::new(shared),
             tracker: TaskTracker::new(),
+            cluster_queue,
         })
     }
 
@@ -275,6 +297,10 @@ impl Server {
                 listener,
                 Listener::Wss,
             ));
+        }
+        if let (Some(cluster), Some(queue)) = (&self.shared.cluster, self.cluster_queue) {
+            self.tracker
+                .spawn(cluster.clone().run(queue, self.shared.clone()));
         }
         if let Some(path) = self.shared.auth.path() {
             let shared = self.shared.clone();

@@ -5,7 +5,8 @@
 //! nothing is sent and nothing is computed. The sequence the unit relies on:
 //! - `READY=1` once every listener is bound and the auth file is loaded ([`Service::ready`]);
 //! - `STATUS=` kept current, checked every second and sent only when its text changed
-//!   ([`Service::keep_status`]): "3 connections, auth: 2 applications";
+//!   ([`Service::keep_status`]): "3 connections, auth: 2 applications", plus
+//!   ", cluster: connected" or ", cluster: redis unreachable" when `[cluster]` is set;
 //! - `RELOADING=1` + `MONOTONIC_USEC=` before a SIGHUP reload, `READY=1` after it even when it
 //!   failed (else `systemctl reload` waits for its timeout); a failure stays in `STATUS=` until
 //!   a reload succeeds ([`Service::reload`]);
@@ -121,11 +122,22 @@ impl Service {
         status
     }
 
-    /// "3 connections, auth: 2 applications", plus the last reload's failure if any.
+    /// "3 connections, auth: 2 applications", the cluster link when clustered, plus the last
+    /// reload's failure if any.
     fn status(&self) -> String {
         let applications = self.shared.auth.applications();
+        let cluster = self
+            .shared
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster.connected());
         let failure = lock(&self.reload_failure).clone();
-        status_line(self.shared.hub.len(), applications, failure.as_deref())
+        status_line(
+            self.shared.hub.len(),
+            applications,
+            cluster,
+            failure.as_deref(),
+        )
     }
 }
 
@@ -145,6 +157,7 @@ pub async fn watchdog() {
 fn status_line(
     connection_count: usize,
     applications: Option<usize>,
+    cluster_connected: Option<bool>,
     failure: Option<&str>,
 ) -> String {
     let auth = match applications {
@@ -153,6 +166,11 @@ fn status_line(
         Some(count) => format!("{count} applications"),
     };
     let mut status = format!("{}, auth: {auth}", connections(connection_count));
+    match cluster_connected {
+        Some(true) => status.push_str(", cluster: connected"),
+        Some(false) => status.push_str(", cluster: redis unreachable"),
+        None => {}
+    }
     if let Some(failure) = failure {
         status.push_str("; last reload failed: ");
         status.push_str(failure);
@@ -185,13 +203,26 @@ mod tests {
 
     #[test]
     fn the_status_line_counts_connections_and_applications() {
-        assert_eq!(status_line(0, None, None), "0 connections, auth: off");
+        assert_eq!(status_line(0, None, None, None), "0 connections, auth: off");
         assert_eq!(
-            status_line(1, Some(1), None),
+            status_line(1, Some(1), None, None),
             "1 connection, auth: 1 application"
         );
         assert_eq!(
-            status_line(1234, Some(3), Some("auth.yml: line 2: missing `secret`")),
+            status_line(2, None, Some(true), None),
+            "2 connections, auth: off, cluster: connected"
+        );
+        assert_eq!(
+            status_line(2, None, Some(false), None),
+            "2 connections, auth: off, cluster: redis unreachable"
+        );
+        assert_eq!(
+            status_line(
+                1234,
+                Some(3),
+                None,
+                Some("auth.yml: line 2: missing `secret`")
+            ),
             "1234 connections, auth: 3 applications; \
              last reload failed: auth.yml: line 2: missing `secret`"
         );
