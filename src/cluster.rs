@@ -334,8 +334,9 @@ impl Cluster {
         if link.up.iter().all(|&up| up) {
             self.connected.store(true, Ordering::Relaxed);
             match std::mem::take(&mut link.outage_logged) {
-                true => info!("redis reachable again: sharing deliveries with other nodes"),
-                false => info!("connected to redis"),
+                true => info!(node = %self.node, channel = %self.channel,
+                    "redis reachable again: sharing deliveries with other nodes"),
+                false => info!(node = %self.node, channel = %self.channel, "connected to redis"),
             }
         }
     }
@@ -347,6 +348,7 @@ impl Cluster {
         self.connected.store(false, Ordering::Relaxed);
         match std::mem::replace(&mut link.outage_logged, true) {
             false => warn!(
+                node = %self.node, channel = %self.channel,
                 "redis unreachable ({}: {error}): delivering to this node's clients only; reconnecting",
                 side.as_str()
             ),

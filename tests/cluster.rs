@@ -1,0 +1,459 @@
+//! Several nodes sharing one real Redis (SPEC §9): each test starts its own `redis-server` on a
+//! free port and two or three in-process nodes.
+//!
+//! These tests need Debian's `redis-server` and run only with `TAGCAST_REDIS_TESTS=1` (as
+//! `.ci/run` does); with the variable set, a missing `redis-server` fails them. Without it each
+//! test returns at once, so a plain `cargo test` passes on a machine without Redis.
+//!
+//! "Exactly once" is proven with fences, not timeouts: a marker from node X is published to
+//! Redis after everything before it (every client has seen the previous marker, remote ones
+//! through Redis), and Redis keeps one order for every subscriber, so a duplicate of an earlier
+//! message would show up before the marker.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpListener as StdListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use common::{Client, TestServer, wait_until};
+use tagcast::cluster::Cluster;
+
+/// True when the Redis suite is asked for; panics then if `redis-server` is missing.
+fn enabled() -> bool {
+    if std::env::var("TAGCAST_REDIS_TESTS").as_deref() != Ok("1") {
+        eprintln!("not run: set TAGCAST_REDIS_TESTS=1 (needs redis-server)");
+        return false;
+    }
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(
+        found,
+        "TAGCAST_REDIS_TESTS=1 but redis-server is not installed (apt-get install redis-server)"
+    );
+    true
+}
+
+/// A `redis-server` of this test's own on 127.0.0.1, without persistence; killed on drop.
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+    directory: tempfile::TempDir,
+}
+
+impl Redis {
+    /// Starts one on a free port.
+    async fn start() -> Redis {
+        for _ in 0..5 {
+            let mut redis = Redis {
+                port: free_port(),
+                child: None,
+                directory: tempfile::tempdir().expect("tempdir"),
+            };
+            if redis.restart().await {
+                return redis;
+            }
+        }
+        panic!("redis-server did not start on a free port in 5 attempts");
+    }
+
+    /// Starts it (again) on its port; false when it exited at once (the port was taken).
+    async fn restart(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.directory.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        let child = self.child.insert(child);
+        let deadline = tokio::time::Instant::now() + common::WAIT;
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return true;
+            }
+            if child.try_wait().expect("redis-server status").is_some() {
+                return false;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server did not listen"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Kills it (an outage, as abrupt as a crash).
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `redis-cli PUBLISH channel text`, as any Redis user could.
+    fn publish(&self, channel: &str, text: &str) {
+        let output = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "PUBLISH", channel, text])
+            .output()
+            .expect("run redis-cli");
+        assert!(output.status.success(), "redis-cli: {output:?}");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Starts a node on `redis`'s `channel`, with `extra` config text.
+async fn node(redis: &Redis, channel: &str, extra: &str) -> TestServer {
+    TestServer::start(&format!(
+        "{extra}\n[cluster]\nredis = \"{}\"\nchannel = \"{channel}\"\n",
+        redis.url()
+    ))
+    .await
+}
+
+fn cluster(node: &TestServer) -> &Cluster {
+    node.shared.cluster.as_deref().expect("a clustered node")
+}
+
+/// Waits until every node publishes and listens.
+async fn wait_connected(nodes: &[&TestServer], connected: bool) {
+    for node in nodes {
+        let shared = node.shared.clone();
+        wait_until(
+            move || shared.cluster.as_ref().map(|cluster| cluster.connected()) == Some(connected),
+            &format!("cluster connected == {connected}"),
+        )
+        .await;
+    }
+}
+
+/// Reads until `marker`; returns what came before it.
+async fn until(client: &mut Client, marker: &str) -> Vec<String> {
+    let marker = format!("\"{marker}\"");
+    let mut before = Vec::new();
+    loop {
+        let text = client.recv().await;
+        if text == marker {
+            return before;
+        }
+        before.push(text);
+    }
+}
+
+/// Publishes `marker` to everybody from `sender`; returns what each client got before it.
+async fn fence(sender: &mut Client, clients: &mut [&mut Client], marker: &str) -> Vec<Vec<String>> {
+    sender.publish(&format!("\"{marker}\""), "{}").await;
+    let mut received = Vec::new();
+    for client in clients.iter_mut() {
+        received.push(until(client, marker).await);
+    }
+    received
+}
+
+/// Captures every log line of this test binary, for the "logged once" checks.
+fn logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = buffer.clone();
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_env_filter("tagcast=info")
+            .with_writer(move || LogWriter(writer.clone()))
+            .try_init()
+            .expect("the only subscriber");
+        buffer
+    })
+    .clone()
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The captured lines that contain every one of `parts`.
+fn log_lines(parts: &[&str]) -> Vec<String> {
+    let logs = logs();
+    let text = String::from_utf8_lossy(&logs.lock().expect("log buffer")).into_owned();
+    text.lines()
+        .filter(|line| parts.iter().all(|part| line.contains(part)))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_request_reaches_the_tagged_clients_of_every_node_exactly_once() {
+    if !enabled() {
+        return;
+    }
+    let redis = Redis::start().await;
+    let (a, b, c) = (
+        node(&redis, "once", "").await,
+        node(&redis, "once", "").await,
+        node(&redis, "once", "").await,
+    );
+    wait_connected(&[&a, &b, &c], true).await;
+    let mut senders = [
+        a.connect(r#"{"role":"backend"}"#).await,
+        b.connect(r#"{"role":"backend"}"#).await,
+        c.connect(r#"{"role":"backend"}"#).await,
+    ];
+    let [mut a1, mut a2] = [
+        a.connect(r#"{"room":"1"}"#).await,
+        a.connect(r#"{"room":"2"}"#).await,
+    ];
+    let [mut b1, mut b2] = [
+        b.connect(r#"{"room":"1"}"#).await,
+        b.connect(r#"{"room":"2"}"#).await,
+    ];
+    let [mut c1, mut c2] = [
+        c.connect(r#"{"room":"1"}"#).await,
+        c.connect(r#"{"room":"2"}"#).await,
+    ];
+    let mut clients = [&mut a1, &mut a2, &mut b1, &mut b2, &mut c1, &mut c2];
+
+    senders[0]
+        .publish(r#""to room 1""#, r#"{"room":"1"}"#)
+        .await;
+    senders[0].publish(r#""to room 2""#, r#"{"room":2}"#).await;
+    senders[0]
+        .publish(r#""to nobody""#, r#"{"room":"3"}"#)
+        .await;
+    let received = fence(&mut senders[0], &mut clients, "end of a").await;
+    let room = |name: &str| vec![format!("\"to room {name}\"")];
+    assert_eq!(
+        received,
+        [
+            room("1"),
+            room("2"),
+            room("1"),
+            room("2"),
+            room("1"),
+            room("2")
+        ]
+    );
+    // A fence from each node in turn: a late duplicate of anything before it would show up.
+    for (sender, marker) in [(1, "fence b"), (2, "fence c"), (0, "fence a")] {
+        let received = fence(&mut senders[sender], &mut clients, marker).await;
+        assert!(received.iter().all(Vec::is_empty), "{marker}: {received:?}");
+    }
+}
+
+#[tokio::test]
+async fn each_senders_order_is_kept_on_every_node() {
+    if !enabled() {
+        return;
+    }
+    const COUNT: usize = 300;
+    let redis = Redis::start().await;
+    let (a, b) = (
+        node(&redis, "order", "").await,
+        node(&redis, "order", "").await,
+    );
+    wait_connected(&[&a, &b], true).await;
+    let mut from_a = a.connect(r#"{"role":"backend"}"#).await;
+    let mut from_b = b.connect(r#"{"role":"backend"}"#).await;
+    let mut on_a = a.connect(r#"{"room":"1"}"#).await;
+    let mut on_b = b.connect(r#"{"room":"1"}"#).await;
+
+    // Both senders at once, interleaved: each one's messages must arrive in its own order.
+    let send_all = async |client: &mut Client, name: &str| {
+        for number in 0..COUNT {
+            client
+                .publish(&format!("\"{name} {number}\""), r#"{"room":"1"}"#)
+                .await;
+        }
+    };
+    tokio::join!(send_all(&mut from_a, "a"), send_all(&mut from_b, "b"));
+    for client in [&mut on_a, &mut on_b] {
+        let mut next = [0, 0];
+        while next != [COUNT, COUNT] {
+            let text = client.recv().await;
+            let (name, number) = text
+                .trim_matches('"')
+                .split_once(' ')
+                .expect("\"name number\"");
+            let number: usize = number.parse().expect("a number");
+            let sender = usize::from(name == "b");
+            assert_eq!(number, next[sender], "from {name}: {text}");
+            next[sender] += 1;
+        }
+    }
+}
+
+#[tokio::test]
+async fn auth_and_the_parser_apply_on_the_accepting_node_only() {
+    if !enabled() {
+        return;
+    }
+    let directory = tempfile::tempdir().expect("tempdir");
+    let auth = directory.path().join("auth.yml");
+    std::fs::write(
+        &auth,
+        "applications:\n  - key: app\n    secret: s3cret\n    authorizeOpen: true\n",
+    )
+    .expect("write auth.yml");
+    let redis = Redis::start().await;
+    // a: credentials needed to send, any JSON message; b: no auth, strings only.
+    let a = node(
+        &redis,
+        "rules",
+        &format!(
+            "[auth]\nfile = \"{}\"\n[messages]\nparser = \"json\"\n",
+            auth.display()
+        ),
+    )
+    .await;
+    let b = node(&redis, "rules", "").await;
+    wait_connected(&[&a, &b], true).await;
+    let mut on_a = a.connect("").await;
+    let mut on_b = b.connect("").await;
+    let mut clients = [&mut on_a, &mut on_b];
+
+    // Refused by a (no credentials): nobody anywhere gets it.
+    let mut intruder = a.connect("").await;
+    intruder.publish(r#""not allowed""#, "{}").await;
+    assert_eq!(intruder.expect_close().await.0, 4401);
+    // Refused by b's string parser: nobody anywhere gets it.
+    let mut wrong_shape = b.connect("").await;
+    wrong_shape.publish(r#"{"an":"object"}"#, "{}").await;
+    assert_eq!(wrong_shape.expect_close().await.0, 4400);
+    // Accepted by a with credentials and the json parser: b delivers it as a encoded it, though
+    // b's own parser would have refused it and b has no credentials to check.
+    let mut app = a.connect("").await;
+    app.send(r#"{"message":{"n":[1, 2]},"tags":{},"metadata":{"key":"app","secret":"s3cret"}}"#)
+        .await;
+    // Accepted by b without credentials: a delivers it, though a would have asked for them.
+    let mut anyone = b.connect("").await;
+    anyone.publish(r#""from b""#, "{}").await;
+
+    for client in clients.iter_mut() {
+        let mut received = vec![client.recv().await, client.recv().await];
+        received.sort();
+        assert_eq!(received, ["\"from b\"", r#"{"n":[1,2]}"#]);
+    }
+    let received = fence(&mut anyone, &mut clients, "fence").await;
+    assert!(received.iter().all(Vec::is_empty), "{received:?}");
+}
+
+#[tokio::test]
+async fn without_redis_each_node_serves_its_own_clients_and_reconnects_when_it_is_back() {
+    if !enabled() {
+        return;
+    }
+    let _ = logs();
+    let mut redis = Redis::start().await;
+    let channel = format!("outage{}", redis.port);
+    let (a, b) = (
+        node(&redis, &channel, "").await,
+        node(&redis, &channel, "").await,
+    );
+    wait_connected(&[&a, &b], true).await;
+    let mut from_a = a.connect(r#"{"role":"backend"}"#).await;
+    let mut on_a = a.connect(r#"{"room":"1"}"#).await;
+    let mut on_b = b.connect(r#"{"room":"1"}"#).await;
+    from_a.publish(r#""before""#, r#"{"room":"1"}"#).await;
+    assert_eq!(on_a.recv().await, "\"before\"");
+    assert_eq!(on_b.recv().await, "\"before\"");
+
+    redis.stop();
+    wait_connected(&[&a, &b], false).await;
+    from_a.publish(r#""during""#, r#"{"room":"1"}"#).await;
+    assert_eq!(on_a.recv().await, "\"during\"");
+    // Several reconnection attempts later, still one warning per node for the whole outage.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for node in [&a, &b] {
+        let lines = log_lines(&[
+            "redis unreachable",
+            &format!("node={}", cluster(node).node()),
+        ]);
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+    }
+
+    assert!(redis.restart().await, "redis-server restarts on its port");
+    wait_connected(&[&a, &b], true).await;
+    from_a.publish(r#""after""#, r#"{"room":"1"}"#).await;
+    assert_eq!(on_a.recv().await, "\"after\"");
+    // "during" was delivered on a only: b's next message is the one sent after the outage.
+    assert_eq!(on_b.recv().await, "\"after\"");
+    for node in [&a, &b] {
+        let lines = log_lines(&[
+            "redis reachable again",
+            &format!("node={}", cluster(node).node()),
+        ]);
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+    }
+}
+
+#[tokio::test]
+async fn garbage_on_the_channel_is_logged_and_dropped() {
+    if !enabled() {
+        return;
+    }
+    let _ = logs();
+    let redis = Redis::start().await;
+    let channel = format!("garbage{}", redis.port);
+    let (a, b) = (
+        node(&redis, &channel, "").await,
+        node(&redis, &channel, "").await,
+    );
+    wait_connected(&[&a, &b], true).await;
+    let mut from_a = a.connect("").await;
+    let mut on_b = b.connect("").await;
+
+    for garbage in [
+        "not json",
+        r#"{"v":2,"node":"x","tags":{},"message":"from the future"}"#,
+        r#"{"v":1,"node":"x","tags":"no","message":"bad tags"}"#,
+        r#"{"v":1,"node":"x","tags":{}}"#,
+    ] {
+        redis.publish(&channel, garbage);
+    }
+    from_a.publish(r#""still delivering""#, "{}").await;
+    assert_eq!(on_b.recv().await, "\"still delivering\"");
+    assert!(cluster(&a).connected() && cluster(&b).connected());
+    // One warning per node, the others held back for a while (rate-limited).
+    let lines = log_lines(&["not a tagcast envelope", &format!("channel={channel}")]);
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    // A well-formed envelope from another node is delivered as it says.
+    redis.publish(
+        &channel,
+        r#"{"v":1,"node":"elsewhere","tags":{},"message":{"from":"redis-cli"}}"#,
+    );
+    assert_eq!(on_b.recv().await, r#"{"from":"redis-cli"}"#);
+}
