@@ -44,16 +44,24 @@ struct Redis {
     port: u16,
     child: Option<Child>,
     directory: tempfile::TempDir,
+    /// More `redis-server` arguments (a password, TLS).
+    options: Vec<String>,
 }
 
 impl Redis {
     /// Starts one on a free port.
     async fn start() -> Redis {
+        Redis::start_with(&[]).await
+    }
+
+    /// Starts one on a free port with more `redis-server` arguments.
+    async fn start_with(options: &[&str]) -> Redis {
         for _ in 0..5 {
             let mut redis = Redis {
                 port: free_port(),
                 child: None,
                 directory: tempfile::tempdir().expect("tempdir"),
+                options: options.iter().map(|&option| option.to_owned()).collect(),
             };
             if redis.restart().await {
                 return redis;
@@ -69,6 +77,7 @@ impl Redis {
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.directory.path())
+            .args(&self.options)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -101,7 +110,7 @@ impl Redis {
         }
     }
 
-    /// `redis-cli PUBLISH channel text`, as any Redis user could.
+    /// `redis-cli PUBLISH channel text`, as any Redis user could (no password).
     fn publish(&self, channel: &str, text: &str) {
         let output = Command::new("redis-cli")
             .args(["-p", &self.port.to_string(), "PUBLISH", channel, text])
@@ -130,9 +139,13 @@ fn free_port() -> u16 {
 
 /// Starts a node on `redis`'s `channel`, with `extra` config text.
 async fn node(redis: &Redis, channel: &str, extra: &str) -> TestServer {
+    node_at(&redis.url(), channel, extra).await
+}
+
+/// Starts a node on the Redis at `url`.
+async fn node_at(url: &str, channel: &str, extra: &str) -> TestServer {
     TestServer::start(&format!(
-        "{extra}\n[cluster]\nredis = \"{}\"\nchannel = \"{channel}\"\n",
-        redis.url()
+        "{extra}\n[cluster]\nredis = \"{url}\"\nchannel = \"{channel}\"\n"
     ))
     .await
 }
@@ -456,4 +469,46 @@ async fn garbage_on_the_channel_is_logged_and_dropped() {
         r#"{"v":1,"node":"elsewhere","tags":{},"message":{"from":"redis-cli"}}"#,
     );
     assert_eq!(on_b.recv().await, r#"{"from":"redis-cli"}"#);
+}
+
+#[tokio::test]
+async fn a_password_in_the_url_is_used_and_a_wrong_one_keeps_the_node_local() {
+    if !enabled() {
+        return;
+    }
+    let _ = logs();
+    let redis = Redis::start_with(&["--requirepass", "pa55word"]).await;
+    let url = |password: &str| format!("redis://:{password}@127.0.0.1:{}/", redis.port);
+    let (a, b) = (
+        node_at(&url("pa55word"), "password", "").await,
+        node_at(&url("pa55word"), "password", "").await,
+    );
+    let wrong = node_at(&url("guess"), "password", "").await;
+    wait_connected(&[&a, &b], true).await;
+    let mut from_a = a.connect("").await;
+    let mut on_b = b.connect("").await;
+    let mut on_wrong = wrong.connect("").await;
+    from_a.publish(r#""with the password""#, "{}").await;
+    assert_eq!(on_b.recv().await, "\"with the password\"");
+
+    // The node with the wrong password says so once, serves its own clients, never the others'.
+    let node = format!("node={}", cluster(&wrong).node());
+    wait_until(
+        || log_lines(&["redis unreachable", &node]).len() == 1,
+        "the wrong password logged",
+    )
+    .await;
+    assert!(!cluster(&wrong).connected());
+    let mut from_wrong = wrong.connect("").await;
+    from_wrong.publish(r#""local only""#, "{}").await;
+    assert_eq!(on_wrong.recv().await, "\"local only\"");
+    let lines = log_lines(&["redis unreachable", &node]);
+    assert!(
+        lines[0].contains("WRONGPASS") || lines[0].contains("AuthenticationFailed"),
+        "{lines:?}"
+    );
+    assert!(
+        !lines[0].contains("guess"),
+        "the password is not logged: {lines:?}"
+    );
 }
