@@ -14,6 +14,7 @@ mod common;
 
 use std::io::Write;
 use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -44,24 +45,28 @@ struct Redis {
     port: u16,
     child: Option<Child>,
     directory: tempfile::TempDir,
-    /// More `redis-server` arguments (a password, TLS).
+    /// More `redis-server` arguments (a password).
     options: Vec<String>,
+    /// Certificate and key: serve TLS only, on `port`.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Redis {
     /// Starts one on a free port.
     async fn start() -> Redis {
-        Redis::start_with(&[]).await
+        Redis::start_with(&[], None).await
     }
 
-    /// Starts one on a free port with more `redis-server` arguments.
-    async fn start_with(options: &[&str]) -> Redis {
+    /// Starts one on a free port with more `redis-server` arguments, and TLS when given a
+    /// certificate and key.
+    async fn start_with(options: &[&str], tls: Option<(PathBuf, PathBuf)>) -> Redis {
         for _ in 0..5 {
             let mut redis = Redis {
                 port: free_port(),
                 child: None,
                 directory: tempfile::tempdir().expect("tempdir"),
                 options: options.iter().map(|&option| option.to_owned()).collect(),
+                tls: tls.clone(),
             };
             if redis.restart().await {
                 return redis;
@@ -72,8 +77,18 @@ impl Redis {
 
     /// Starts it (again) on its port; false when it exited at once (the port was taken).
     async fn restart(&mut self) -> bool {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let mut command = Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some((cert, key)) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .args(["--tls-auth-clients", "no", "--tls-cert-file"])
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key),
+        };
+        let child = command
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.directory.path())
@@ -477,7 +492,7 @@ async fn a_password_in_the_url_is_used_and_a_wrong_one_keeps_the_node_local() {
         return;
     }
     let _ = logs();
-    let redis = Redis::start_with(&["--requirepass", "pa55word"]).await;
+    let redis = Redis::start_with(&["--requirepass", "pa55word"], None).await;
     let url = |password: &str| format!("redis://:{password}@127.0.0.1:{}/", redis.port);
     let (a, b) = (
         node_at(&url("pa55word"), "password", "").await,
@@ -511,4 +526,74 @@ async fn a_password_in_the_url_is_used_and_a_wrong_one_keeps_the_node_local() {
         !lines[0].contains("guess"),
         "the password is not logged: {lines:?}"
     );
+}
+
+/// `rediss://`: nodes check Redis's certificate against the system's roots, which
+/// `SSL_CERT_FILE` replaces. A running test cannot safely set an environment variable, so the
+/// nodes run in a child process of this test binary ([`rediss_nodes`]) given `SSL_CERT_FILE`.
+#[tokio::test]
+async fn rediss_connects_with_tls_and_checks_the_certificate() {
+    if !enabled() {
+        return;
+    }
+    let directory = tempfile::tempdir().expect("tempdir");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("a certificate");
+    let (cert, key) = (
+        directory.path().join("cert.pem"),
+        directory.path().join("key.pem"),
+    );
+    std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+    let redis = Redis::start_with(&[], Some((cert.clone(), key))).await;
+    let url = format!("rediss://127.0.0.1:{}/", redis.port);
+    let child = |trusted: &std::path::Path| {
+        Command::new(std::env::current_exe().expect("this test binary"))
+            .args(["--exact", "rediss_nodes", "--nocapture"])
+            .env("TAGCAST_REDISS_URL", &url)
+            .env("SSL_CERT_FILE", trusted)
+            .output()
+            .expect("run the child")
+    };
+    let trusted = child(&cert);
+    assert!(trusted.status.success(), "{trusted:?}");
+    assert!(
+        String::from_utf8_lossy(&trusted.stdout).contains("1 passed"),
+        "{trusted:?}"
+    );
+    // Trusting another certificate only, the nodes refuse this Redis and stay local.
+    let other = directory.path().join("other.pem");
+    let other_certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("a certificate");
+    std::fs::write(&other, other_certified.cert.pem()).expect("write other cert");
+    let untrusted = child(&other);
+    assert!(!untrusted.status.success(), "{untrusted:?}");
+    let log = String::from_utf8_lossy(&untrusted.stdout);
+    assert!(
+        log.contains("redis unreachable") && log.contains("invalid peer certificate"),
+        "{untrusted:?}"
+    );
+}
+
+/// Run by [`rediss_connects_with_tls_and_checks_the_certificate`] in a child process; returns at
+/// once anywhere else.
+#[tokio::test]
+async fn rediss_nodes() {
+    let Ok(url) = std::env::var("TAGCAST_REDISS_URL") else {
+        return;
+    };
+    // Shown by the parent when this fails.
+    let _ = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_env_filter("tagcast=info")
+        .try_init();
+    let (a, b) = (
+        node_at(&url, "tls", "").await,
+        node_at(&url, "tls", "").await,
+    );
+    wait_connected(&[&a, &b], true).await;
+    let mut from_a = a.connect("").await;
+    let mut on_b = b.connect("").await;
+    from_a.publish(r#""over tls""#, "{}").await;
+    assert_eq!(on_b.recv().await, "\"over tls\"");
 }
