@@ -164,6 +164,7 @@ impl Cluster {
                 let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if let Some(suppressed) = self.full_warning.allow() {
                     warn!(
+                        node = %self.node,
                         dropped,
                         suppressed,
                         "redis is not keeping up: a request was not shared with the other nodes"
@@ -275,15 +276,13 @@ impl Cluster {
 
     /// Subscribes, then delivers envelopes until the subscription ends; returns why it ended.
     async fn listen(&self, shared: &Shared, backoff: &mut Backoff) -> LinkError {
-        let pubsub = match tokio::time::timeout(REDIS_TIMEOUT, self.client.get_async_pubsub()).await
-        {
-            Ok(Ok(pubsub)) => pubsub,
-            Ok(Err(error)) => return LinkError::Redis(error),
-            Err(_) => return LinkError::TimedOut,
+        let pubsub = match within(self.client.get_async_pubsub()).await {
+            Ok(pubsub) => pubsub,
+            Err(error) => return error,
         };
         let (mut sink, mut messages) = pubsub.split();
-        if let Err(error) = sink.subscribe(&self.channel).await {
-            return LinkError::Redis(error);
+        if let Err(error) = within(sink.subscribe(&self.channel)).await {
+            return error;
         }
         backoff.reset();
         self.link_up(Side::Subscriber);
@@ -296,10 +295,8 @@ impl Cluster {
                     None => return LinkError::Closed,
                 },
                 _ = ping.tick() => {
-                    match tokio::time::timeout(REDIS_TIMEOUT, sink.ping::<()>()).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(error)) => return LinkError::Redis(error),
-                        Err(_) => return LinkError::TimedOut,
+                    if let Err(error) = within(sink.ping::<()>()).await {
+                        return error;
                     }
                 }
             }
@@ -324,6 +321,7 @@ impl Cluster {
             Err(error) => {
                 if let Some(suppressed) = self.malformed_warning.allow() {
                     warn!(
+                        node = %self.node,
                         channel = %self.channel,
                         suppressed,
                         "dropped a message from redis that is not a tagcast envelope: {error}"
@@ -396,6 +394,15 @@ enum LinkError {
     TimedOut,
     #[error("connection closed")]
     Closed,
+}
+
+/// `request`'s answer, unless Redis takes longer than [`REDIS_TIMEOUT`] (the pub/sub connection
+/// has no timeout of its own).
+async fn within<T>(request: impl Future<Output = Result<T, RedisError>>) -> Result<T, LinkError> {
+    match tokio::time::timeout(REDIS_TIMEOUT, request).await {
+        Ok(answer) => answer.map_err(LinkError::Redis),
+        Err(_) => Err(LinkError::TimedOut),
+    }
 }
 
 /// An envelope read from the channel.
@@ -617,6 +624,9 @@ mod tests {
             Ok(_) => panic!("accepted"),
         };
         assert!(error(config("http://example.org/", "x")).starts_with("cluster.redis: "));
+        let bad_port = error(config("redis://:pa55word@127.0.0.1:port/", "x"));
+        assert!(bad_port.starts_with("cluster.redis: "), "{bad_port}");
+        assert!(!bad_port.contains("pa55word"), "{bad_port}");
         assert_eq!(
             error(config("redis://127.0.0.1/", "")),
             "cluster.channel: must not be empty"
