@@ -74,6 +74,9 @@ pub async fn serve<S>(
             return;
         }
     };
+    // The head is not needed past the handshake: free it rather than keep it for the
+    // connection's whole life.
+    drop(head);
     let Ok(slot) = shared.connection_slots.clone().try_acquire_owned() else {
         info!(peer = %address, "connection limit reached");
         let refusal = Rejection::new(503, "connection limit reached, try again later");
