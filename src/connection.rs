@@ -83,13 +83,6 @@ pub async fn serve<S>(
         let _ = stream.write_all(&refusal.to_response()).await;
         return;
     };
-    if stream
-        .write_all(&handshake::switching_protocols(&upgrade.accept))
-        .await
-        .is_err()
-    {
-        return;
-    }
     let peer = Arc::new(Peer {
         id: shared.hub.next_id(),
         address,
@@ -106,6 +99,15 @@ pub async fn serve<S>(
     let registration = shared.hub.register(upgrade.tags, peer.clone());
     // An auth reload between the open check and the registration did not see this connection.
     shared.auth.judge_again(&peer);
+    // In the hub before the client learns it is connected: a request sent as soon as the
+    // client sees the 101 reaches it. What is routed to it meanwhile waits in its outbox.
+    if stream
+        .write_all(&handshake::switching_protocols(&upgrade.accept))
+        .await
+        .is_err()
+    {
+        return;
+    }
     span.in_scope(|| debug!(listener = listener.as_str(), "connection opened"));
     let closed = run_websocket(&shared, stream, &peer, buffer)
         .instrument(span.clone())
