@@ -13,7 +13,8 @@
 //! - [`server`]: listeners, accept loops, connection cap, shutdown.
 //! - [`config`]: `tagcast.toml`, validated.
 //! - [`auth`]: who may open and send.
-//! - [`http`]: plain HTTP requests on the WebSocket listeners.
+//! - [`http`]: plain HTTP requests: `POST /publish`, `GET /healthz`, `GET /metrics`.
+//! - [`metrics`]: the Prometheus metrics.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -33,6 +34,8 @@ pub mod handshake;
 pub mod http;
 #[cfg(feature = "server")]
 pub mod hub;
+#[cfg(feature = "server")]
+pub mod metrics;
 #[cfg(feature = "server")]
 pub mod outbox;
 #[cfg(feature = "server")]

@@ -2,8 +2,11 @@
 //!
 //! The caller binds ([`Listeners::bind`]) and hands the sockets over, so tests bind port 0 and
 //! read the address back. [`Server::run`] accepts until the shutdown token is cancelled, then
-//! sends close 1001 to every client and waits up to `limits.shutdown_grace_ms` for them.
+//! sends close 1001 to every client and waits up to `limits.shutdown_grace_ms` for them. The
+//! admin listener (`http.admin_address`: `/metrics`, `/healthz`) keeps answering until then, so
+//! that `/healthz` says 503 while the server drains.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,11 +21,13 @@ use tracing::{info, warn};
 
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::connection;
 use crate::frame::{self, CloseReason, close_code};
 use crate::hub::{Delivery, Hub, Listener};
+use crate::metrics::{Metrics, Rejected, Source};
 use crate::parser::{self, MessageParser};
+use crate::request::{Credentials, Request};
 use crate::tags::Tags;
+use crate::{connection, http};
 
 /// A server that cannot start. The message names the file or address at fault.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +59,8 @@ pub struct Shared {
     pub connection_slots: Arc<Semaphore>,
     /// Cancelled when the server starts shutting down.
     pub shutdown: CancellationToken,
+    /// What `GET /metrics` reports.
+    pub metrics: Metrics,
 }
 
 impl Shared {
@@ -61,7 +68,36 @@ impl Shared {
     /// every local connection whose tags contain all of `tags`. Every source of requests
     /// (WebSocket, HTTP, other nodes) ends here; the frame is built once for all recipients.
     pub fn route(&self, tags: &Tags, payload: &str) -> Delivery {
-        self.hub.route(tags, &frame::text_frame(payload))
+        let delivery = self.hub.route(tags, &frame::text_frame(payload));
+        self.metrics.routed(delivery.delivered, delivery.overflowed);
+        delivery
+    }
+
+    /// Parses, authorizes and routes the text of one request from a client (a WebSocket frame
+    /// or an HTTP publish): the same rules whatever it came through. `credentials`, when given
+    /// (an HTTP `Authorization` header), stand in for the request's `metadata` ones. The error
+    /// is the close code 4400 (invalid) or 4401 (not authorized) with the reason for the client.
+    pub fn handle_request(
+        &self,
+        text: &str,
+        source: Source,
+        credentials: Option<&Credentials>,
+    ) -> Result<Delivery, CloseReason> {
+        self.metrics.request(source);
+        let invalid = |message: String| {
+            self.metrics.rejected(Rejected::Invalid);
+            CloseReason::new(close_code::INVALID_REQUEST, message)
+        };
+        let request = Request::parse(text, self.config.limits.tag_limits())
+            .map_err(|error| invalid(error.to_string()))?;
+        self.auth
+            .check_send(credentials.unwrap_or(&request.credentials))
+            .inspect_err(|_| self.metrics.rejected(Rejected::Unauthorized))?;
+        let payload = self
+            .parser
+            .parse(request.message)
+            .map_err(|rejected| invalid(format!("invalid message: {rejected}")))?;
+        Ok(self.route(&request.tags, &payload))
     }
 
     /// Re-reads what can change without a restart (SIGHUP, `systemctl reload`).
@@ -74,6 +110,8 @@ impl Shared {
 pub struct Listeners {
     /// The plain ws listener, unless `server.plain = false`.
     pub plain: Option<TcpListener>,
+    /// The `/metrics` and `/healthz` listener, unless `http.admin_address` is empty.
+    pub admin: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -83,12 +121,23 @@ impl Listeners {
             true => Some(bind(config.plain_address()).await?),
             false => None,
         };
-        Ok(Listeners { plain })
+        let admin = match config.http.admin_address.parse::<SocketAddr>() {
+            Ok(address) => Some(bind(address).await?),
+            Err(_) => None, // "": served on the main listeners (validated by the config)
+        };
+        Ok(Listeners { plain, admin })
     }
 
     /// The plain ws listener's address.
     pub fn plain_address(&self) -> Option<SocketAddr> {
         self.plain
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+    }
+
+    /// The admin listener's address.
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        self.admin
             .as_ref()
             .and_then(|listener| listener.local_addr().ok())
     }
@@ -121,6 +170,7 @@ impl Server {
             auth: Auth::open_to_all(),
             parser,
             shutdown: CancellationToken::new(),
+            metrics: Metrics::new(!config.cluster.redis.is_empty()),
             config,
         };
         Server {
@@ -148,11 +198,24 @@ impl Server {
     /// waits for them (at most `limits.shutdown_grace_ms`).
     pub async fn run(self, listeners: Listeners) {
         if let Some(listener) = listeners.plain {
+            let shared = self.shared.clone();
             self.tracker.spawn(accept_loop(
-                self.shared.clone(),
+                self.shared.shutdown.clone(),
                 self.tracker.clone(),
                 listener,
-                Listener::Ws,
+                move |stream, address| serve_tcp(shared.clone(), stream, address, Listener::Ws),
+            ));
+        }
+        // Not in `tracker`: it answers `/healthz` (503) until the drain below is over.
+        let admin_stop = CancellationToken::new();
+        let _stop_admin = admin_stop.clone().drop_guard();
+        if let Some(listener) = listeners.admin {
+            let shared = self.shared.clone();
+            tokio::spawn(accept_loop(
+                admin_stop,
+                TaskTracker::new(),
+                listener,
+                move |stream, address| http::serve_admin(shared.clone(), stream, address),
             ));
         }
         self.shared.shutdown.cancelled().await;
@@ -175,43 +238,44 @@ impl Server {
     }
 }
 
-/// Accepts connections until shutdown; each one is served in its own task.
-async fn accept_loop(
-    shared: Arc<Shared>,
+/// Accepts connections until `stop` is cancelled; each one is served by `serve` in its own task.
+async fn accept_loop<F, Served>(
+    stop: CancellationToken,
     tracker: TaskTracker,
     listener: TcpListener,
-    kind: Listener,
-) {
+    serve: F,
+) where
+    F: Fn(TcpStream, SocketAddr) -> Served,
+    Served: Future<Output = ()> + Send + 'static,
+{
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = shared.shutdown.cancelled() => return,
+            _ = stop.cancelled() => return,
         };
         match accepted {
             Ok((stream, address)) => {
-                let deadline = Instant::now()
-                    + Duration::from_millis(shared.config.limits.handshake_timeout_ms);
-                tracker.spawn(serve_tcp(shared.clone(), stream, address, kind, deadline));
+                tracker.spawn(serve(stream, address));
             }
             Err(error) => {
                 // Out of file descriptors and the like: never end the server for it.
                 warn!(%error, "accept failed; retrying in 1 s");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = shared.shutdown.cancelled() => return,
+                    _ = stop.cancelled() => return,
                 }
             }
         }
     }
 }
 
-async fn serve_tcp(
-    shared: Arc<Shared>,
-    stream: TcpStream,
-    address: SocketAddr,
-    kind: Listener,
-    deadline: Instant,
-) {
+/// When a connection accepted now must have sent its request head (and an HTTP body).
+pub fn handshake_deadline(config: &Config) -> Instant {
+    Instant::now() + Duration::from_millis(config.limits.handshake_timeout_ms)
+}
+
+async fn serve_tcp(shared: Arc<Shared>, stream: TcpStream, address: SocketAddr, kind: Listener) {
     let _ = stream.set_nodelay(true);
+    let deadline = handshake_deadline(&shared.config);
     connection::serve(shared, stream, address, kind, deadline).await;
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tagcast::config::Config;
 use tagcast::hub::Hub;
-use tagcast::server::{Listeners, Server};
+use tagcast::server::{Listeners, Server, Shared};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -21,7 +21,10 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// A server running in this process on 127.0.0.1, port 0.
 pub struct TestServer {
     pub address: SocketAddr,
+    /// The `/metrics` and `/healthz` listener, unless `http.admin_address = ""`.
+    pub admin: Option<SocketAddr>,
     pub hub: std::sync::Arc<Hub>,
+    pub shared: std::sync::Arc<Shared>,
     pub shutdown: CancellationToken,
     pub task: JoinHandle<()>,
 }
@@ -35,16 +38,24 @@ impl TestServer {
         TestServer::start_with(config).await
     }
 
-    pub async fn start_with(config: Config) -> TestServer {
+    /// Starts a server with `config`; an admin listener binds 127.0.0.1:0, never its fixed port.
+    pub async fn start_with(mut config: Config) -> TestServer {
+        if !config.http.admin_address.is_empty() {
+            config.http.admin_address = "127.0.0.1:0".into();
+        }
         let listeners = Listeners::bind(&config).await.expect("bind");
         let address = listeners.plain_address().expect("plain listener");
+        let admin = listeners.admin_address();
         let server = Server::new(config).expect("server");
         let hub = server.hub();
+        let shared = server.shared();
         let shutdown = server.shutdown_token();
         let task = tokio::spawn(server.run(listeners));
         TestServer {
             address,
+            admin,
             hub,
+            shared,
             shutdown,
             task,
         }
