@@ -551,3 +551,37 @@ async fn promtool_accepts_the_metrics() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[tokio::test]
+async fn tagcast_send_http_publishes_through_the_api() {
+    let server = TestServer::start("").await;
+    let mut client = server.connect(r#"{"room":"7"}"#).await;
+    let send = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+        // Off this thread: the in-process server runs on it.
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_tagcast"))
+                .arg("send")
+                .args(args)
+                .output()
+                .expect("run tagcast send")
+        })
+    };
+    let url = format!("http://{}", server.address);
+    let output = send(&["--http", "--url", &url, "--tag", "room=7", "hello"])
+        .await
+        .expect("tagcast send");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "{\"delivered\":1}\n"
+    );
+    assert_eq!(client.recv().await, r#""hello""#);
+
+    let output = send(&["--http", "--url", &url, "--json", "{\"not\":\"a string\"}"])
+        .await
+        .expect("tagcast send");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("refused the request: 400"), "{stderr}");
+}
