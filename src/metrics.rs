@@ -132,6 +132,12 @@ where
     values.map(|value| family.get_or_create_owned(&[(label, value)]))
 }
 
+fn counter(registry: &mut Registry, name: &str, help: &str) -> Counter {
+    let counter = Counter::default();
+    registry.register(name, help, counter.clone());
+    counter
+}
+
 impl Metrics {
     /// Registers every metric; `clustered` adds `tagcast_cluster_connected`.
     pub fn new(clustered: bool) -> Metrics {
@@ -143,11 +149,10 @@ impl Metrics {
             "listener",
             LISTENERS.map(Listener::as_str),
         );
-        let opened = Counter::default();
-        registry.register(
+        let opened = counter(
+            &mut registry,
             "tagcast_connections_opened",
             "WebSocket connections opened (upgraded)",
-            opened.clone(),
         );
         let mut codes = [""; CLOSE_CODES.len() + 1];
         for (slot, (_, label)) in codes.iter_mut().zip(CLOSE_CODES) {
@@ -168,11 +173,10 @@ impl Metrics {
             "source",
             Source::ALL.map(Source::as_str),
         );
-        let deliveries = Counter::default();
-        registry.register(
+        let deliveries = counter(
+            &mut registry,
             "tagcast_deliveries",
             "Messages queued to a connection (one per recipient of each request)",
-            deliveries.clone(),
         );
         let rejected = family(
             &mut registry,
@@ -181,11 +185,10 @@ impl Metrics {
             "reason",
             Rejected::ALL.map(Rejected::as_str),
         );
-        let slow_clients_closed = Counter::default();
-        registry.register(
+        let slow_clients_closed = counter(
+            &mut registry,
             "tagcast_slow_clients_closed",
             "Connections closed with 4429 because their send queue overflowed",
-            slow_clients_closed.clone(),
         );
         let auth_reloads = family(
             &mut registry,

@@ -387,37 +387,29 @@ async fn metrics_move_with_connections_requests_and_rejections() {
     wait_for_metric(&server, r#"tagcast_connections{listener="ws"}"#, 1.0).await;
 
     let metrics = scrape(&server).await;
-    assert_eq!(
-        metrics[r#"tagcast_requests_rejected_total{reason="too_large"}"#],
-        1.0
-    );
-    assert_eq!(
-        metrics[r#"tagcast_requests_rejected_total{reason="invalid"}"#],
-        2.0
-    );
-    assert_eq!(
-        metrics[r#"tagcast_requests_rejected_total{reason="unauthorized"}"#],
-        1.0
-    );
-    assert_eq!(
-        metrics[r#"tagcast_requests_rejected_total{reason="rate_limited"}"#],
-        1.0
-    );
-    // http: 1 + 3 refused; ws: 1 + "not json" + 3 from `fast`.
-    assert_eq!(metrics[r#"tagcast_requests_total{source="http"}"#], 4.0);
-    assert_eq!(metrics[r#"tagcast_requests_total{source="ws"}"#], 5.0);
-    assert_eq!(
-        metrics[r#"tagcast_connections_closed_total{code="4400"}"#],
-        1.0
-    );
-    assert_eq!(
-        metrics[r#"tagcast_connections_closed_total{code="4429"}"#],
-        1.0
-    );
-    assert_eq!(
-        metrics[r#"tagcast_connections_closed_total{code="1000"}"#],
-        1.0
-    );
+    for (series, value) in [
+        (
+            r#"tagcast_requests_rejected_total{reason="too_large"}"#,
+            1.0,
+        ),
+        (r#"tagcast_requests_rejected_total{reason="invalid"}"#, 2.0),
+        (
+            r#"tagcast_requests_rejected_total{reason="unauthorized"}"#,
+            1.0,
+        ),
+        (
+            r#"tagcast_requests_rejected_total{reason="rate_limited"}"#,
+            1.0,
+        ),
+        // http: 1 + 3 refused; ws: 1 + "not json" + 3 from `fast`.
+        (r#"tagcast_requests_total{source="http"}"#, 4.0),
+        (r#"tagcast_requests_total{source="ws"}"#, 5.0),
+        (r#"tagcast_connections_closed_total{code="4400"}"#, 1.0),
+        (r#"tagcast_connections_closed_total{code="4429"}"#, 1.0),
+        (r#"tagcast_connections_closed_total{code="1000"}"#, 1.0),
+    ] {
+        assert_eq!(metrics[series], value, "{series}");
+    }
     assert_eq!(metrics["tagcast_connections_opened_total"], 4.0);
 }
 
