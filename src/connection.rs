@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{Instrument, debug, info};
 
 use crate::frame::{self, CloseReason, Incoming, MessageReader, close_code};
 use crate::handshake::{self, Head, Rejection};
@@ -83,7 +83,7 @@ pub async fn serve<S>(
             return;
         }
     };
-    let Ok(_slot) = shared.connection_slots.clone().try_acquire_owned() else {
+    let Ok(slot) = shared.connection_slots.clone().try_acquire_owned() else {
         info!(peer = %address, "connection limit reached");
         let refusal = Rejection::new(503, "connection limit reached, try again later");
         let _ = stream.write_all(&refusal.to_response()).await;
@@ -104,26 +104,26 @@ pub async fn serve<S>(
         outbox: Outbox::new(shared.config.limits.send_queue),
     });
     let span = tracing::info_span!("conn", conn = peer.id, peer = %address, tags = %upgrade.tags);
-    let _registration = shared.hub.register(upgrade.tags, peer.clone());
-    let _counted = shared.metrics.connection_opened(listener);
-    let closed = {
-        let _entered = span.enter();
-        debug!(listener = listener.as_str(), "connection opened");
-        drop(_entered);
-        tracing::Instrument::instrument(run_websocket(&shared, stream, &peer, buffer), span.clone())
-            .await
-    };
-    let _entered = span.enter();
-    match closed {
-        Some(reason) => {
-            shared.metrics.connection_closed(reason.code);
-            debug!(code = reason.code, reason = %reason.reason, "connection closed");
-        }
-        None => {
-            shared.metrics.connection_closed(close_code::ABNORMAL);
-            debug!("connection closed");
-        }
-    }
+    let registration = shared.hub.register(upgrade.tags, peer.clone());
+    let counted = shared.metrics.connection_opened(listener);
+    // An auth reload between the open check and the registration did not see this connection.
+    shared.auth.judge_again(&peer);
+    span.in_scope(|| debug!(listener = listener.as_str(), "connection opened"));
+    let closed = run_websocket(&shared, stream, &peer, buffer)
+        .instrument(span.clone())
+        .await;
+    // Free the slot before leaving the hub: once a connection is gone from the hub, a new one fits.
+    drop(slot);
+    drop(registration);
+    drop(counted);
+    let code = closed
+        .as_ref()
+        .map_or(close_code::ABNORMAL, |reason| reason.code);
+    shared.metrics.connection_closed(code);
+    span.in_scope(|| match closed {
+        Some(reason) => debug!(code = reason.code, reason = %reason.reason, "connection closed"),
+        None => debug!("connection closed"),
+    });
 }
 
 /// Reads until a whole request head is in `buffer`, leaving the bytes after it there.

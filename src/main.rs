@@ -5,13 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use futures_util::{SinkExt, StreamExt};
+use serde_json::value::RawValue;
+use tagcast::client::{ClientError, Endpoint, WebSocketRequest};
 use tagcast::config::Config;
 use tagcast::server::{Listeners, Server};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// sysexits' EX_CONFIG: the configuration is unusable (systemd does not restart on it).
 const EXIT_CONFIG: u8 = 78;
@@ -136,13 +134,25 @@ fn check(args: ConfigArg) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    if let Err(error) = Server::new(config.clone()) {
-        eprintln!("tagcast: {error}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
+    let server = match Server::new(config.clone()) {
+        Ok(server) => server,
+        Err(error) => {
+            eprintln!("tagcast: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     match &config.source {
         Some(path) => println!("{}: ok", path.display()),
         None => println!("no config file: built-in defaults are ok"),
+    }
+    let auth = &server.shared().auth;
+    match auth.path() {
+        Some(path) => println!(
+            "{}: ok, {} applications",
+            path.display(),
+            auth.applications()
+        ),
+        None => println!("no auth file: anyone may open and send"),
     }
     ExitCode::SUCCESS
 }
@@ -153,6 +163,8 @@ async fn serve(args: ConfigArg) -> ExitCode {
         Err(code) => return code,
     };
     init_logging(&config);
+    // Listen for SIGHUP before anything can send it (its default action ends the process).
+    let hangup = signal(SignalKind::hangup());
     let server = match Server::new(config.clone()) {
         Ok(server) => server,
         Err(error) => {
@@ -170,6 +182,9 @@ async fn serve(args: ConfigArg) -> ExitCode {
     if let Some(address) = listeners.plain_address() {
         tracing::info!(%address, "listening for ws");
     }
+    if let Some(address) = listeners.tls_address() {
+        tracing::info!(%address, "listening for wss");
+    }
     if let Some(address) = listeners.admin_address() {
         tracing::info!(%address, "serving /metrics and /healthz");
     }
@@ -180,7 +195,7 @@ async fn serve(args: ConfigArg) -> ExitCode {
     });
     let shared = server.shared();
     tokio::spawn(async move {
-        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        let Ok(mut hangup) = hangup else {
             tracing::error!("cannot listen for SIGHUP");
             return;
         };
@@ -216,12 +231,13 @@ fn init_logging(config: &Config) {
         .init();
 }
 
-fn tags_json(tags: &[(String, String)]) -> serde_json::Value {
-    serde_json::Value::Object(
-        tags.iter()
-            .map(|(name, value)| (name.clone(), serde_json::Value::String(value.clone())))
-            .collect(),
-    )
+/// Where `send` and `listen` connect: the URL, opened with the credentials when given.
+fn endpoint(url: &str, key: Option<&str>, secret: Option<&str>) -> anyhow::Result<Endpoint> {
+    let endpoint = Endpoint::new(url)?;
+    Ok(match key {
+        Some(key) => endpoint.credentials(key, secret),
+        None => endpoint,
+    })
 }
 
 async fn send(args: SendArgs) -> anyhow::Result<()> {
@@ -230,44 +246,22 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
     } else {
         serde_json::Value::String(args.message)
     };
-    let mut metadata = serde_json::Map::new();
-    if let (Some(key), Some(secret)) = (args.key, args.secret) {
-        metadata.insert("key".into(), key.into());
-        metadata.insert("secret".into(), secret.into());
+    let mut request = WebSocketRequest::create(message).tags(args.tags);
+    if let (Some(key), Some(secret)) = (&args.key, &args.secret) {
+        request = request.metadata([("key", key.as_str()), ("secret", secret.as_str())]);
     }
-    let request = serde_json::json!({
-        "message": message,
-        "tags": tags_json(&args.tags),
-        "metadata": metadata,
-    });
     if args.http {
-        return publish_http(&args.url, &request.to_string()).await;
+        return publish_http(&args.url, &request.to_json()?).await;
     }
-    let (mut socket, _) = tokio_tungstenite::connect_async(&args.url)
-        .await
-        .with_context(|| format!("cannot connect to {}", args.url))?;
-    socket.send(Message::text(request.to_string())).await?;
-    socket
-        .send(Message::Close(Some(CloseFrame {
-            code: CloseCode::Normal,
-            reason: "".into(),
-        })))
+    let mut client = endpoint(&args.url, args.key.as_deref(), args.secret.as_deref())?
+        .connect()
         .await?;
-    while let Some(frame) = socket.next().await {
-        if let Message::Close(close) = frame? {
-            match close {
-                Some(close) if close.code != CloseCode::Normal => {
-                    bail!(
-                        "the server refused the request: {} {}",
-                        u16::from(close.code),
-                        close.reason
-                    )
-                }
-                _ => return Ok(()),
-            }
-        }
+    client.send(&request).await?;
+    // The server handles frames in order: a refusal of the request arrives before the close.
+    match client.close().await {
+        Err(ClientError::Closed(close)) => bail!("the server refused the request: {close}"),
+        other => Ok(other?),
     }
-    Ok(())
 }
 
 /// `send --http`: one `POST /publish` over plain HTTP; prints the answer's body.
@@ -306,47 +300,15 @@ async fn publish_http(url: &str, body: &str) -> anyhow::Result<()> {
 }
 
 async fn listen(args: ListenArgs) -> anyhow::Result<()> {
-    let mut url = url_with_query(
-        &args.url,
-        &[("tags", Some(tags_json(&args.tags).to_string()))],
-    );
-    url = url_with_query(&url, &[("key", args.key), ("secret", args.secret)]);
-    let (mut socket, _) = tokio_tungstenite::connect_async(&url)
-        .await
-        .with_context(|| format!("cannot connect to {}", args.url))?;
+    let mut listener = endpoint(&args.url, args.key.as_deref(), args.secret.as_deref())?
+        .connect_with_tags(args.tags)
+        .await?;
     use std::io::Write;
-    while let Some(frame) = socket.next().await {
-        match frame? {
-            Message::Text(text) => {
-                let mut stdout = std::io::stdout().lock();
-                writeln!(stdout, "{}", text.as_str())?;
-                stdout.flush()?;
-            }
-            Message::Close(close) => {
-                if let Some(close) = close {
-                    bail!(
-                        "the server closed the connection: {} {}",
-                        u16::from(close.code),
-                        close.reason
-                    );
-                }
-                return Ok(());
-            }
-            _ => {}
-        }
+    // Printed as it arrives: the JSON the server sent, one message per line.
+    while let Some(message) = listener.next::<Box<RawValue>>().await? {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{}", message.get())?;
+        stdout.flush()?;
     }
     Ok(())
-}
-
-fn url_with_query(url: &str, params: &[(&str, Option<String>)]) -> String {
-    let mut url = url.to_owned();
-    for (name, value) in params {
-        if let Some(value) = value {
-            url.push(if url.contains('?') { '&' } else { '?' });
-            url.push_str(name);
-            url.push('=');
-            url.extend(form_urlencoded::byte_serialize(value.as_bytes()));
-        }
-    }
-    url
 }

@@ -2,9 +2,10 @@
 //!
 //! The caller binds ([`Listeners::bind`]) and hands the sockets over, so tests bind port 0 and
 //! read the address back. [`Server::run`] accepts until the shutdown token is cancelled, then
-//! sends close 1001 to every client and waits up to `limits.shutdown_grace_ms` for them. The
-//! admin listener (`http.admin_address`: `/metrics`, `/healthz`) keeps answering until then, so
-//! that `/healthz` says 503 while the server drains.
+//! sends close 1001 to every client and waits up to `limits.shutdown_grace_ms` for them. The ws
+//! and wss listeners feed the same hub; a wss connection's TLS handshake runs in its own task.
+//! The admin listener (`http.admin_address`: `/metrics`, `/healthz`) keeps answering until the
+//! drain is over, so that `/healthz` says 503 meanwhile.
 
 use std::future::Future;
 use std::io;
@@ -17,9 +18,9 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, error, info, warn};
 
-use crate::auth::Auth;
+use crate::auth::{Auth, AuthError, AuthReload};
 use crate::config::Config;
 use crate::frame::{self, CloseReason, close_code};
 use crate::hub::{Delivery, Hub, Listener};
@@ -27,6 +28,8 @@ use crate::metrics::{Metrics, Rejected, Source};
 use crate::parser::{self, MessageParser};
 use crate::request::{Credentials, Request};
 use crate::tags::Tags;
+use crate::tls::{TlsAcceptor, TlsError};
+use crate::watch;
 use crate::{connection, http};
 
 /// A server that cannot start. The message names the file or address at fault.
@@ -35,6 +38,12 @@ pub enum StartError {
     /// The JSON Schema of the `json-schema` parser is unusable.
     #[error(transparent)]
     Schema(#[from] parser::SchemaError),
+    /// The auth file is missing, unreadable or invalid.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The `[tls]` certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// A listener cannot be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -59,6 +68,8 @@ pub struct Shared {
     pub connection_slots: Arc<Semaphore>,
     /// Cancelled when the server starts shutting down.
     pub shutdown: CancellationToken,
+    /// The wss certificate, when `[tls]` is set.
+    pub tls: Option<TlsAcceptor>,
     /// What `GET /metrics` reports.
     pub metrics: Metrics,
 }
@@ -100,16 +111,58 @@ impl Shared {
         Ok(self.route(&request.tags, &payload))
     }
 
-    /// Re-reads what can change without a restart (SIGHUP, `systemctl reload`).
-    pub fn reload(&self) {
+    /// Re-reads what can change without a restart (SIGHUP, `systemctl reload`) and says how
+    /// it went, for logs, metrics and systemd's `RELOADING=1`/`READY=1`.
+    pub fn reload(&self) -> Reloaded {
         info!("reload requested");
+        Reloaded {
+            auth: self.reload_auth(),
+            tls: self.reload_tls(),
+        }
     }
+
+    /// Re-reads the wss certificate and key (a renewal): the one path for SIGHUP and the file
+    /// watcher. A pair that cannot be used is logged and the one in force stays. `None` when
+    /// wss is not served.
+    pub fn reload_tls(&self) -> Option<Result<(), TlsError>> {
+        let tls = self.tls.as_ref()?;
+        let result = tls.reload();
+        self.metrics.tls_reloaded(result.is_ok());
+        match &result {
+            Ok(()) => info!(cert = %tls.cert_path().display(), "tls certificate reloaded"),
+            Err(error) => error!("tls certificate not reloaded, the previous one stays: {error}"),
+        }
+        Some(result)
+    }
+
+    /// Re-reads the auth file: the one path for SIGHUP and the file watcher. See
+    /// [`Auth::reload`].
+    pub fn reload_auth(&self) -> AuthReload {
+        let reload = self.auth.reload(&self.hub);
+        match &reload {
+            AuthReload::Loaded { .. } => self.metrics.auth_reloaded(true),
+            AuthReload::Failed(_) => self.metrics.auth_reloaded(false),
+            AuthReload::NoFile => {}
+        }
+        reload
+    }
+}
+
+/// What one [`Shared::reload`] did.
+#[derive(Debug)]
+pub struct Reloaded {
+    /// The auth file's reload.
+    pub auth: AuthReload,
+    /// The certificate's reload, when wss is served.
+    pub tls: Option<Result<(), TlsError>>,
 }
 
 /// The bound listening sockets.
 pub struct Listeners {
     /// The plain ws listener, unless `server.plain = false`.
     pub plain: Option<TcpListener>,
+    /// The wss listener, when `[tls]` is set.
+    pub tls: Option<TcpListener>,
     /// The `/metrics` and `/healthz` listener, unless `http.admin_address` is empty.
     pub admin: Option<TcpListener>,
 }
@@ -121,26 +174,37 @@ impl Listeners {
             true => Some(bind(config.plain_address()).await?),
             false => None,
         };
+        let tls = match config.tls_socket_address() {
+            Some(address) => Some(bind(address).await?),
+            None => None,
+        };
         let admin = match config.http.admin_address.parse::<SocketAddr>() {
             Ok(address) => Some(bind(address).await?),
             Err(_) => None, // "": served on the main listeners (validated by the config)
         };
-        Ok(Listeners { plain, admin })
+        Ok(Listeners { plain, tls, admin })
     }
 
     /// The plain ws listener's address.
     pub fn plain_address(&self) -> Option<SocketAddr> {
-        self.plain
-            .as_ref()
-            .and_then(|listener| listener.local_addr().ok())
+        local_address(&self.plain)
+    }
+
+    /// The wss listener's address.
+    pub fn tls_address(&self) -> Option<SocketAddr> {
+        local_address(&self.tls)
     }
 
     /// The admin listener's address.
     pub fn admin_address(&self) -> Option<SocketAddr> {
-        self.admin
-            .as_ref()
-            .and_then(|listener| listener.local_addr().ok())
+        local_address(&self.admin)
     }
+}
+
+fn local_address(listener: &Option<TcpListener>) -> Option<SocketAddr> {
+    listener
+        .as_ref()
+        .and_then(|listener| listener.local_addr().ok())
 }
 
 async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
@@ -156,27 +220,34 @@ pub struct Server {
 }
 
 impl Server {
-    /// Prepares a server: loads the message parser and the auth file the config names.
+    /// Prepares a server: loads the message parser, the auth file and the TLS certificate the
+    /// config names.
     pub fn new(config: Config) -> Result<Server, StartError> {
         let parser = parser::from_config(&config.messages)?;
-        Ok(Server::with_parser(config, parser))
+        Server::with_parser(config, parser)
     }
 
-    /// Prepares a server that checks messages with a parser of the caller's own.
-    pub fn with_parser(config: Config, parser: Arc<dyn MessageParser>) -> Server {
+    /// Prepares a server that checks messages with a parser of the caller's own; loads the
+    /// auth file the config names.
+    pub fn with_parser(
+        config: Config,
+        parser: Arc<dyn MessageParser>,
+    ) -> Result<Server, StartError> {
+        let tls = config.tls.as_ref().map(TlsAcceptor::load).transpose()?;
         let shared = Shared {
             connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
             hub: Arc::new(Hub::new()),
-            auth: Auth::open_to_all(),
+            auth: Auth::from_config(&config.auth)?,
             parser,
             shutdown: CancellationToken::new(),
+            tls,
             metrics: Metrics::new(!config.cluster.redis.is_empty()),
             config,
         };
-        Server {
+        Ok(Server {
             shared: Arc::new(shared),
             tracker: TaskTracker::new(),
-        }
+        })
     }
 
     /// Cancel this token to shut the server down.
@@ -217,6 +288,39 @@ impl Server {
                 listener,
                 move |stream, address| http::serve_admin(shared.clone(), stream, address),
             ));
+        }
+        if let (Some(listener), Some(_)) = (listeners.tls, &self.shared.tls) {
+            let shared = self.shared.clone();
+            self.tracker.spawn(accept_loop(
+                self.shared.shutdown.clone(),
+                self.tracker.clone(),
+                listener,
+                move |stream, address| serve_tcp(shared.clone(), stream, address, Listener::Wss),
+            ));
+        }
+        if let Some(path) = self.shared.auth.path() {
+            let shared = self.shared.clone();
+            self.tracker.spawn(watch::watch_file(
+                path.to_owned(),
+                "auth file",
+                self.shared.shutdown.clone(),
+                move || {
+                    shared.reload_auth();
+                },
+            ));
+        }
+        if let Some(tls) = &self.shared.config.tls {
+            for (path, what) in [(&tls.cert, "tls certificate"), (&tls.key, "tls key")] {
+                let shared = self.shared.clone();
+                self.tracker.spawn(watch::watch_file(
+                    path.clone(),
+                    what,
+                    self.shared.shutdown.clone(),
+                    move || {
+                        shared.reload_tls();
+                    },
+                ));
+            }
         }
         self.shared.shutdown.cancelled().await;
         info!(connections = self.shared.hub.len(), "shutting down");
@@ -274,8 +378,29 @@ pub fn handshake_deadline(config: &Config) -> Instant {
     Instant::now() + Duration::from_millis(config.limits.handshake_timeout_ms)
 }
 
+/// Serves one accepted TCP connection: a wss one is decrypted first, its TLS handshake bounded
+/// by the same deadline as the WebSocket handshake.
 async fn serve_tcp(shared: Arc<Shared>, stream: TcpStream, address: SocketAddr, kind: Listener) {
     let _ = stream.set_nodelay(true);
     let deadline = handshake_deadline(&shared.config);
+    if kind == Listener::Ws {
+        return connection::serve(shared, stream, address, kind, deadline).await;
+    }
+    // `run` starts the wss accept loop only with a certificate.
+    let Some(tls) = &shared.tls else { return };
+    let stream = tokio::select! {
+        accepted = tokio::time::timeout_at(deadline, tls.accept(stream)) => match accepted {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                debug!(peer = %address, %error, "tls handshake failed");
+                return;
+            }
+            Err(_) => {
+                debug!(peer = %address, "tls handshake timed out");
+                return;
+            }
+        },
+        _ = shared.shutdown.cancelled() => return,
+    };
     connection::serve(shared, stream, address, kind, deadline).await;
 }
