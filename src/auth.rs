@@ -118,11 +118,11 @@ impl Auth {
         self.file.as_ref().map(|file| file.path.as_path())
     }
 
-    /// Number of applications in force (0 without a file).
-    pub fn applications(&self) -> usize {
+    /// Number of applications in force; `None` without an auth file.
+    pub fn applications(&self) -> Option<usize> {
         self.file
             .as_ref()
-            .map_or(0, |file| file.applications.load().len())
+            .map(|file| file.applications.load().len())
     }
 
     /// May a connection open with these URL credentials? See the module doc for the statuses.

@@ -463,12 +463,17 @@ fn socket_address(address: &str, port: u16) -> Result<SocketAddr, String> {
 mod tests {
     use super::*;
 
-    /// `etc/tagcast.toml` documents every key with its default: parsing it gives the defaults,
+    /// `etc/tagcast.toml` documents every key with its default: parsing it gives the defaults
+    /// (but for the auth file the package creates),
     /// and uncommenting the optional sections gives a valid config too.
     #[test]
     fn the_example_config_is_the_defaults() {
         let example = include_str!("../etc/tagcast.toml");
-        let parsed = Config::parse(example, None).unwrap();
+        let mut parsed = Config::parse(example, None).unwrap();
+        assert_eq!(
+            parsed.auth.file.take().as_deref(),
+            Some(Path::new("/etc/tagcast/auth.yml"))
+        );
         assert_eq!(parsed, Config::default());
         // Commented-out settings are `# key = value` or `# [section]` lines.
         let is_setting = |rest: &str| {

@@ -103,7 +103,12 @@ pub async fn serve<S>(
         credentials: upgrade.credentials,
         outbox: Outbox::new(shared.config.limits.send_queue),
     });
-    let span = tracing::info_span!("conn", conn = peer.id, peer = %address, tags = %upgrade.tags);
+    // The fields of every line about this connection (journal fields CONN, PEER, TAGS, APP).
+    let span = tracing::info_span!("conn", conn = peer.id, peer = %address, tags = %upgrade.tags,
+        app = tracing::field::Empty);
+    if let Some(key) = &peer.credentials.key {
+        span.record("app", key.as_str());
+    }
     let registration = shared.hub.register(upgrade.tags, peer.clone());
     let counted = shared.metrics.connection_opened(listener);
     // An auth reload between the open check and the registration did not see this connection.
@@ -221,7 +226,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         shared.metrics.rejected(Rejected::RateLimited);
                     });
                     if let Err(reason) = admitted.and_then(|()| handle_text(shared, peer, &text)) {
-                        debug!(code = reason.code, reason = %reason.reason, "request refused");
+                        // A client's mistake, not the server's: notice, never an error.
+                        info!(
+                            code = reason.code,
+                            "request refused with {}: {}", reason.code, reason.reason
+                        );
                         peer.outbox.close(reason);
                     }
                 }

@@ -7,7 +7,8 @@
 //! - `GET /healthz` (200, or 503 once shutdown began) and `GET /metrics` (Prometheus text), on
 //!   the admin listener (`http.admin_address`), or on the main listeners when that is empty.
 //!
-//! Every answer closes the connection. The body is read only up to `messages.max_size` bytes and
+//! A `GET` of any other path on the ws/wss listeners answers 426 (every path is a WebSocket
+//! endpoint); anything else answers 404. Every answer closes the connection. The body is read only up to `messages.max_size` bytes and
 //! only until the handshake deadline; after answering, the server reads and discards what the
 //! client still sends for a moment (a lingering close), so that a client whose body was refused
 //! reads the answer instead of a connection reset.
@@ -43,6 +44,8 @@ pub struct Endpoints {
     pub publish: bool,
     /// `GET /healthz` and `GET /metrics`.
     pub admin: bool,
+    /// Every other path is a WebSocket endpoint: a `GET` without `Upgrade` answers 426.
+    pub websocket: bool,
 }
 
 impl Endpoints {
@@ -50,6 +53,7 @@ impl Endpoints {
     pub const ADMIN: Endpoints = Endpoints {
         publish: false,
         admin: true,
+        websocket: false,
     };
 
     /// The ws/wss listeners': publish unless `http.publish = false`; health and metrics when
@@ -58,6 +62,7 @@ impl Endpoints {
         Endpoints {
             publish: config.http.publish,
             admin: config.http.admin_address.is_empty(),
+            websocket: true,
         }
     }
 }
@@ -204,10 +209,14 @@ where
             "GET" => Reply::text(200, metrics::CONTENT_TYPE, shared.metrics.encode()),
             _ => method_not_allowed(head, "GET"),
         },
-        path => Reply::error(
-            404,
-            format!("no such endpoint: {path} (WebSocket clients connect with Upgrade: websocket)"),
+        path if endpoints.websocket && head.method == "GET" => Reply::text(
+            426,
+            "text/plain; charset=utf-8",
+            format!(
+                "{path} is a WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket)\n"
+            ),
         ),
+        path => Reply::error(404, format!("no such endpoint: {} {path}", head.method)),
     }
 }
 

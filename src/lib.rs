@@ -73,6 +73,8 @@
 //! - [`client`]: the Rust client library: requests, [`RequestSender`](client::RequestSender),
 //!   `WebSocketClient`, `Listener` (features `client`, `mock`).
 //! - [`mock`]: `WebSocketClientMock` for users' unit tests (feature `mock`).
+//! - [`systemd`]: readiness, status, reload, stop and watchdog messages to systemd.
+//! - [`logging`]: logs to the journal under systemd, to stderr otherwise.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -98,6 +100,8 @@ pub mod http;
 #[cfg(feature = "server")]
 pub mod hub;
 #[cfg(feature = "server")]
+pub mod logging;
+#[cfg(feature = "server")]
 pub mod metrics;
 #[cfg(feature = "server")]
 pub mod outbox;
@@ -107,6 +111,8 @@ pub mod parser;
 pub mod request;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
+pub mod systemd;
 #[cfg(feature = "server")]
 pub mod tls;
 #[cfg(feature = "server")]

@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 use tagcast::client::{ClientError, Endpoint, WebSocketRequest};
 use tagcast::config::Config;
 use tagcast::server::{Listeners, Server};
+use tagcast::{logging, systemd};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// sysexits' EX_CONFIG: the configuration is unusable (systemd does not restart on it).
@@ -146,13 +147,11 @@ fn check(args: ConfigArg) -> ExitCode {
         None => println!("no config file: built-in defaults are ok"),
     }
     let auth = &server.shared().auth;
-    match auth.path() {
-        Some(path) => println!(
-            "{}: ok, {} applications",
-            path.display(),
-            auth.applications()
-        ),
-        None => println!("no auth file: anyone may open and send"),
+    match (auth.path(), auth.applications()) {
+        (Some(path), Some(applications)) => {
+            println!("{}: ok, {applications} applications", path.display())
+        }
+        _ => println!("no auth file: anyone may open and send"),
     }
     ExitCode::SUCCESS
 }
@@ -162,9 +161,18 @@ async fn serve(args: ConfigArg) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    init_logging(&config);
-    // Listen for SIGHUP before anything can send it (its default action ends the process).
-    let hangup = signal(SignalKind::hangup());
+    logging::init(&config.log);
+    // Listen for signals before anything can send them (SIGHUP's default action ends the
+    // process; systemd may send SIGHUP or SIGTERM as soon as READY=1 is out).
+    let signals = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    );
+    let (Ok(mut terminate), Ok(mut interrupt), Ok(mut hangup)) = signals else {
+        eprintln!("tagcast: cannot install the signal handlers");
+        return ExitCode::FAILURE;
+    };
     let server = match Server::new(config.clone()) {
         Ok(server) => server,
         Err(error) => {
@@ -180,55 +188,36 @@ async fn serve(args: ConfigArg) -> ExitCode {
         }
     };
     if let Some(address) = listeners.plain_address() {
-        tracing::info!(%address, "listening for ws");
+        tracing::info!(%address, "listening for ws on {address}");
     }
     if let Some(address) = listeners.tls_address() {
-        tracing::info!(%address, "listening for wss");
+        tracing::info!(%address, "listening for wss on {address}");
     }
     if let Some(address) = listeners.admin_address() {
-        tracing::info!(%address, "serving /metrics and /healthz");
+        tracing::info!(%address, "serving /metrics and /healthz on {address}");
     }
-    let shutdown = server.shutdown_token();
+    let service = systemd::Service::new(server.shared());
+    let (stopper, shutdown) = (service.clone(), server.shutdown_token());
     tokio::spawn(async move {
-        wait_for_stop_signal().await;
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+        stopper.stopping();
         shutdown.cancel();
     });
-    let shared = server.shared();
+    let (reloader, shared) = (service.clone(), server.shared());
     tokio::spawn(async move {
-        let Ok(mut hangup) = hangup else {
-            tracing::error!("cannot listen for SIGHUP");
-            return;
-        };
         while hangup.recv().await.is_some() {
-            shared.reload();
+            reloader.reload(|| shared.reload().into_result());
         }
     });
+    service.ready();
+    tokio::spawn(service.keep_status());
+    tokio::spawn(systemd::watchdog());
     server.run(listeners).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
-}
-
-async fn wait_for_stop_signal() {
-    let (Ok(mut terminate), Ok(mut interrupt)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot listen for SIGTERM/SIGINT");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-        _ = interrupt.recv() => tracing::info!("SIGINT received"),
-    }
-}
-
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 /// Where `send` and `listen` connect: the URL, opened with the credentials when given.

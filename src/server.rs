@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::auth::{Auth, AuthError, AuthReload};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::frame::{self, CloseReason, close_code};
 use crate::hub::{Delivery, Hub, Listener};
 use crate::metrics::{Metrics, Rejected, Source};
@@ -52,6 +52,14 @@ pub enum StartError {
         /// Why.
         source: io::Error,
     },
+}
+
+/// What a reload could not apply; everything it names stays as it was.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .failures.join("; "))]
+pub struct ReloadError {
+    /// One message per failure, each naming its file.
+    pub failures: Vec<String>,
 }
 
 /// What every connection task shares.
@@ -111,11 +119,28 @@ impl Shared {
         Ok(self.route(&request.tags, &payload))
     }
 
-    /// Re-reads what can change without a restart (SIGHUP, `systemctl reload`) and says how
-    /// it went, for logs, metrics and systemd's `RELOADING=1`/`READY=1`.
+    /// Re-reads what can change without a restart (SIGHUP, `systemctl reload`): the auth file
+    /// and the wss certificate. What fails to reload stays as it was. Says how it went, for
+    /// logs, metrics and systemd's `RELOADING=1`/`READY=1`.
+    ///
+    /// `tagcast.toml` itself is re-read only to check it: a broken file is a failed reload (so
+    /// the admin learns of it before the next restart), a changed one is logged with a hint
+    /// that its changes apply at the next restart.
     pub fn reload(&self) -> Reloaded {
         info!("reload requested");
+        let config = match &self.config.source {
+            Some(path) => Config::load(path).map(|config| {
+                if config != self.config {
+                    warn!(
+                        "{} changed; its changes apply at the next restart",
+                        path.display()
+                    );
+                }
+            }),
+            None => Ok(()),
+        };
         Reloaded {
+            config,
             auth: self.reload_auth(),
             tls: self.reload_tls(),
         }
@@ -151,10 +176,32 @@ impl Shared {
 /// What one [`Shared::reload`] did.
 #[derive(Debug)]
 pub struct Reloaded {
+    /// The check of `tagcast.toml`.
+    pub config: Result<(), ConfigError>,
     /// The auth file's reload.
     pub auth: AuthReload,
     /// The certificate's reload, when wss is served.
     pub tls: Option<Result<(), TlsError>>,
+}
+
+impl Reloaded {
+    /// Ok when everything reloaded; else every failure, each naming its file.
+    pub fn into_result(self) -> Result<(), ReloadError> {
+        let mut failures = Vec::new();
+        if let Err(error) = self.config {
+            failures.push(error.to_string());
+        }
+        if let AuthReload::Failed(error) = self.auth {
+            failures.push(error.to_string());
+        }
+        if let Some(Err(error)) = self.tls {
+            failures.push(error.to_string());
+        }
+        match failures.is_empty() {
+            true => Ok(()),
+            false => Err(ReloadError { failures }),
+        }
+    }
 }
 
 /// The bound listening sockets.

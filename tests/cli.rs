@@ -25,7 +25,10 @@ fn check_accepts_a_good_config_and_names_the_key_of_a_bad_one() {
     assert!(output.status.success());
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
-        format!("{}: ok\n", good.display())
+        format!(
+            "{}: ok\nno auth file: anyone may open and send\n",
+            good.display()
+        )
     );
 
     for (text, named) in [
