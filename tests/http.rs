@@ -585,3 +585,52 @@ async fn tagcast_send_http_publishes_through_the_api() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("refused the request: 400"), "{stderr}");
 }
+
+#[tokio::test]
+async fn send_rights_from_the_auth_file_in_metadata_or_bearer() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let path = directory.path().join("auth.yml");
+    std::fs::write(
+        &path,
+        "applications:\n  - key: app1\n    secret: s1\n    authorizeOpen: true\n",
+    )
+    .expect("write auth.yml");
+    let server = TestServer::start(&format!("[auth]\nfile = \"{}\"\n", path.display())).await;
+    let mut client = server.connect("").await;
+    let with = |key: &str, secret: &str| {
+        format!(r#"{{"message":"m","metadata":{{"key":"{key}","secret":"{secret}"}}}}"#)
+    };
+    let bearer = |token: &str| format!("Authorization: Bearer {token}\r\n");
+
+    assert_eq!(
+        publish(server.address, &with("app1", "s1"), "")
+            .await
+            .status,
+        200
+    );
+    let response = publish(server.address, r#"{"message":"b"}"#, &bearer("app1:s1")).await;
+    assert_eq!(response.json(), serde_json::json!({"delivered": 1}));
+    // The header stands in for the metadata.
+    let response = publish(server.address, &with("app1", "wrong"), &bearer("app1:s1")).await;
+    assert_eq!(response.status, 200);
+    for message in ["m", "b", "m"] {
+        assert_eq!(client.recv().await, format!("\"{message}\""));
+    }
+
+    for (body, header) in [
+        (with("app1", "wrong"), String::new()),
+        (r#"{"message":"x"}"#.to_owned(), String::new()),
+        (r#"{"message":"x"}"#.to_owned(), bearer("app1:wrong")),
+        (with("app1", "s1"), bearer("nobody:s1")),
+    ] {
+        let response = publish(server.address, &body, &header).await;
+        assert_eq!(response.status, 401, "{body} {header}");
+        assert_eq!(response.headers["www-authenticate"], "Bearer");
+        assert!(!response.error().is_empty());
+    }
+    let metrics = scrape(&server).await;
+    assert_eq!(
+        metrics[r#"tagcast_requests_rejected_total{reason="unauthorized"}"#],
+        4.0
+    );
+}
