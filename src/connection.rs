@@ -83,19 +83,15 @@ pub async fn serve<S>(
             return;
         }
     };
+    // The head is not needed past the handshake: free it rather than keep it for the
+    // connection's whole life.
+    drop(head);
     let Ok(slot) = shared.connection_slots.clone().try_acquire_owned() else {
         info!(peer = %address, "connection limit reached");
         let refusal = Rejection::new(503, "connection limit reached, try again later");
         let _ = stream.write_all(&refusal.to_response()).await;
         return;
     };
-    if stream
-        .write_all(&handshake::switching_protocols(&upgrade.accept))
-        .await
-        .is_err()
-    {
-        return;
-    }
     let peer = Arc::new(Peer {
         id: shared.hub.next_id(),
         address,
@@ -113,6 +109,15 @@ pub async fn serve<S>(
     let counted = shared.metrics.connection_opened(listener);
     // An auth reload between the open check and the registration did not see this connection.
     shared.auth.judge_again(&peer);
+    // In the hub before the client learns it is connected: a request sent as soon as the
+    // client sees the 101 reaches it. What is routed to it meanwhile waits in its outbox.
+    if stream
+        .write_all(&handshake::switching_protocols(&upgrade.accept))
+        .await
+        .is_err()
+    {
+        return;
+    }
     span.in_scope(|| debug!(listener = listener.as_str(), "connection opened"));
     let closed = run_websocket(&shared, stream, &peer, buffer)
         .instrument(span.clone())
