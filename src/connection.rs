@@ -18,8 +18,8 @@ use tracing::{Instrument, debug, info};
 use crate::frame::{self, CloseReason, Incoming, MessageReader, close_code};
 use crate::handshake::{self, Head, Rejection};
 use crate::hub::{Listener, Peer};
+use crate::metrics::{Rejected, Source};
 use crate::outbox::{Next, Outbox};
-use crate::request::Request;
 use crate::server::Shared;
 
 /// Serves one accepted stream until it closes. `deadline` bounds the handshake.
@@ -51,8 +51,17 @@ pub async fn serve<S>(
         }
     };
     if !head.wants_websocket() {
-        let response = crate::http::handle(&shared, &head).await;
-        let _ = stream.write_all(&response).await;
+        // Boxed: an idle WebSocket connection's task must not carry the HTTP state's size.
+        let endpoints = crate::http::Endpoints::main(&shared.config);
+        Box::pin(crate::http::respond(
+            &shared,
+            &head,
+            &mut stream,
+            buffer,
+            endpoints,
+            deadline,
+        ))
+        .await;
         return;
     }
     let upgrade = handshake::check_upgrade(
@@ -97,6 +106,7 @@ pub async fn serve<S>(
         span.record("app", key.as_str());
     }
     let registration = shared.hub.register(upgrade.tags, peer.clone());
+    let counted = shared.metrics.connection_opened(listener);
     // An auth reload between the open check and the registration did not see this connection.
     shared.auth.judge_again(&peer);
     // In the hub before the client learns it is connected: a request sent as soon as the
@@ -115,6 +125,11 @@ pub async fn serve<S>(
     // Free the slot before leaving the hub: once a connection is gone from the hub, a new one fits.
     drop(slot);
     drop(registration);
+    drop(counted);
+    let code = closed
+        .as_ref()
+        .map_or(close_code::ABNORMAL, |reason| reason.code);
+    shared.metrics.connection_closed(code);
     span.in_scope(|| match closed {
         Some(reason) => debug!(code = reason.code, reason = %reason.reason, "connection closed"),
         None => debug!("connection closed"),
@@ -122,7 +137,7 @@ pub async fn serve<S>(
 }
 
 /// Reads until a whole request head is in `buffer`, leaving the bytes after it there.
-async fn read_head<S: AsyncRead + Unpin>(
+pub(crate) async fn read_head<S: AsyncRead + Unpin>(
     stream: &mut S,
     buffer: &mut BytesMut,
 ) -> Result<Option<Head>, Rejection> {
@@ -196,6 +211,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 Ok(Some(incoming)) => incoming,
                 Ok(None) => break,
                 Err(reason) => {
+                    if reason.code == close_code::MESSAGE_TOO_BIG {
+                        shared.metrics.request(Source::Ws);
+                        shared.metrics.rejected(Rejected::TooLarge);
+                    }
                     debug!(code = reason.code, reason = %reason.reason, "protocol error");
                     peer.outbox.close(reason);
                     // The client's bytes can no longer be framed: stop reading.
@@ -207,9 +226,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     if peer.outbox.closing().is_some() {
                         continue; // closing: data is ignored until the client's close
                     }
-                    if let Err(reason) =
-                        rate.admit().and_then(|()| handle_text(shared, peer, &text))
-                    {
+                    let admitted = rate.admit().inspect_err(|_| {
+                        shared.metrics.request(Source::Ws);
+                        shared.metrics.rejected(Rejected::RateLimited);
+                    });
+                    if let Err(reason) = admitted.and_then(|()| handle_text(shared, peer, &text)) {
                         // A client's mistake, not the server's: notice, never an error.
                         info!(
                             code = reason.code,
@@ -242,15 +263,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
 /// Parses, authorizes and routes one text message.
 fn handle_text(shared: &Shared, peer: &Peer, text: &[u8]) -> Result<(), CloseReason> {
     let text = std::str::from_utf8(text).expect("the frame reader validated UTF-8");
-    let invalid = |message: String| CloseReason::new(close_code::INVALID_REQUEST, message);
-    let request = Request::parse(text, shared.config.limits.tag_limits())
-        .map_err(|error| invalid(error.to_string()))?;
-    shared.auth.check_send(&request.credentials)?;
-    let payload = shared
-        .parser
-        .parse(request.message)
-        .map_err(|rejected| invalid(format!("invalid message: {rejected}")))?;
-    let delivery = shared.route(&request.tags, &payload);
+    let delivery = shared.handle_request(text, Source::Ws, None)?;
     debug!(
         conn = peer.id,
         delivered = delivery.delivered,

@@ -515,7 +515,7 @@ async fn sighup_makes_the_daemon_serve_the_renewed_certificate() {
     let files = Files::with(&old);
     let config = files.dir.path().join("tagcast.toml");
     let toml = format!(
-        "[server]\naddress = \"127.0.0.1\"\nport = 0\n{}port = 0\n",
+        "[server]\naddress = \"127.0.0.1\"\nport = 0\n{}port = 0\n[http]\nadmin_address = \"\"\n",
         files.toml()
     );
     std::fs::write(&config, toml).expect("write config");

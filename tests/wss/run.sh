@@ -48,6 +48,9 @@ port = 0
 port = 0
 cert = "$work/cert.pem"
 key = "$work/key.pem"
+
+[http]
+admin_address = ""
 EOF
 NO_COLOR=1 RUST_LOG=info "$tagcast" serve --config "$work/tagcast.toml" 2>"$work/tagcast.log" &
 pids+=($!)
