@@ -321,7 +321,7 @@ impl Server {
                 self.shared.shutdown.clone(),
                 self.tracker.clone(),
                 listener,
-                move |stream, address| serve_tcp(shared.clone(), stream, address, Listener::Ws),
+                move |stream, address| serve_ws(shared.clone(), stream, address),
             ));
         }
         // Not in `tracker`: it answers `/healthz` (503) until the drain below is over.
@@ -342,7 +342,7 @@ impl Server {
                 self.shared.shutdown.clone(),
                 self.tracker.clone(),
                 listener,
-                move |stream, address| serve_tcp(shared.clone(), stream, address, Listener::Wss),
+                move |stream, address| serve_wss(shared.clone(), stream, address),
             ));
         }
         if let Some(path) = self.shared.auth.path() {
@@ -425,14 +425,22 @@ pub fn handshake_deadline(config: &Config) -> Instant {
     Instant::now() + Duration::from_millis(config.limits.handshake_timeout_ms)
 }
 
-/// Serves one accepted TCP connection: a wss one is decrypted first, its TLS handshake bounded
-/// by the same deadline as the WebSocket handshake.
-async fn serve_tcp(shared: Arc<Shared>, stream: TcpStream, address: SocketAddr, kind: Listener) {
+/// Serves one connection accepted on the ws listener.
+///
+/// ws and wss connections are served by two functions, hence two task types: a task holds its
+/// future inline, so one function for both would make every ws connection pay for the size of
+/// the TLS stream and handshake.
+async fn serve_ws(shared: Arc<Shared>, stream: TcpStream, address: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let deadline = handshake_deadline(&shared.config);
-    if kind == Listener::Ws {
-        return connection::serve(shared, stream, address, kind, deadline).await;
-    }
+    connection::serve(shared, stream, address, Listener::Ws, deadline).await;
+}
+
+/// Serves one connection accepted on the wss listener: decrypted first, its TLS handshake
+/// bounded by the same deadline as the WebSocket handshake.
+async fn serve_wss(shared: Arc<Shared>, stream: TcpStream, address: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let deadline = handshake_deadline(&shared.config);
     // `run` starts the wss accept loop only with a certificate.
     let Some(tls) = &shared.tls else { return };
     let stream = tokio::select! {
@@ -449,5 +457,5 @@ async fn serve_tcp(shared: Arc<Shared>, stream: TcpStream, address: SocketAddr, 
         },
         _ = shared.shutdown.cancelled() => return,
     };
-    connection::serve(shared, stream, address, kind, deadline).await;
+    connection::serve(shared, stream, address, Listener::Wss, deadline).await;
 }
