@@ -41,6 +41,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::config::ClusterConfig;
+use crate::metrics::{Metrics, Source};
 use crate::server::Shared;
 use crate::tags::{TagLimits, Tags, TagsError};
 
@@ -140,8 +141,8 @@ impl Cluster {
         &self.node
     }
 
-    /// True while this node publishes to and listens on Redis (`STATUS=`, the
-    /// `tagcast_cluster_connected` gauge).
+    /// True while this node publishes to and listens on Redis (`STATUS=`; the
+    /// `tagcast_cluster_connected` gauge follows it).
     pub fn connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
     }
@@ -190,7 +191,7 @@ impl Cluster {
     pub async fn run(self: Arc<Self>, outgoing: Outgoing, shared: Arc<Shared>) {
         info!(node = %self.node, channel = %self.channel, "sharing deliveries with other nodes through redis");
         let shutdown = shared.shutdown.clone();
-        let publisher = self.clone().publish(outgoing.0);
+        let publisher = self.publish(outgoing.0, &shared.metrics);
         let subscriber = self.subscribe(&shared);
         tokio::select! {
             _ = publisher => {}
@@ -201,7 +202,7 @@ impl Cluster {
 
     /// The publisher: connects, then publishes queued envelopes in pipelines until the link
     /// breaks; again, after a backoff.
-    async fn publish(self: Arc<Self>, mut queue: mpsc::Receiver<Vec<u8>>) {
+    async fn publish(&self, mut queue: mpsc::Receiver<Vec<u8>>, metrics: &Metrics) {
         let mut backoff = Backoff::default();
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
@@ -216,7 +217,7 @@ impl Cluster {
                     backoff.reset();
                     // Queued before the link broke: delivered locally long ago, too late now.
                     while queue.try_recv().is_ok() {}
-                    self.link_up(Side::Publisher);
+                    self.link_up(Side::Publisher, metrics);
                     match self.publish_batches(&mut connection, &mut queue).await {
                         Some(error) => error,
                         None => return,
@@ -224,7 +225,7 @@ impl Cluster {
                 }
                 Err(error) => LinkError::Redis(error),
             };
-            self.link_down(Side::Publisher, &error);
+            self.link_down(Side::Publisher, &error, metrics);
             backoff.wait().await;
         }
     }
@@ -269,7 +270,7 @@ impl Cluster {
         let mut backoff = Backoff::default();
         loop {
             let error = self.listen(shared, &mut backoff).await;
-            self.link_down(Side::Subscriber, &error);
+            self.link_down(Side::Subscriber, &error, &shared.metrics);
             backoff.wait().await;
         }
     }
@@ -285,7 +286,7 @@ impl Cluster {
             return error;
         }
         backoff.reset();
-        self.link_up(Side::Subscriber);
+        self.link_up(Side::Subscriber, &shared.metrics);
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -311,6 +312,7 @@ impl Cluster {
         match Envelope::parse(bytes, shared.config.limits.tag_limits()) {
             Ok(envelope) if envelope.node == self.node => {}
             Ok(envelope) => {
+                shared.metrics.request(Source::Cluster);
                 let delivery = shared.route(&envelope.tags, envelope.message);
                 debug!(
                     from = %envelope.node,
@@ -331,11 +333,13 @@ impl Cluster {
         }
     }
 
-    fn link_up(&self, side: Side) {
+    /// Records a working connection; the link is up once both are.
+    fn link_up(&self, side: Side, metrics: &Metrics) {
         let mut link = lock(&self.link);
         link.up[side as usize] = true;
         if link.up.iter().all(|&up| up) {
             self.connected.store(true, Ordering::Relaxed);
+            metrics.set_cluster_connected(true);
             match std::mem::take(&mut link.outage_logged) {
                 true => info!(node = %self.node, channel = %self.channel,
                     "redis reachable again: sharing deliveries with other nodes"),
@@ -345,10 +349,11 @@ impl Cluster {
     }
 
     /// Records a broken connection; only the first failure of an outage is a warning.
-    fn link_down(&self, side: Side, error: &LinkError) {
+    fn link_down(&self, side: Side, error: &LinkError, metrics: &Metrics) {
         let mut link = lock(&self.link);
         link.up[side as usize] = false;
         self.connected.store(false, Ordering::Relaxed);
+        metrics.set_cluster_connected(false);
         match std::mem::replace(&mut link.outage_logged, true) {
             false => warn!(
                 node = %self.node, channel = %self.channel,
@@ -549,16 +554,35 @@ mod tests {
         let tags = Tags::default();
         cluster.share(&tags, r#""while down""#);
         assert!(outgoing.0.try_recv().is_err(), "not queued while down");
-        cluster.link_up(Side::Publisher);
+        let metrics = Metrics::new(true);
+        let gauge = |metrics: &Metrics| {
+            let text = metrics.encode();
+            text.lines()
+                .find(|line| line.starts_with("tagcast_cluster_connected "))
+                .map(str::to_owned)
+        };
+        cluster.link_up(Side::Publisher, &metrics);
         assert!(!cluster.connected(), "the subscription is not up yet");
-        cluster.link_up(Side::Subscriber);
+        assert_eq!(
+            gauge(&metrics).as_deref(),
+            Some("tagcast_cluster_connected 0")
+        );
+        cluster.link_up(Side::Subscriber, &metrics);
         assert!(cluster.connected());
+        assert_eq!(
+            gauge(&metrics).as_deref(),
+            Some("tagcast_cluster_connected 1")
+        );
         for _ in 0..QUEUE + 3 {
             cluster.share(&tags, r#""up""#);
         }
         assert_eq!(cluster.dropped(), 3);
-        cluster.link_down(Side::Subscriber, &LinkError::Closed);
+        cluster.link_down(Side::Subscriber, &LinkError::Closed, &metrics);
         assert!(!cluster.connected());
+        assert_eq!(
+            gauge(&metrics).as_deref(),
+            Some("tagcast_cluster_connected 0")
+        );
     }
 
     #[test]

@@ -12,14 +12,15 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
-use tracing::{Instrument, debug, info};
+use tracing::{debug, info};
 
 use crate::frame::{self, CloseReason, Incoming, MessageReader, close_code};
-use crate::handshake::{self, Head, Rejection};
+use crate::handshake::{self, Head, Rejection, Upgrade};
 use crate::hub::{Listener, Peer};
+use crate::metrics::{Rejected, Source};
 use crate::outbox::{Next, Outbox};
-use crate::request::Request;
 use crate::server::Shared;
 
 /// Serves one accepted stream until it closes. `deadline` bounds the handshake.
@@ -32,28 +33,111 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // Boxed: the handshake's state is freed once it is over, so an open connection's task
+    // carries only what the WebSocket needs.
+    let Some(opened) = Box::pin(open(&shared, &mut stream, address, deadline)).await else {
+        return;
+    };
+    let Opened {
+        upgrade,
+        leftover: buffer,
+        slot,
+    } = opened;
+    let peer = Arc::new(Peer {
+        id: shared.hub.next_id(),
+        address,
+        listener,
+        credentials: upgrade.credentials,
+        outbox: Outbox::new(shared.config.limits.send_queue),
+    });
+    debug!(conn = peer.id, peer = %address, tags = %upgrade.tags, listener = listener.as_str(), "connection opened");
+    let registration = shared.hub.register(upgrade.tags, peer.clone());
+    let counted = shared.metrics.connection_opened(listener);
+    // An auth reload between the open check and the registration did not see this connection.
+    shared.auth.judge_again(&peer);
+    // In the hub before the client learns it is connected: a request sent as soon as the
+    // client sees the 101 reaches it. What is routed to it meanwhile waits in its outbox.
+    if stream
+        .write_all(&handshake::switching_protocols(&upgrade.accept))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let closed = run_websocket(&shared, stream, &peer, buffer).await;
+    // Free the slot before leaving the hub: once a connection is gone from the hub, a new one fits.
+    drop(slot);
+    drop(registration);
+    drop(counted);
+    let code = closed
+        .as_ref()
+        .map_or(close_code::ABNORMAL, |reason| reason.code);
+    shared.metrics.connection_closed(code);
+    match closed {
+        Some(reason) => {
+            debug!(conn = peer.id, code = reason.code, reason = %reason.reason, "connection closed")
+        }
+        None => debug!(conn = peer.id, "connection closed"),
+    }
+}
+
+/// The span of an event about `peer`: the journal fields CONN, PEER, TAGS and APP.
+///
+/// Made for the event, not kept for the connection's life: a live span would cost every idle
+/// connection its formatted fields (about 450 bytes each, measured).
+fn peer_span(shared: &Shared, peer: &Peer) -> tracing::Span {
+    let tags = shared.hub.tags_of(peer.id).unwrap_or_default();
+    let span = tracing::info_span!("conn", conn = peer.id, peer = %peer.address, tags = %tags,
+        app = tracing::field::Empty);
+    if let Some(key) = &peer.credentials.key {
+        span.record("app", key.as_str());
+    }
+    span
+}
+
+/// A handshake that succeeded: what the connection opens with.
+struct Opened {
+    /// Tags, credentials and the accept key of the upgrade request.
+    upgrade: Upgrade,
+    /// Bytes the client sent after its request head (the first frames).
+    leftover: BytesMut,
+    /// The connection's place under `limits.max_connections`.
+    slot: OwnedSemaphorePermit,
+}
+
+/// Reads the request head and decides: a plain HTTP request is answered here, a refused upgrade
+/// gets its HTTP error; an accepted upgrade is returned, not yet answered.
+async fn open<S>(
+    shared: &Arc<Shared>,
+    stream: &mut S,
+    address: SocketAddr,
+    deadline: Instant,
+) -> Option<Opened>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut buffer = BytesMut::with_capacity(1024);
     let head = tokio::select! {
-        head = read_head(&mut stream, &mut buffer) => head,
+        head = read_head(stream, &mut buffer) => head,
         _ = tokio::time::sleep_until(deadline) => {
             debug!(peer = %address, "handshake timed out");
-            return;
+            return None;
         }
-        _ = shared.shutdown.cancelled() => return,
+        _ = shared.shutdown.cancelled() => return None,
     };
     let head = match head {
         Ok(Some(head)) => head,
-        Ok(None) => return,
+        Ok(None) => return None,
         Err(rejection) => {
             debug!(peer = %address, status = rejection.status, reason = %rejection.reason, "bad request head");
             let _ = stream.write_all(&rejection.to_response()).await;
-            return;
+            return None;
         }
     };
     if !head.wants_websocket() {
-        let response = crate::http::handle(&shared, &head).await;
-        let _ = stream.write_all(&response).await;
-        return;
+        let endpoints = crate::http::Endpoints::main(&shared.config);
+        crate::http::respond(shared, &head, stream, buffer, endpoints, deadline).await;
+        return None;
     }
     let upgrade = handshake::check_upgrade(
         &head,
@@ -71,53 +155,24 @@ pub async fn serve<S>(
         Err(rejection) => {
             info!(peer = %address, status = rejection.status, reason = %rejection.reason, "handshake refused");
             let _ = stream.write_all(&rejection.to_response()).await;
-            return;
+            return None;
         }
     };
     let Ok(slot) = shared.connection_slots.clone().try_acquire_owned() else {
         info!(peer = %address, "connection limit reached");
         let refusal = Rejection::new(503, "connection limit reached, try again later");
         let _ = stream.write_all(&refusal.to_response()).await;
-        return;
+        return None;
     };
-    if stream
-        .write_all(&handshake::switching_protocols(&upgrade.accept))
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let peer = Arc::new(Peer {
-        id: shared.hub.next_id(),
-        address,
-        listener,
-        credentials: upgrade.credentials,
-        outbox: Outbox::new(shared.config.limits.send_queue),
-    });
-    // The fields of every line about this connection (journal fields CONN, PEER, TAGS, APP).
-    let span = tracing::info_span!("conn", conn = peer.id, peer = %address, tags = %upgrade.tags,
-        app = tracing::field::Empty);
-    if let Some(key) = &peer.credentials.key {
-        span.record("app", key.as_str());
-    }
-    let registration = shared.hub.register(upgrade.tags, peer.clone());
-    // An auth reload between the open check and the registration did not see this connection.
-    shared.auth.judge_again(&peer);
-    span.in_scope(|| debug!(listener = listener.as_str(), "connection opened"));
-    let closed = run_websocket(&shared, stream, &peer, buffer)
-        .instrument(span.clone())
-        .await;
-    // Free the slot before leaving the hub: once a connection is gone from the hub, a new one fits.
-    drop(slot);
-    drop(registration);
-    span.in_scope(|| match closed {
-        Some(reason) => debug!(code = reason.code, reason = %reason.reason, "connection closed"),
-        None => debug!("connection closed"),
-    });
+    Some(Opened {
+        upgrade,
+        leftover: buffer,
+        slot,
+    })
 }
 
 /// Reads until a whole request head is in `buffer`, leaving the bytes after it there.
-async fn read_head<S: AsyncRead + Unpin>(
+pub(crate) async fn read_head<S: AsyncRead + Unpin>(
     stream: &mut S,
     buffer: &mut BytesMut,
 ) -> Result<Option<Head>, Rejection> {
@@ -151,9 +206,10 @@ where
     let writer = write_loop(write_half, &peer.outbox);
     let closing_deadline = async {
         peer.outbox.closing_started().await;
-        tokio::time::sleep(Duration::from_millis(
+        // Boxed: the timer exists only while closing, not in every idle connection.
+        Box::pin(tokio::time::sleep(Duration::from_millis(
             shared.config.limits.shutdown_grace_ms,
-        ))
+        )))
         .await;
     };
     tokio::pin!(reader, writer, closing_deadline);
@@ -191,7 +247,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 Ok(Some(incoming)) => incoming,
                 Ok(None) => break,
                 Err(reason) => {
-                    debug!(code = reason.code, reason = %reason.reason, "protocol error");
+                    if reason.code == close_code::MESSAGE_TOO_BIG {
+                        shared.metrics.request(Source::Ws);
+                        shared.metrics.rejected(Rejected::TooLarge);
+                    }
+                    debug!(conn = peer.id, code = reason.code, reason = %reason.reason, "protocol error");
                     peer.outbox.close(reason);
                     // The client's bytes can no longer be framed: stop reading.
                     return;
@@ -202,14 +262,18 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     if peer.outbox.closing().is_some() {
                         continue; // closing: data is ignored until the client's close
                     }
-                    if let Err(reason) =
-                        rate.admit().and_then(|()| handle_text(shared, peer, &text))
-                    {
+                    let admitted = rate.admit().inspect_err(|_| {
+                        shared.metrics.request(Source::Ws);
+                        shared.metrics.rejected(Rejected::RateLimited);
+                    });
+                    if let Err(reason) = admitted.and_then(|()| handle_text(shared, peer, &text)) {
                         // A client's mistake, not the server's: notice, never an error.
-                        info!(
-                            code = reason.code,
-                            "request refused with {}: {}", reason.code, reason.reason
-                        );
+                        peer_span(shared, peer).in_scope(|| {
+                            info!(
+                                code = reason.code,
+                                "request refused with {}: {}", reason.code, reason.reason
+                            )
+                        });
                         peer.outbox.close(reason);
                     }
                 }
@@ -237,15 +301,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
 /// Parses, authorizes and routes one text message.
 fn handle_text(shared: &Shared, peer: &Peer, text: &[u8]) -> Result<(), CloseReason> {
     let text = std::str::from_utf8(text).expect("the frame reader validated UTF-8");
-    let invalid = |message: String| CloseReason::new(close_code::INVALID_REQUEST, message);
-    let request = Request::parse(text, shared.config.limits.tag_limits())
-        .map_err(|error| invalid(error.to_string()))?;
-    shared.auth.check_send(&request.credentials)?;
-    let payload = shared
-        .parser
-        .parse(request.message)
-        .map_err(|rejected| invalid(format!("invalid message: {rejected}")))?;
-    let delivery = shared.accept_request(&request.tags, &payload);
+    let delivery = shared.handle_request(text, Source::Ws, None)?;
     debug!(
         conn = peer.id,
         delivered = delivery.delivered,

@@ -127,6 +127,11 @@ impl Hub {
         peers
     }
 
+    /// The tags connection `id` opened with, while it is open.
+    pub fn tags_of(&self, id: ConnectionId) -> Option<Tags> {
+        self.read().tags_of(id).cloned()
+    }
+
     /// Number of open connections.
     pub fn len(&self) -> usize {
         self.read().len()

@@ -68,7 +68,8 @@
 //! - [`config`]: `tagcast.toml`, validated.
 //! - [`auth`]: who may open and send: the applications file, checked and reloaded.
 //! - [`watch`]: noticing that a file changed, however it was replaced.
-//! - [`http`]: plain HTTP requests on the WebSocket listeners.
+//! - [`http`]: plain HTTP requests: `POST /publish`, `GET /healthz`, `GET /metrics`.
+//! - [`metrics`]: the Prometheus metrics.
 //! - [`tls`]: the wss certificate: rustls config from PEM files, swapped on reload.
 //! - [`client`]: the Rust client library: requests, [`RequestSender`](client::RequestSender),
 //!   `WebSocketClient`, `Listener` (features `client`, `mock`).
@@ -103,6 +104,8 @@ pub mod http;
 pub mod hub;
 #[cfg(feature = "server")]
 pub mod logging;
+#[cfg(feature = "server")]
+pub mod metrics;
 #[cfg(feature = "server")]
 pub mod outbox;
 #[cfg(feature = "server")]

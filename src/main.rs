@@ -63,6 +63,10 @@ struct SendArgs {
     /// Parse MESSAGE as JSON instead of sending it as a JSON string.
     #[arg(long)]
     json: bool,
+    /// Publish with one HTTP request (POST /publish) instead of a WebSocket; prints
+    /// {"delivered": N}. Takes an http:// URL (a ws:// one is read as http://).
+    #[arg(long)]
+    http: bool,
     /// The message.
     message: String,
 }
@@ -189,6 +193,9 @@ async fn serve(args: ConfigArg) -> ExitCode {
     if let Some(address) = listeners.tls_address() {
         tracing::info!(%address, "listening for wss on {address}");
     }
+    if let Some(address) = listeners.admin_address() {
+        tracing::info!(%address, "serving /metrics and /healthz on {address}");
+    }
     let service = systemd::Service::new(server.shared());
     let (stopper, shutdown) = (service.clone(), server.shutdown_token());
     tokio::spawn(async move {
@@ -232,6 +239,9 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
     if let (Some(key), Some(secret)) = (&args.key, &args.secret) {
         request = request.metadata([("key", key.as_str()), ("secret", secret.as_str())]);
     }
+    if args.http {
+        return publish_http(&args.url, &request.to_json()?).await;
+    }
     let mut client = endpoint(&args.url, args.key.as_deref(), args.secret.as_deref())?
         .connect()
         .await?;
@@ -241,6 +251,41 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
         Err(ClientError::Closed(close)) => bail!("the server refused the request: {close}"),
         other => Ok(other?),
     }
+}
+
+/// `send --http`: one `POST /publish` over plain HTTP; prints the answer's body.
+async fn publish_http(url: &str, body: &str) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("ws://"))
+        .with_context(|| format!("--http needs an http:// URL, not {url}"))?;
+    let host = rest.split(['/', '?']).next().unwrap_or(rest);
+    let address = match host.rsplit_once(':') {
+        Some((_, port)) if !port.ends_with(']') => host.to_owned(),
+        _ => format!("{host}:80"),
+    };
+    let mut stream = tokio::net::TcpStream::connect(&address)
+        .await
+        .with_context(|| format!("cannot connect to {address}"))?;
+    let request = format!(
+        "POST /publish HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let response = String::from_utf8_lossy(&response);
+    let (head, answer) = response
+        .split_once("\r\n\r\n")
+        .context("the server's answer is not HTTP")?;
+    let status = head.split(' ').nth(1).unwrap_or("");
+    if status != "200" {
+        bail!("the server refused the request: {status} {}", answer.trim());
+    }
+    println!("{}", answer.trim());
+    Ok(())
 }
 
 async fn listen(args: ListenArgs) -> anyhow::Result<()> {

@@ -4,7 +4,10 @@
 //! read the address back. [`Server::run`] accepts until the shutdown token is cancelled, then
 //! sends close 1001 to every client and waits up to `limits.shutdown_grace_ms` for them. The ws
 //! and wss listeners feed the same hub; a wss connection's TLS handshake runs in its own task.
+//! The admin listener (`http.admin_address`: `/metrics`, `/healthz`) keeps answering until the
+//! drain is over, so that `/healthz` says 503 meanwhile.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,13 +23,15 @@ use tracing::{debug, error, info, warn};
 use crate::auth::{Auth, AuthError, AuthReload};
 use crate::cluster::{Cluster, ClusterError, Outgoing};
 use crate::config::{Config, ConfigError};
-use crate::connection;
 use crate::frame::{self, CloseReason, close_code};
 use crate::hub::{Delivery, Hub, Listener};
+use crate::metrics::{Metrics, Rejected, Source};
 use crate::parser::{self, MessageParser};
+use crate::request::{Credentials, Request};
 use crate::tags::Tags;
 use crate::tls::{TlsAcceptor, TlsError};
 use crate::watch;
+use crate::{connection, http};
 
 /// A server that cannot start. The message names the file or address at fault.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +84,8 @@ pub struct Shared {
     pub tls: Option<TlsAcceptor>,
     /// The link to the other nodes, when `[cluster] redis` is set.
     pub cluster: Option<Arc<Cluster>>,
+    /// What `GET /metrics` reports.
+    pub metrics: Metrics,
 }
 
 impl Shared {
@@ -97,7 +104,36 @@ impl Shared {
     /// every local connection whose tags contain all of `tags`. Every source of requests
     /// (WebSocket, HTTP, other nodes) ends here; the frame is built once for all recipients.
     pub fn route(&self, tags: &Tags, payload: &str) -> Delivery {
-        self.hub.route(tags, &frame::text_frame(payload))
+        let delivery = self.hub.route(tags, &frame::text_frame(payload));
+        self.metrics.routed(delivery.delivered, delivery.overflowed);
+        delivery
+    }
+
+    /// Parses, authorizes and routes the text of one request from a client (a WebSocket frame
+    /// or an HTTP publish): the same rules whatever it came through. `credentials`, when given
+    /// (an HTTP `Authorization` header), stand in for the request's `metadata` ones. The error
+    /// is the close code 4400 (invalid) or 4401 (not authorized) with the reason for the client.
+    pub fn handle_request(
+        &self,
+        text: &str,
+        source: Source,
+        credentials: Option<&Credentials>,
+    ) -> Result<Delivery, CloseReason> {
+        self.metrics.request(source);
+        let invalid = |message: String| {
+            self.metrics.rejected(Rejected::Invalid);
+            CloseReason::new(close_code::INVALID_REQUEST, message)
+        };
+        let request = Request::parse(text, self.config.limits.tag_limits())
+            .map_err(|error| invalid(error.to_string()))?;
+        self.auth
+            .check_send(credentials.unwrap_or(&request.credentials))
+            .inspect_err(|_| self.metrics.rejected(Rejected::Unauthorized))?;
+        let payload = self
+            .parser
+            .parse(request.message)
+            .map_err(|rejected| invalid(format!("invalid message: {rejected}")))?;
+        Ok(self.accept_request(&request.tags, &payload))
     }
 
     /// Re-reads what can change without a restart (SIGHUP, `systemctl reload`): the auth file
@@ -133,6 +169,7 @@ impl Shared {
     pub fn reload_tls(&self) -> Option<Result<(), TlsError>> {
         let tls = self.tls.as_ref()?;
         let result = tls.reload();
+        self.metrics.tls_reloaded(result.is_ok());
         match &result {
             Ok(()) => info!(cert = %tls.cert_path().display(), "tls certificate reloaded"),
             Err(error) => error!("tls certificate not reloaded, the previous one stays: {error}"),
@@ -143,7 +180,13 @@ impl Shared {
     /// Re-reads the auth file: the one path for SIGHUP and the file watcher. See
     /// [`Auth::reload`].
     pub fn reload_auth(&self) -> AuthReload {
-        self.auth.reload(&self.hub)
+        let reload = self.auth.reload(&self.hub);
+        match &reload {
+            AuthReload::Loaded { .. } => self.metrics.auth_reloaded(true),
+            AuthReload::Failed(_) => self.metrics.auth_reloaded(false),
+            AuthReload::NoFile => {}
+        }
+        reload
     }
 }
 
@@ -184,6 +227,8 @@ pub struct Listeners {
     pub plain: Option<TcpListener>,
     /// The wss listener, when `[tls]` is set.
     pub tls: Option<TcpListener>,
+    /// The `/metrics` and `/healthz` listener, unless `http.admin_address` is empty.
+    pub admin: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -197,7 +242,11 @@ impl Listeners {
             Some(address) => Some(bind(address).await?),
             None => None,
         };
-        Ok(Listeners { plain, tls })
+        let admin = match config.http.admin_address.parse::<SocketAddr>() {
+            Ok(address) => Some(bind(address).await?),
+            Err(_) => None, // "": served on the main listeners (validated by the config)
+        };
+        Ok(Listeners { plain, tls, admin })
     }
 
     /// The plain ws listener's address.
@@ -208,6 +257,11 @@ impl Listeners {
     /// The wss listener's address.
     pub fn tls_address(&self) -> Option<SocketAddr> {
         local_address(&self.tls)
+    }
+
+    /// The admin listener's address.
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        local_address(&self.admin)
     }
 }
 
@@ -255,6 +309,7 @@ impl Server {
             shutdown: CancellationToken::new(),
             tls,
             cluster,
+            metrics: Metrics::new(!config.cluster.redis.is_empty()),
             config,
         };
         Ok(Server {
@@ -283,19 +338,33 @@ impl Server {
     /// waits for them (at most `limits.shutdown_grace_ms`).
     pub async fn run(self, listeners: Listeners) {
         if let Some(listener) = listeners.plain {
+            let shared = self.shared.clone();
             self.tracker.spawn(accept_loop(
-                self.shared.clone(),
+                self.shared.shutdown.clone(),
                 self.tracker.clone(),
                 listener,
-                Listener::Ws,
+                move |stream, address| serve_ws(shared.clone(), stream, address),
+            ));
+        }
+        // Not in `tracker`: it answers `/healthz` (503) until the drain below is over.
+        let admin_stop = CancellationToken::new();
+        let _stop_admin = admin_stop.clone().drop_guard();
+        if let Some(listener) = listeners.admin {
+            let shared = self.shared.clone();
+            tokio::spawn(accept_loop(
+                admin_stop,
+                TaskTracker::new(),
+                listener,
+                move |stream, address| http::serve_admin(shared.clone(), stream, address),
             ));
         }
         if let (Some(listener), Some(_)) = (listeners.tls, &self.shared.tls) {
+            let shared = self.shared.clone();
             self.tracker.spawn(accept_loop(
-                self.shared.clone(),
+                self.shared.shutdown.clone(),
                 self.tracker.clone(),
                 listener,
-                Listener::Wss,
+                move |stream, address| serve_wss(shared.clone(), stream, address),
             ));
         }
         if let (Some(cluster), Some(queue)) = (&self.shared.cluster, self.cluster_queue) {
@@ -346,49 +415,58 @@ impl Server {
     }
 }
 
-/// Accepts connections until shutdown; each one is served in its own task.
-async fn accept_loop(
-    shared: Arc<Shared>,
+/// Accepts connections until `stop` is cancelled; each one is served by `serve` in its own task.
+async fn accept_loop<F, Served>(
+    stop: CancellationToken,
     tracker: TaskTracker,
     listener: TcpListener,
-    kind: Listener,
-) {
+    serve: F,
+) where
+    F: Fn(TcpStream, SocketAddr) -> Served,
+    Served: Future<Output = ()> + Send + 'static,
+{
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = shared.shutdown.cancelled() => return,
+            _ = stop.cancelled() => return,
         };
         match accepted {
             Ok((stream, address)) => {
-                let deadline = Instant::now()
-                    + Duration::from_millis(shared.config.limits.handshake_timeout_ms);
-                tracker.spawn(serve_tcp(shared.clone(), stream, address, kind, deadline));
+                tracker.spawn(serve(stream, address));
             }
             Err(error) => {
                 // Out of file descriptors and the like: never end the server for it.
                 warn!(%error, "accept failed; retrying in 1 s");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = shared.shutdown.cancelled() => return,
+                    _ = stop.cancelled() => return,
                 }
             }
         }
     }
 }
 
-/// Serves one accepted TCP connection: a wss one is decrypted first, its TLS handshake bounded
-/// by the same deadline as the WebSocket handshake.
-async fn serve_tcp(
-    shared: Arc<Shared>,
-    stream: TcpStream,
-    address: SocketAddr,
-    kind: Listener,
-    deadline: Instant,
-) {
+/// When a connection accepted now must have sent its request head (and an HTTP body).
+pub fn handshake_deadline(config: &Config) -> Instant {
+    Instant::now() + Duration::from_millis(config.limits.handshake_timeout_ms)
+}
+
+/// Serves one connection accepted on the ws listener.
+///
+/// ws and wss connections are served by two functions, hence two task types: a task holds its
+/// future inline, so one function for both would make every ws connection pay for the size of
+/// the TLS stream and handshake.
+async fn serve_ws(shared: Arc<Shared>, stream: TcpStream, address: SocketAddr) {
     let _ = stream.set_nodelay(true);
-    if kind == Listener::Ws {
-        return connection::serve(shared, stream, address, kind, deadline).await;
-    }
+    let deadline = handshake_deadline(&shared.config);
+    connection::serve(shared, stream, address, Listener::Ws, deadline).await;
+}
+
+/// Serves one connection accepted on the wss listener: decrypted first, its TLS handshake
+/// bounded by the same deadline as the WebSocket handshake.
+async fn serve_wss(shared: Arc<Shared>, stream: TcpStream, address: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let deadline = handshake_deadline(&shared.config);
     // `run` starts the wss accept loop only with a certificate.
     let Some(tls) = &shared.tls else { return };
     let stream = tokio::select! {
@@ -405,5 +483,5 @@ async fn serve_tcp(
         },
         _ = shared.shutdown.cancelled() => return,
     };
-    connection::serve(shared, stream, address, kind, deadline).await;
+    connection::serve(shared, stream, address, Listener::Wss, deadline).await;
 }

@@ -291,11 +291,11 @@ impl<Id: Copy + Eq + Hash, V> TagIndex<Id, V> {
         }
     }
 
-    /// The value stored for `id`.
-    pub fn get(&self, id: Id) -> Option<&V> {
+    /// The tags stored for `id`.
+    pub fn tags_of(&self, id: Id) -> Option<&Tags> {
         self.positions
             .get(&id)
-            .map(|&position| &self.entries[position].2)
+            .map(|&position| &self.entries[position].1)
     }
 
     /// Number of entries.

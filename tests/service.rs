@@ -168,7 +168,8 @@ impl Drop for Daemon {
 }
 
 fn config_text(extra: &str) -> String {
-    format!("[server]\naddress = \"127.0.0.1\"\nport = 0\n{extra}")
+    // No admin listener: its fixed default port would collide between parallel tests.
+    format!("[server]\naddress = \"127.0.0.1\"\nport = 0\n[http]\nadmin_address = \"\"\n{extra}")
 }
 
 fn url(address: SocketAddr) -> String {

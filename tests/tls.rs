@@ -409,6 +409,40 @@ async fn reload_serves_a_renewed_certificate_to_new_clients_and_keeps_open_ones(
     assert_eq!(after.recv().await, r#""still here""#);
 }
 
+#[tokio::test]
+async fn a_certificate_renewed_on_disk_is_served_without_a_signal() {
+    let old = Pair::ec();
+    let new = Pair::ec();
+    let files = Files::with(&old);
+    let server = TestServer::start(&files.toml()).await;
+    let (mut before, session) = wss(&server, r#"{"t":"x"}"#, &[&old, &new]).await;
+    assert_eq!(session.fingerprint, old.fingerprint());
+
+    // Renewed the way certbot does it: new files renamed over the old ones; no SIGHUP.
+    files.install(&new.cert_pem, &new.key_pem);
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    let config = client_config(&[&old, &new], rustls::DEFAULT_VERSIONS);
+    let tls_address = server.tls_address.expect("a wss listener");
+    loop {
+        let (_, session) = connect_wss(tls_address, "", config.clone())
+            .await
+            .expect("wss connect");
+        if session.fingerprint == new.fingerprint() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the renewed certificate was never served"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (mut after, _) = connect_wss(tls_address, "", config)
+        .await
+        .expect("wss connect");
+    after.publish(r#""renewed""#, r#"{"t":"x"}"#).await;
+    assert_eq!(before.recv().await, r#""renewed""#);
+}
+
 /// The `tagcast` daemon in a child process, its log lines read as they come.
 struct Daemon {
     child: Child,
@@ -481,7 +515,7 @@ async fn sighup_makes_the_daemon_serve_the_renewed_certificate() {
     let files = Files::with(&old);
     let config = files.dir.path().join("tagcast.toml");
     let toml = format!(
-        "[server]\naddress = \"127.0.0.1\"\nport = 0\n{}port = 0\n",
+        "[server]\naddress = \"127.0.0.1\"\nport = 0\n{}port = 0\n[http]\nadmin_address = \"\"\n",
         files.toml()
     );
     std::fs::write(&config, toml).expect("write config");

@@ -24,6 +24,8 @@ pub struct TestServer {
     pub address: SocketAddr,
     /// The wss listener, when `[tls]` is set.
     pub tls_address: Option<SocketAddr>,
+    /// The `/metrics` and `/healthz` listener, unless `http.admin_address = ""`.
+    pub admin: Option<SocketAddr>,
     pub hub: std::sync::Arc<Hub>,
     pub shared: std::sync::Arc<Shared>,
     pub shutdown: CancellationToken,
@@ -44,9 +46,14 @@ impl TestServer {
         TestServer::start_with(config).await
     }
 
-    pub async fn start_with(config: Config) -> TestServer {
+    /// Starts a server with `config`; an admin listener binds 127.0.0.1:0, never its fixed port.
+    pub async fn start_with(mut config: Config) -> TestServer {
+        if !config.http.admin_address.is_empty() {
+            config.http.admin_address = "127.0.0.1:0".into();
+        }
         let listeners = Listeners::bind(&config).await.expect("bind");
         let tls_address = listeners.tls_address();
+        let admin = listeners.admin_address();
         let address = listeners
             .plain_address()
             .or(tls_address)
@@ -59,6 +66,7 @@ impl TestServer {
         TestServer {
             address,
             tls_address,
+            admin,
             hub,
             shared,
             shutdown,

@@ -48,12 +48,15 @@ port = 0
 port = 0
 cert = "$work/cert.pem"
 key = "$work/key.pem"
+
+[http]
+admin_address = ""
 EOF
 NO_COLOR=1 RUST_LOG=info "$tagcast" serve --config "$work/tagcast.toml" 2>"$work/tagcast.log" &
 pids+=($!)
 wait_for "$work/tagcast.log" "listening for wss"
-ws=$(sed -n 's/.*listening for ws address=\([0-9.:]*\).*/\1/p' "$work/tagcast.log")
-wss=$(sed -n 's/.*listening for wss address=\([0-9.:]*\).*/\1/p' "$work/tagcast.log")
+ws=$(sed -n 's/.*listening for ws .*address=\([0-9.:]*\).*/\1/p' "$work/tagcast.log")
+wss=$(sed -n 's/.*listening for wss .*address=\([0-9.:]*\).*/\1/p' "$work/tagcast.log")
 echo "ws on $ws, wss on $wss"
 
 echo "== openssl s_client"
