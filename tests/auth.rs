@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use common::{Client, RawClient, TestServer, upgrade_request, wait_until};
+use common::{Client, Daemon, RawClient, TAGCAST, TestServer, upgrade_request, wait_until};
 use tagcast::auth::AuthReload;
 use tagcast::config::Config;
 use tagcast::request::Credentials;
@@ -561,15 +561,13 @@ async fn no_delivery_is_lost_while_the_file_is_rewritten_50_times() {
     let reader = {
         let received = received.clone();
         tokio::spawn(async move {
-            let mut messages = Vec::new();
-            loop {
+            common::received_before(r#""end""#, async move || {
                 let text = receiver.recv().await;
-                if text == r#""end""# {
-                    return messages;
-                }
-                messages.push(text);
+                // Counts the final "end" too, once nobody waits on the count.
                 received.fetch_add(1, Ordering::Relaxed);
-            }
+                text
+            })
+            .await
         })
     };
     let rewriting = Arc::new(AtomicBool::new(true));
@@ -630,7 +628,7 @@ async fn no_delivery_is_lost_while_the_file_is_rewritten_50_times() {
 
 /// Runs `tagcast ARGS`; returns the exit code, stdout and stderr.
 fn run_tagcast(args: &[&str]) -> (i32, String, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tagcast"))
+    let output = std::process::Command::new(TAGCAST)
         .args(args)
         .output()
         .expect("run tagcast");
@@ -684,56 +682,6 @@ fn tagcast_check_validates_the_auth_file() {
     assert!(stderr.contains("cannot read the auth file"), "{stderr}");
 }
 
-/// The daemon as a child process; killed when dropped, even when the test fails.
-struct Daemon {
-    child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Daemon {
-    fn start(config: &Path) -> Daemon {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tagcast"))
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start tagcast");
-        let stderr = child.stderr.take().expect("stderr");
-        let (sender, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                if sender.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Daemon { child, lines }
-    }
-
-    /// The next log line containing `needle`, waiting at most [`common::WAIT`] in all.
-    fn wait_for_line(&self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + common::WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("no log line with {needle:?} in time"),
-            }
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// SIGHUP makes the real daemon read the file again. The file is edited through a hard link in
 /// another directory, which the watcher of the configured directory does not see: only the
 /// signal can bring the change in.
@@ -747,14 +695,8 @@ async fn sighup_reloads_the_auth_file_of_the_real_daemon() {
     let auth = watched.join("auth.yml");
     std::fs::write(&auth, yaml(&[("held", "s-held", false)])).unwrap();
     std::fs::hard_link(&auth, elsewhere.join("auth.yml")).unwrap();
-    let daemon = Daemon::start(&write_config(&watched, &auth, false));
-    let line = daemon.wait_for_line("listening for ws");
-    let address = line
-        .split("address=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("address in the log line")
-        .to_owned();
+    let mut daemon = Daemon::start(&write_config(&watched, &auth, false));
+    let address = daemon.ws_address();
     let url =
         |key: &str, secret: &str| format!("ws://{address}/{}", query(Some(key), Some(secret)));
 
@@ -770,16 +712,7 @@ async fn sighup_reloads_the_auth_file_of_the_real_daemon() {
         yaml(&[("held", "s-held", false), ("added", "s-added", false)]),
     )
     .unwrap();
-    let status = std::process::Command::new("sh")
-        .args([
-            "-c",
-            "kill -HUP \"$1\"",
-            "sh",
-            &daemon.child.id().to_string(),
-        ])
-        .status()
-        .expect("kill -HUP");
-    assert!(status.success());
+    daemon.signal("HUP");
     daemon.wait_for_line("reload requested");
     let reloaded = daemon.wait_for_line("auth file reloaded");
     assert!(reloaded.contains("applications=2"), "{reloaded}");

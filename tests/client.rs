@@ -51,14 +51,7 @@ async fn received_before_marker(
         .send(&WebSocketRequest::create("marker"))
         .await
         .expect("send marker");
-    let mut received = Vec::new();
-    loop {
-        let text = recv(listener).await;
-        if text == r#""marker""# {
-            return received;
-        }
-        received.push(text);
-    }
+    common::received_before(r#""marker""#, async || recv(listener).await).await
 }
 
 #[tokio::test]

@@ -3,16 +3,15 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::process::{Child, Command, Output, Stdio};
 
-use common::{TestServer, WAIT};
+use common::{TAGCAST, TestServer, WAIT};
 use tagcast::client::{WebSocketClient, WebSocketRequest, connect_with_tags};
 use tokio::sync::mpsc;
 
 /// Runs `tagcast ARGS...` to completion off the runtime's threads.
 async fn tagcast(args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tagcast"));
+    let mut command = Command::new(TAGCAST);
     command.args(args);
     let running = tokio::task::spawn_blocking(move || command.output());
     tokio::time::timeout(WAIT, running)
@@ -72,7 +71,7 @@ struct Listen {
 
 impl Listen {
     fn start(args: &[&str]) -> Listen {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tagcast"))
+        let mut child = Command::new(TAGCAST)
             .arg("listen")
             .args(args)
             .stdout(Stdio::piped())
@@ -81,14 +80,7 @@ impl Listen {
             .expect("run tagcast listen");
         let stdout = child.stdout.take().expect("stdout");
         let (sender, lines) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if sender.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        common::forward_lines(stdout, move |line| sender.send(line).is_ok());
         Listen { child, lines }
     }
 

@@ -560,7 +560,7 @@ async fn tagcast_send_http_publishes_through_the_api() {
         let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
         // Off this thread: the in-process server runs on it.
         tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_tagcast"))
+            std::process::Command::new(common::TAGCAST)
                 .arg("send")
                 .args(args)
                 .output()

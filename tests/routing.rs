@@ -13,14 +13,7 @@ async fn received_before_marker(
 ) -> Vec<String> {
     let _ = server;
     sender.publish(r#""marker""#, "{}").await;
-    let mut received = Vec::new();
-    loop {
-        let text = client.recv().await;
-        if text == r#""marker""# {
-            return received;
-        }
-        received.push(text);
-    }
+    common::received_before(r#""marker""#, async || client.recv().await).await
 }
 
 #[tokio::test]

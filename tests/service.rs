@@ -5,101 +5,45 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
 
-use common::{Client, WAIT, tags_query};
+use common::{Client, Daemon, WAIT, tags_query};
 use tokio::net::UnixDatagram;
 
-/// A `tagcast serve` child process and what it says.
-struct Daemon {
-    child: Child,
+/// A `tagcast serve` child process, its config and the notify socket it talks to.
+struct Service {
+    daemon: Daemon,
     config: PathBuf,
     notify: Option<UnixDatagram>,
-    stderr: mpsc::Receiver<String>,
-    /// Every stderr line read so far.
-    log: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
-impl Daemon {
+impl Service {
     /// Starts `tagcast serve` on 127.0.0.1, port 0, with `toml` appended to the config and
     /// `env` set on the child. With `notify`, `NOTIFY_SOCKET` names a socket bound here.
-    fn start(toml: &str, env: &[(&str, &str)], notify: bool) -> Daemon {
+    fn start(toml: &str, env: &[(&str, &str)], notify: bool) -> Service {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("tagcast.toml");
         std::fs::write(&config, config_text(toml)).expect("write config");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tagcast"));
+        let mut command = Daemon::command(&config);
         command
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env_remove("RUST_LOG")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
             .env_remove("JOURNAL_STREAM")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .envs(env.iter().copied());
         let notify = notify.then(|| {
             let path = dir.path().join("notify.sock");
             command.env("NOTIFY_SOCKET", &path);
             UnixDatagram::bind(&path).expect("bind the notify socket")
         });
-        let mut child = command.spawn().expect("spawn tagcast");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (lines, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if lines.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Daemon {
-            child,
+        Service {
+            daemon: Daemon::start_with(command),
             config,
             notify,
-            stderr: receiver,
-            log: Vec::new(),
             _dir: dir,
         }
-    }
-
-    /// Waits for a stderr line containing `text`; returns it.
-    fn wait_for_log(&mut self, text: &str) -> String {
-        if let Some(line) = self.log.iter().find(|line| line.contains(text)) {
-            return line.clone();
-        }
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(line) => {
-                    self.log.push(line.clone());
-                    if line.contains(text) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no log line with {text:?}; stderr so far: {:#?}", self.log),
-            }
-        }
-    }
-
-    /// The ws address, from the "listening for ws" line.
-    fn address(&mut self) -> SocketAddr {
-        let line = self.wait_for_log("listening for ws");
-        let address = line
-            .split("address=")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        address.parse().expect("a socket address")
     }
 
     /// The next notify datagram, within [`WAIT`].
@@ -135,36 +79,6 @@ impl Daemon {
             }
         }
     }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} failed");
-    }
-
-    /// Waits for the child to exit; returns its exit code.
-    async fn exit_code(&mut self) -> Option<i32> {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status.code();
-            }
-            if tokio::time::Instant::now() > deadline {
-                self.log.extend(self.stderr.try_iter());
-                panic!("tagcast did not exit; stderr: {:#?}", self.log);
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn config_text(extra: &str) -> String {
@@ -182,34 +96,34 @@ fn write_config(path: &Path, text: &str) {
 
 #[tokio::test]
 async fn systemd_hears_ready_status_reload_watchdog_and_stopping() {
-    let mut daemon = Daemon::start(
+    let mut service = Service::start(
         "[log]\ntarget = \"stderr\"\n",
         &[("WATCHDOG_USEC", "400000")],
         true,
     );
 
     // READY=1 comes first, once the listener is bound.
-    let ready = daemon.next_message().await;
+    let ready = service.next_message().await;
     assert!(ready.lines().any(|line| line == "READY=1"), "{ready:?}");
     assert!(
         ready.contains("STATUS=0 connections, auth: off"),
         "{ready:?}"
     );
-    let address = daemon.address();
-    daemon.wait_for_message("WATCHDOG=1").await;
+    let address = service.daemon.ws_address();
+    service.wait_for_message("WATCHDOG=1").await;
 
     // STATUS= follows the connection count.
     let mut client = Client::connect(&url(address)).await;
-    daemon
+    service
         .wait_for_message("STATUS=1 connection, auth: off")
         .await;
 
     // SIGHUP: RELOADING=1 with MONOTONIC_USEC, then READY=1.
-    daemon.signal("HUP");
-    let reloading = daemon.next_state().await;
+    service.daemon.signal("HUP");
+    let reloading = service.next_state().await;
     assert!(reloading.contains("RELOADING=1\n"), "{reloading:?}");
     assert!(reloading.contains("MONOTONIC_USEC="), "{reloading:?}");
-    let ready = daemon.next_state().await;
+    let ready = service.next_state().await;
     assert!(ready.contains("READY=1\n"), "{ready:?}");
     assert!(
         ready.contains("STATUS=1 connection, auth: off\n"),
@@ -217,18 +131,21 @@ async fn systemd_hears_ready_status_reload_watchdog_and_stopping() {
     );
 
     // A failed reload still ends with READY=1, and STATUS= says why until a reload succeeds.
-    write_config(&daemon.config, &config_text("[log]\nlevle = \"x\"\n"));
-    daemon.signal("HUP");
-    assert!(daemon.next_state().await.contains("RELOADING=1\n"));
-    let ready = daemon.next_state().await;
+    write_config(&service.config, &config_text("[log]\nlevle = \"x\"\n"));
+    service.daemon.signal("HUP");
+    assert!(service.next_state().await.contains("RELOADING=1\n"));
+    let ready = service.next_state().await;
     assert!(ready.contains("READY=1\n"), "{ready:?}");
     assert!(ready.contains("last reload failed"), "{ready:?}");
     assert!(ready.contains("levle"), "{ready:?}");
-    daemon.wait_for_log("reload failed");
-    write_config(&daemon.config, &config_text("[log]\ntarget = \"stderr\"\n"));
-    daemon.signal("HUP");
-    assert!(daemon.next_state().await.contains("RELOADING=1\n"));
-    let ready = daemon.next_state().await;
+    service.daemon.wait_for_line("reload failed");
+    write_config(
+        &service.config,
+        &config_text("[log]\ntarget = \"stderr\"\n"),
+    );
+    service.daemon.signal("HUP");
+    assert!(service.next_state().await.contains("RELOADING=1\n"));
+    let ready = service.next_state().await;
     assert!(
         ready.contains("READY=1\nSTATUS=1 connection, auth: off\n"),
         "{ready:?}"
@@ -236,10 +153,10 @@ async fn systemd_hears_ready_status_reload_watchdog_and_stopping() {
 
     // SIGTERM: STOPPING=1 is sent before the client gets close 1001. (The socket's queue is
     // emptied first: a full queue would block the daemon's sends.)
-    let notify = daemon.notify.as_ref().expect("notify");
+    let notify = service.notify.as_ref().expect("notify");
     let mut buffer = vec![0; 4096];
     while notify.try_recv(&mut buffer).is_ok() {}
-    daemon.signal("TERM");
+    service.daemon.signal("TERM");
     assert_eq!(client.expect_close().await.0, 1001);
     let mut stopping = false;
     while let Ok(length) = notify.try_recv(&mut buffer) {
@@ -247,25 +164,25 @@ async fn systemd_hears_ready_status_reload_watchdog_and_stopping() {
     }
     assert!(stopping, "STOPPING=1 was not sent before close 1001");
     drop(client);
-    assert_eq!(daemon.exit_code().await, Some(0));
+    assert_eq!(service.daemon.wait().await.code(), Some(0));
 }
 
 #[tokio::test]
 async fn log_level_filters_and_rust_log_overrides_it() {
     // JOURNAL_STREAM that is not stderr (a shell redirect under systemd): plain lines on stderr.
-    let mut debug = Daemon::start(
+    let mut debug = Service::start(
         "[log]\nlevel = \"debug\"\n",
         &[("JOURNAL_STREAM", "0:0")],
         false,
     );
-    let address = debug.address();
+    let address = debug.daemon.ws_address();
     let mut client = Client::connect(&url(address)).await;
     client.send("not json").await;
     assert_eq!(client.expect_close().await.0, 4400);
-    let opened = debug.wait_for_log("connection opened");
+    let opened = debug.daemon.wait_for_line("connection opened");
     assert!(opened.contains("DEBUG"), "{opened}");
     assert!(opened.contains("peer=127.0.0.1:"), "{opened}");
-    let refused = debug.wait_for_log("request refused");
+    let refused = debug.daemon.wait_for_line("request refused");
     assert!(
         refused.contains(" INFO "),
         "a client's mistake is not an error: {refused}"
@@ -277,40 +194,39 @@ async fn log_level_filters_and_rust_log_overrides_it() {
     );
 
     // RUST_LOG wins over log.level.
-    let mut overridden = Daemon::start(
+    let mut overridden = Service::start(
         "[log]\nlevel = \"error\"\n",
         &[("RUST_LOG", "tagcast=debug")],
         false,
     );
-    let address = overridden.address();
+    let address = overridden.daemon.ws_address();
     drop(Client::connect(&url(address)).await);
-    overridden.wait_for_log("connection opened");
+    overridden.daemon.wait_for_line("connection opened");
 
     // A bad RUST_LOG is reported and log.level applies.
-    let mut bad = Daemon::start(
+    let mut bad = Service::start(
         "[log]\nlevel = \"info\"\n",
         &[("RUST_LOG", "tagcast=loud")],
         false,
     );
-    bad.wait_for_log("RUST_LOG is invalid");
-    bad.address();
+    bad.daemon.wait_for_line("RUST_LOG is invalid");
+    bad.daemon.ws_address();
 }
 
 #[tokio::test]
 async fn log_target_journald_falls_back_to_stderr_with_a_note() {
-    let mut daemon = Daemon::start("[log]\ntarget = \"journald\"\n", &[], true);
-    let ready = daemon.next_message().await;
+    let mut service = Service::start("[log]\ntarget = \"journald\"\n", &[], true);
+    let ready = service.next_message().await;
     assert!(ready.contains("READY=1\n"), "{ready:?}");
     if Path::new("/run/systemd/journal/socket").exists() {
         // A machine with a journal: the lines went there, none to stderr.
-        daemon.log.extend(daemon.stderr.try_iter());
+        let log = service.daemon.log_so_far();
         assert!(
-            !daemon.log.iter().any(|line| line.contains("listening")),
-            "{:#?}",
-            daemon.log
+            !log.iter().any(|line| line.contains("listening")),
+            "{log:#?}"
         );
     } else {
-        daemon.wait_for_log("the journal is unreachable");
-        daemon.address();
+        service.daemon.wait_for_line("the journal is unreachable");
+        service.daemon.ws_address();
     }
 }

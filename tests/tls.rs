@@ -4,14 +4,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::sync::mpsc;
 
-use common::{Client, RawClient, TestServer, WAIT, tags_query};
+use common::{Client, Daemon, RawClient, TAGCAST, TestServer, WAIT, address_of, tags_query};
 use rcgen::{CertificateParams, KeyPair};
 use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
@@ -342,7 +340,7 @@ fn tagcast_check_reports_a_bad_key_with_exit_78() {
     files.install(&pair.cert_pem, &other.key_pem);
     let config = files.dir.path().join("tagcast.toml");
     std::fs::write(&config, files.toml()).expect("write config");
-    let output = Command::new(env!("CARGO_BIN_EXE_tagcast"))
+    let output = Command::new(TAGCAST)
         .args(["check", "--config"])
         .arg(&config)
         .output()
@@ -359,7 +357,7 @@ fn tagcast_check_reports_a_bad_key_with_exit_78() {
     );
 
     files.install(&pair.cert_pem, &pair.key_pem);
-    let output = Command::new(env!("CARGO_BIN_EXE_tagcast"))
+    let output = Command::new(TAGCAST)
         .args(["check", "--config"])
         .arg(&config)
         .output()
@@ -443,71 +441,6 @@ async fn a_certificate_renewed_on_disk_is_served_without_a_signal() {
     assert_eq!(before.recv().await, r#""renewed""#);
 }
 
-/// The `tagcast` daemon in a child process, its log lines read as they come.
-struct Daemon {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Daemon {
-    fn start(config: &Path) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tagcast"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start tagcast");
-        let stderr = child.stderr.take().expect("stderr");
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if sender.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Daemon { child, lines }
-    }
-
-    /// The first log line containing `text`, waiting at most [`WAIT`].
-    fn wait_for_line(&self, text: &str) -> String {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(text) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("no log line with {text:?} within {WAIT:?}"),
-            }
-        }
-    }
-
-    fn hangup(&self) {
-        let status = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The `address=` field of a log line.
-fn logged_address(line: &str) -> SocketAddr {
-    line.split_whitespace()
-        .find_map(|field| field.strip_prefix("address="))
-        .and_then(|address| address.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-}
-
 #[tokio::test]
 async fn sighup_makes_the_daemon_serve_the_renewed_certificate() {
     let old = Pair::ec();
@@ -519,9 +452,9 @@ async fn sighup_makes_the_daemon_serve_the_renewed_certificate() {
         files.toml()
     );
     std::fs::write(&config, toml).expect("write config");
-    let daemon = Daemon::start(&config);
-    let plain = logged_address(&daemon.wait_for_line("listening for ws "));
-    let secure = logged_address(&daemon.wait_for_line("listening for wss"));
+    let mut daemon = Daemon::start(&config);
+    let plain = daemon.ws_address();
+    let secure = address_of(&daemon.wait_for_line("listening for wss"));
     let roots = client_config(&[&old, &new], rustls::DEFAULT_VERSIONS);
 
     let (mut before, session) = connect_wss(secure, r#"{"t":"x"}"#, roots.clone())
@@ -530,7 +463,7 @@ async fn sighup_makes_the_daemon_serve_the_renewed_certificate() {
     assert_eq!(session.fingerprint, old.fingerprint());
 
     files.install(&new.cert_pem, &new.key_pem);
-    daemon.hangup();
+    daemon.signal("HUP");
     daemon.wait_for_line("tls certificate reloaded");
     let (_after, session) = connect_wss(secure, "", roots.clone())
         .await
@@ -538,7 +471,7 @@ async fn sighup_makes_the_daemon_serve_the_renewed_certificate() {
     assert_eq!(session.fingerprint, new.fingerprint());
 
     files.install(&old.cert_pem, &new.key_pem);
-    daemon.hangup();
+    daemon.signal("HUP");
     let refusal = daemon.wait_for_line("tls certificate not reloaded");
     assert!(refusal.contains("does not match"), "{refusal}");
     let (_third, session) = connect_wss(secure, "", roots).await.expect("wss connect");

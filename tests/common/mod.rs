@@ -1,7 +1,12 @@
-//! Shared helpers for the integration tests: a server on port 0 and WebSocket clients.
+//! Shared helpers for the integration tests: a server on port 0, WebSocket clients and the real
+//! `tagcast` daemon in a child process.
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -111,6 +116,19 @@ pub async fn wait_until(condition: impl Fn() -> bool, what: &str) {
             "timed out waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The messages `next` yields before `marker`, which it consumes: proves that a message did *not*
+/// arrive without waiting for a timeout.
+pub async fn received_before(marker: &str, mut next: impl AsyncFnMut() -> String) -> Vec<String> {
+    let mut received = Vec::new();
+    loop {
+        let text = next().await;
+        if text == marker {
+            return received;
+        }
+        received.push(text);
     }
 }
 
@@ -311,4 +329,143 @@ pub fn masked_frame(first: u8, payload: &[u8]) -> Vec<u8> {
             .map(|(byte, key)| byte ^ key),
     );
     frame
+}
+
+/// The `tagcast` binary built for these tests.
+pub const TAGCAST: &str = env!("CARGO_BIN_EXE_tagcast");
+
+/// Reads `reader` line by line in a thread, handing each line to `send` until it returns false or
+/// the stream ends.
+pub fn forward_lines(
+    reader: impl Read + Send + 'static,
+    mut send: impl FnMut(String) -> bool + Send + 'static,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines().map_while(Result::ok) {
+            if !send(line) {
+                return;
+            }
+        }
+    });
+}
+
+/// A `tagcast serve` child process, its stderr log lines read as they come; killed when dropped,
+/// even when the test fails.
+pub struct Daemon {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Every stderr line read so far.
+    pub log: Vec<String>,
+    /// How many lines of `log` [`Daemon::wait_for_line`] has looked at.
+    seen: usize,
+}
+
+impl Daemon {
+    /// `tagcast serve --config CONFIG` with `RUST_LOG` unset, stdin and stdout null and stderr
+    /// piped: what [`Daemon::start_with`] expects; add to it before starting.
+    pub fn command(config: &Path) -> Command {
+        let mut command = Command::new(TAGCAST);
+        command
+            .args(["serve", "--config"])
+            .arg(config)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// Starts `tagcast serve --config CONFIG`, without colours in its log.
+    pub fn start(config: &Path) -> Daemon {
+        let mut command = Daemon::command(config);
+        command.env("NO_COLOR", "1");
+        Daemon::start_with(command)
+    }
+
+    /// Starts `command` (made by [`Daemon::command`]).
+    pub fn start_with(mut command: Command) -> Daemon {
+        let mut child = command.spawn().expect("start tagcast");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (sender, lines) = mpsc::channel();
+        forward_lines(stderr, move |line| sender.send(line).is_ok());
+        Daemon {
+            child,
+            lines,
+            log: Vec::new(),
+            seen: 0,
+        }
+    }
+
+    /// The next log line containing `text` (after the last one this returned), waiting at most
+    /// [`WAIT`] in all.
+    pub fn wait_for_line(&mut self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(line) = self.log[self.seen..]
+                .iter()
+                .position(|line| line.contains(text))
+            {
+                self.seen += line + 1;
+                return self.log[self.seen - 1].clone();
+            }
+            self.seen = self.log.len();
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.log.push(line),
+                Err(_) => panic!(
+                    "no log line with {text:?} within {WAIT:?}; stderr so far: {:#?}",
+                    self.log
+                ),
+            }
+        }
+    }
+
+    /// The lines logged so far, without waiting.
+    pub fn log_so_far(&mut self) -> &[String] {
+        self.log.extend(self.lines.try_iter());
+        &self.log
+    }
+
+    /// The ws address, from the "listening for ws" line.
+    pub fn ws_address(&mut self) -> SocketAddr {
+        address_of(&self.wait_for_line("listening for ws "))
+    }
+
+    /// Sends signal `name` (e.g. `HUP`) with `kill`.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits at most [`WAIT`] for the daemon to exit, without blocking the runtime's thread.
+    pub async fn wait(&mut self) -> ExitStatus {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("tagcast did not exit; stderr: {:#?}", self.log_so_far());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `address=` field of a log line.
+pub fn address_of(line: &str) -> SocketAddr {
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix("address="))
+        .and_then(|address| address.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
 }
