@@ -14,6 +14,7 @@
 //! - [`config`]: `tagcast.toml`, validated.
 //! - [`auth`]: who may open and send.
 //! - [`http`]: plain HTTP requests on the WebSocket listeners.
+//! - [`bench`]: `tagcast bench`, the load tool for any server speaking this protocol.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -21,6 +22,8 @@ pub mod tags;
 
 #[cfg(feature = "server")]
 pub mod auth;
+#[cfg(feature = "server")]
+pub mod bench;
 #[cfg(feature = "server")]
 pub mod config;
 #[cfg(feature = "server")]
