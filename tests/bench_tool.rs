@@ -1,0 +1,126 @@
+//! `tagcast bench` (the load tool) against a server in this process, with tiny numbers: every
+//! scenario runs, loses nothing and prints its JSON line. No timing is asserted.
+
+mod common;
+
+use common::{TestServer, WAIT};
+use serde_json::Value;
+
+/// Runs `tagcast bench ARGS` against `server`; returns its exit status and JSON lines.
+async fn bench(server: &TestServer, args: &[&str]) -> (std::process::ExitStatus, Vec<Value>) {
+    let url = format!("ws://{}", server.address);
+    let pid = std::process::id().to_string();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tagcast"))
+        .args(["bench", "--url", &url, "--pid", &pid, "--timeout", "5"])
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(WAIT * 3, child)
+        .await
+        .expect("tagcast bench finished")
+        .expect("tagcast bench ran");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines = stdout
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    assert!(
+        output.status.success(),
+        "{}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status, lines)
+}
+
+const TINY: &[&str] = &[
+    "--subscribers",
+    "24",
+    "--rooms",
+    "4",
+    "--messages",
+    "400",
+    "--window",
+    "8",
+    "--rate",
+    "200",
+    "--seconds",
+    "0.25",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scenario_delivers_everything_and_prints_a_json_line() {
+    let server = TestServer::start("").await;
+    let (_, lines) = bench(&server, TINY).await;
+    let names: Vec<&str> = lines
+        .iter()
+        .map(|line| line["scenario"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["fanout", "broadcast", "latency", "conns"]);
+    for line in &lines {
+        assert_eq!(line["loss"], 0, "{line}");
+        assert_eq!(line["errors"], 0, "{line}");
+        assert_eq!(line["received"], line["expected"], "{line}");
+        assert!(line["server"]["rss_kib"].as_u64().unwrap() > 0, "{line}");
+    }
+    // fanout: 400 messages, each to the 6 subscribers of one room.
+    assert_eq!(lines[0]["expected"], 400 * 6);
+    // broadcast: 400 / 4 messages, each to all 24.
+    assert_eq!(lines[1]["expected"], 100 * 24);
+    // latency: 200 messages/s for 0.25 s.
+    assert_eq!(lines[2]["messages"], 50);
+    assert!(lines[0]["latency_ms"]["max"].as_f64().unwrap() > 0.0);
+    assert!(lines[0]["server"]["cpu_s_per_million"].is_number());
+    // The subscribers are gone once it exits.
+    server.wait_for_connections(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_processes_share_the_subscribers() {
+    let server = TestServer::start("").await;
+    let mut args = TINY.to_vec();
+    args.extend(["--workers", "2", "--sources", "3", "fanout", "conns"]);
+    let (_, lines) = bench(&server, &args).await;
+    assert_eq!(lines.len(), 2);
+    for line in &lines {
+        assert_eq!(line["workers"], 2, "{line}");
+        assert_eq!(line["loss"], 0, "{line}");
+        assert_eq!(line["errors"], 0, "{line}");
+    }
+    server.wait_for_connections(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_drops_messages_is_reported_as_loss() {
+    // A one-message queue with a wide window: the server closes slow subscribers with 4429.
+    let server = TestServer::start("[limits]\nsend_queue = 1\n").await;
+    let url = format!("ws://{}", server.address);
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tagcast"))
+        .args(["bench", "--url", &url, "--timeout", "1", "broadcast"])
+        .args([
+            "--subscribers",
+            "50",
+            "--rooms",
+            "1",
+            "--messages",
+            "3000",
+            "--window",
+            "1000",
+        ])
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(WAIT * 3, output)
+        .await
+        .expect("tagcast bench finished")
+        .expect("tagcast bench ran");
+    assert!(!output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line: Value = stdout
+        .lines()
+        .find(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).unwrap())
+        .unwrap_or_else(|| panic!("no JSON line in {stdout}"));
+    assert!(line["loss"].as_i64().unwrap() > 0, "{line}");
+    assert!(line["errors"].as_u64().unwrap() > 0, "{line}");
+}
