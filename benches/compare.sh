@@ -28,7 +28,7 @@ start_server() {
   case $1 in
     tagcast)
       printf '[server]\naddress = "127.0.0.1"\nport = 0\n[log]\nlevel = "info"\n' >"$work/tagcast.toml"
-      "$tagcast" serve --config "$work/tagcast.toml" >"$work/log" 2>&1 &
+      NO_COLOR=1 "$tagcast" serve --config "$work/tagcast.toml" >"$work/log" 2>&1 &
       pattern='s/.*listening for ws address=127\.0\.0\.1:\([0-9]*\).*/\1/p' ;;
     node-ws)
       PORT=0 node "$node_peer/server.js" >"$work/log" 2>&1 &
