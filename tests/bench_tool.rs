@@ -124,3 +124,95 @@ async fn a_server_that_drops_messages_is_reported_as_loss() {
     assert!(line["loss"].as_i64().unwrap() > 0, "{line}");
     assert!(line["errors"].as_u64().unwrap() > 0, "{line}");
 }
+
+/// A TLS terminator on 127.0.0.1:0 in front of `server`, with a fresh self-signed certificate;
+/// returns its address and the certificate's PEM file.
+async fn tls_front(
+    server: &TestServer,
+    dir: &std::path::Path,
+) -> (std::net::SocketAddr, std::path::PathBuf) {
+    use std::sync::Arc;
+    use tokio_rustls::rustls::{self, crypto::aws_lc_rs};
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let cert_path = dir.join("cert.pem");
+    std::fs::write(&cert_path, certified.cert.pem()).unwrap();
+    let key = rustls_pki_types::PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
+    let config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![certified.cert.der().clone()], key.into())
+            .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let backend = server.address;
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (address, cert_path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_urls_work_with_a_ca_file() {
+    let server = TestServer::start("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (address, cert) = tls_front(&server, dir.path()).await;
+    let url = format!("wss://127.0.0.1:{}", address.port());
+    let run = |trust: Vec<String>| {
+        let url = url.clone();
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_tagcast"))
+                .args([
+                    "bench",
+                    "--url",
+                    &url,
+                    "--timeout",
+                    "5",
+                    "fanout",
+                    "broadcast",
+                ])
+                .args(["--subscribers", "12", "--rooms", "3", "--messages", "90"])
+                .args(trust)
+                .kill_on_drop(true)
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let output = run(vec!["--ca".into(), cert.display().to_string()]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<Value> = stdout
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert!(
+        lines
+            .iter()
+            .all(|line| line["loss"] == 0 && line["received"].as_u64() > Some(0))
+    );
+    // Without a CA the certificate is refused, and the error says what to pass.
+    let output = run(Vec::new()).await;
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--ca"));
+}

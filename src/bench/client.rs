@@ -40,6 +40,9 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
+    /// `wss://` without `--ca` or `--insecure`.
+    #[error("wss:// needs --ca PEM (the server's CA or self-signed certificate) or --insecure")]
+    NoTrust,
     /// TLS configuration failed.
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
@@ -256,23 +259,24 @@ fn client_config(trust: &TlsTrust) -> Result<ClientConfig, ClientError> {
             .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
             .with_no_client_auth());
     }
+    let Some(path) = &trust.ca else {
+        return Err(ClientError::NoTrust);
+    };
+    let ca_error = |reason: String| ClientError::Ca {
+        path: path.display().to_string(),
+        reason,
+    };
     let mut roots = RootCertStore::empty();
-    if let Some(path) = &trust.ca {
-        let ca_error = |reason: String| ClientError::Ca {
-            path: path.display().to_string(),
-            reason,
-        };
-        let certificates = CertificateDer::pem_file_iter(Path::new(path))
+    let certificates = CertificateDer::pem_file_iter(Path::new(path))
+        .map_err(|error| ca_error(error.to_string()))?;
+    for certificate in certificates {
+        let certificate = certificate.map_err(|error| ca_error(error.to_string()))?;
+        roots
+            .add(certificate)
             .map_err(|error| ca_error(error.to_string()))?;
-        for certificate in certificates {
-            let certificate = certificate.map_err(|error| ca_error(error.to_string()))?;
-            roots
-                .add(certificate)
-                .map_err(|error| ca_error(error.to_string()))?;
-        }
-        if roots.is_empty() {
-            return Err(ca_error("no certificate in the file".into()));
-        }
+    }
+    if roots.is_empty() {
+        return Err(ca_error("no certificate in the file".into()));
     }
     Ok(builder.with_root_certificates(roots).with_no_client_auth())
 }

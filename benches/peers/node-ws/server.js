@@ -3,9 +3,12 @@
 // message encoded once, `ws.send` per recipient. Protocol: SPEC §1 with the `string` parser.
 //
 // Usage: PORT=0 node server.js   (prints "listening on PORT" once bound; 127.0.0.1 only)
+//        TLS_CERT=cert.pem TLS_KEY=key.pem PORT=0 node server.js   (wss)
 'use strict';
 
+const fs = require('fs');
 const http = require('http');
+const https = require('https');
 const { WebSocketServer } = require('ws');
 
 const MAX_TAGS = 32;
@@ -100,10 +103,13 @@ function handleRequest(client, text) {
   route(tags, JSON.stringify(request.message));
 }
 
-const server = http.createServer((request, response) => {
+function plainHttp(request, response) {
   response.writeHead(426, { 'Content-Type': 'text/plain' });
   response.end('WebSocket only\n');
-});
+}
+const server = process.env.TLS_CERT
+  ? https.createServer({ cert: fs.readFileSync(process.env.TLS_CERT), key: fs.readFileSync(process.env.TLS_KEY) }, plainHttp)
+  : http.createServer(plainHttp);
 const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
 
 server.on('upgrade', (request, socket, head) => {
