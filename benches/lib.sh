@@ -1,0 +1,41 @@
+# Helpers sourced by benches/compare.sh and benches/scaling.sh: start a server under test on a
+# free port of 127.0.0.1, and run `tagcast bench` against it, appending tagged JSON lines.
+# Needs: root, tagcast, work (a temporary directory), out (the JSON lines file).
+
+node_peer=$root/benches/peers/node-ws
+pid=
+
+# start_server NAME: starts tagcast or node-ws; sets pid and port.
+start_server() {
+  : >"$work/log"
+  case $1 in
+    tagcast)
+      printf '[server]\naddress = "127.0.0.1"\nport = 0\n[log]\nlevel = "info"\n' >"$work/tagcast.toml"
+      NO_COLOR=1 "$tagcast" serve --config "$work/tagcast.toml" >"$work/log" 2>&1 &
+      pattern='s/.*listening for ws address=127\.0\.0\.1:\([0-9]*\).*/\1/p' ;;
+    node-ws)
+      [ -d "$node_peer/node_modules/ws" ] || (cd "$node_peer" && npm ci --no-audit --no-fund --silent)
+      PORT=0 node "$node_peer/server.js" >"$work/log" 2>&1 &
+      pattern='s/^listening on \([0-9]*\)$/\1/p' ;;
+  esac
+  pid=$!
+  port=
+  for _ in $(seq 200); do
+    port=$(sed -n "$pattern" "$work/log" | head -1)
+    [ -n "$port" ] && return 0
+    sleep 0.05
+  done
+  echo "$1 did not start:" >&2; cat "$work/log" >&2; exit 1
+}
+
+stop_server() {
+  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+}
+
+# measure LABEL RUN ARGS...: one `tagcast bench`; table to stderr, JSON lines tagged with
+# server_name=LABEL and run=RUN appended to $out.
+measure() {
+  local label=$1 run=$2; shift 2
+  "$tagcast" bench --url "ws://127.0.0.1:$port" --pid "$pid" "$@" | tee "$work/bench" | grep -v '^{' >&2 || true
+  grep '^{' "$work/bench" | sed "s/^{/{\"server_name\":\"$label\",\"run\":$run,/" >>"$out"
+}
