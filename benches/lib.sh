@@ -5,12 +5,20 @@
 node_peer=$root/benches/peers/node-ws
 pid=
 
-# start_server NAME: starts tagcast or node-ws; sets pid and port.
+# start_server NAME: starts tagcast, tagcast-tls (ws and wss; sets tls_port too, and
+# $work/cert.pem) or node-ws; sets pid and port.
 start_server() {
   : >"$work/log"
   case $1 in
-    tagcast)
+    tagcast | tagcast-tls)
       printf '[server]\naddress = "127.0.0.1"\nport = 0\n[log]\nlevel = "info"\n' >"$work/tagcast.toml"
+      if [ "$1" = tagcast-tls ]; then
+        [ -f "$work/cert.pem" ] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+          -nodes -keyout "$work/key.pem" -out "$work/cert.pem" -days 2 -subj /CN=localhost \
+          -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+          -addext "basicConstraints=critical,CA:FALSE" 2>/dev/null
+        printf '[tls]\nport = 0\ncert = "%s"\nkey = "%s"\n' "$work/cert.pem" "$work/key.pem" >>"$work/tagcast.toml"
+      fi
       NO_COLOR=1 "$tagcast" serve --config "$work/tagcast.toml" >"$work/log" 2>&1 &
       pattern='s/.*listening for ws address=127\.0\.0\.1:\([0-9]*\).*/\1/p' ;;
     node-ws)
@@ -22,7 +30,8 @@ start_server() {
   port=
   for _ in $(seq 200); do
     port=$(sed -n "$pattern" "$work/log" | head -1)
-    [ -n "$port" ] && return 0
+    tls_port=$(sed -n 's/.*listening for wss address=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/log" | head -1)
+    [ -n "$port" ] && { [ "$1" != tagcast-tls ] || [ -n "$tls_port" ]; } && return 0
     sleep 0.05
   done
   echo "$1 did not start:" >&2; cat "$work/log" >&2; exit 1
@@ -33,9 +42,9 @@ stop_server() {
 }
 
 # measure LABEL RUN ARGS...: one `tagcast bench`; table to stderr, JSON lines tagged with
-# server_name=LABEL and run=RUN appended to $out.
+# server_name=LABEL and run=RUN appended to $out. URL overrides the server's ws URL.
 measure() {
   local label=$1 run=$2; shift 2
-  "$tagcast" bench --url "ws://127.0.0.1:$port" --pid "$pid" "$@" | tee "$work/bench" | grep -v '^{' >&2 || true
+  "${BENCH_TOOL:-$tagcast}" bench --url "${URL:-ws://127.0.0.1:$port}" --pid "$pid" "$@" | tee "$work/bench" | grep -v '^{' >&2 || true
   grep '^{' "$work/bench" | sed "s/^{/{\"server_name\":\"$label\",\"run\":$run,/" >>"$out"
 }
