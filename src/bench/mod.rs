@@ -298,7 +298,7 @@ async fn run_scenario(
     let expected = plan.expected_total();
     let mut progress = Progress::new(name, expected);
     let mut sent_result = None;
-    let mut connect_seconds = 0.0;
+    let mut connect_seconds = connect_started.elapsed().as_secs_f64();
     let mut last_change = (0, Instant::now());
     let timeout = Duration::from_secs_f64(settings.timeout_s.max(0.1));
     let outcome = loop {
@@ -315,9 +315,11 @@ async fn run_scenario(
                 }
             }
         }
-        if !board.all_ready() {
+        if !board.all_connected() {
             connect_seconds = connect_started.elapsed().as_secs_f64();
-            last_change.1 = Instant::now();
+        }
+        if !board.all_ready() {
+            last_change.1 = Instant::now(); // the stall timeout starts with the measurement
         }
         let received = board.received();
         progress.show(received);
