@@ -296,7 +296,12 @@ async fn run_scenario(
     let stop = CancellationToken::new();
     let mut sent = publishers::start(plan.clone(), target, board.clone(), pid, stop.clone());
     let expected = plan.expected_total();
-    let mut progress = Progress::new(name, expected);
+    let units = if workers <= 1 {
+        "subscribers"
+    } else {
+        "workers"
+    };
+    let mut progress = Progress::new(name, units, expected);
     let mut sent_result = None;
     let mut connect_seconds = connect_started.elapsed().as_secs_f64();
     let mut last_change = (0, Instant::now());
@@ -322,7 +327,7 @@ async fn run_scenario(
             last_change.1 = Instant::now(); // the stall timeout starts with the measurement
         }
         let received = board.received();
-        progress.show(received);
+        progress.show(received, &board);
         if received != last_change.0 {
             last_change = (received, Instant::now());
         }
@@ -532,6 +537,8 @@ impl Report {
 /// The progress line on stderr: rewritten in place on a terminal, every 2 s otherwise.
 struct Progress {
     name: &'static str,
+    /// What the board's units are: subscribers, or worker processes.
+    units: &'static str,
     expected: u64,
     terminal: bool,
     started: Instant,
@@ -540,10 +547,11 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(name: &'static str, expected: u64) -> Progress {
+    fn new(name: &'static str, units: &'static str, expected: u64) -> Progress {
         let now = Instant::now();
         Progress {
             name,
+            units,
             expected,
             terminal: std::io::stderr().is_terminal(),
             started: now,
@@ -552,20 +560,29 @@ impl Progress {
         }
     }
 
-    fn show(&mut self, received: u64) {
+    fn show(&mut self, received: u64, board: &Board) {
         let every = if self.terminal { 250 } else { 2000 };
         let elapsed = self.last_shown.elapsed();
         if elapsed < Duration::from_millis(every) {
             return;
         }
         let rate = (received - self.last_received.min(received)) as f64 / elapsed.as_secs_f64();
-        let line = format!(
-            "{} {:.1} s: {received}/{} deliveries, {:.2} M/s",
-            self.name,
-            self.started.elapsed().as_secs_f64(),
-            self.expected,
-            rate / 1e6
-        );
+        let seconds = self.started.elapsed().as_secs_f64();
+        let line = match board.all_ready() {
+            true => format!(
+                "{} {seconds:.1} s: {received}/{} deliveries, {:.2} M/s",
+                self.name,
+                self.expected,
+                rate / 1e6
+            ),
+            false => format!(
+                "{} {seconds:.1} s: warming up, {}/{} {} ready",
+                self.name,
+                board.ready_units(),
+                board.units(),
+                self.units
+            ),
+        };
         let mut stderr = std::io::stderr().lock();
         let _ = match self.terminal {
             true => write!(stderr, "\r\x1b[K{line}"),
