@@ -10,18 +10,12 @@
 #   OUT       the JSON lines file (default benches/results/compare-DATE.jsonl)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/.." && pwd)
+kind=compare
 runs=${1:-3}
-tagcast=${TAGCAST:-${CARGO_TARGET_DIR:-$root/target}/release/tagcast}
 conns=${CONNS:-19000}
-mkdir -p "$root/benches/results"
-out=${OUT:-$root/benches/results/compare-$(date -u +%Y%m%dT%H%M%S).jsonl}
-work=$(mktemp -d)
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
 # shellcheck source=benches/lib.sh
 . "$here/lib.sh"
 
-echo "machine: $(nproc) cores, $(uptime)" >&2
 for run in $(seq "$runs"); do
   for name in tagcast node-ws; do
     echo "== run $run: $name" >&2
@@ -32,6 +26,4 @@ for run in $(seq "$runs"); do
     stop_server
   done
 done
-echo "load after: $(uptime)" >&2
-echo "results: $out" >&2
-node "$here/medians.js" "$out"
+finish

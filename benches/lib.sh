@@ -1,9 +1,25 @@
-# Helpers sourced by benches/compare.sh and benches/scaling.sh: start a server under test on a
-# free port of 127.0.0.1, and run `tagcast bench` against it, appending tagged JSON lines.
-# Needs: root, tagcast, work (a temporary directory), out (the JSON lines file).
+# Sourced by the scripts in benches/ after they set `here` (their directory) and `kind` (the
+# name of their results): the tagcast binary, a results file, a temporary directory, and
+# helpers to start a server under test on a free port of 127.0.0.1 and run `tagcast bench`
+# against it. Environment: TAGCAST (the tagcast binary, default the release build), OUT (the
+# JSON lines file, default benches/results/KIND-DATE.jsonl).
 
+root=$(cd "$here/.." && pwd)
+tagcast=${TAGCAST:-${CARGO_TARGET_DIR:-$root/target}/release/tagcast}
+mkdir -p "$root/benches/results"
+out=${OUT:-$root/benches/results/$kind-$(date -u +%Y%m%dT%H%M%S).jsonl}
 node_peer=$root/benches/peers/node-ws
 pid=
+work=$(mktemp -d)
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+echo "machine: $(nproc) cores, $(uptime)" >&2
+
+# finish: the load at the end, where the results are, and the table of medians.
+finish() {
+  echo "load after: $(uptime)" >&2
+  echo "results: $out" >&2
+  node "$here/medians.js" "$out"
+}
 
 # start_server NAME: starts tagcast, tagcast-tls (ws and wss; sets tls_port too, and
 # $work/cert.pem) or node-ws; sets pid and port.

@@ -6,13 +6,8 @@
 # node-ws" adds the Node peer (slow: about 30 s per point).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/.." && pwd)
+kind=scaling
 runs=${1:-3}
-tagcast=${TAGCAST:-${CARGO_TARGET_DIR:-$root/target}/release/tagcast}
-mkdir -p "$root/benches/results"
-out=${OUT:-$root/benches/results/scaling-$(date -u +%Y%m%dT%H%M%S).jsonl}
-work=$(mktemp -d)
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
 # shellcheck source=benches/lib.sh
 . "$here/lib.sh"
 
@@ -22,7 +17,6 @@ point() {
   measure "$1 subs=$3 rooms=$4 size=$5" "$2" fanout --subscribers "$3" --rooms "$4" --size "$5" --messages "$messages"
 }
 
-echo "machine: $(nproc) cores, $(uptime)" >&2
 for run in $(seq "$runs"); do
   for name in ${SERVERS:-tagcast}; do
     echo "== run $run: $name" >&2
@@ -33,6 +27,4 @@ for run in $(seq "$runs"); do
     stop_server
   done
 done
-echo "load after: $(uptime)" >&2
-echo "results: $out" >&2
-node "$here/medians.js" "$out"
+finish

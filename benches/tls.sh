@@ -6,17 +6,11 @@
 # without it).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/.." && pwd)
+kind=tls
 runs=${1:-3}
-tagcast=${TAGCAST:-${CARGO_TARGET_DIR:-$root/target}/release/tagcast}
-mkdir -p "$root/benches/results"
-out=${OUT:-$root/benches/results/tls-$(date -u +%Y%m%dT%H%M%S).jsonl}
-work=$(mktemp -d)
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
 # shellcheck source=benches/lib.sh
 . "$here/lib.sh"
 
-echo "machine: $(nproc) cores, $(uptime)" >&2
 for run in $(seq "$runs"); do
   echo "== run $run" >&2
   start_server tagcast-tls
@@ -26,6 +20,4 @@ for run in $(seq "$runs"); do
   URL="wss://127.0.0.1:$tls_port" measure "tagcast wss" "$run" fanout broadcast --ca "$work/cert.pem" ${BENCH:-}
   stop_server
 done
-echo "load after: $(uptime)" >&2
-echo "results: $out" >&2
-node "$here/medians.js" "$out"
+finish

@@ -6,32 +6,42 @@ mod common;
 use common::{TestServer, WAIT};
 use serde_json::Value;
 
-/// Runs `tagcast bench ARGS` against `server`; returns its exit status and JSON lines.
-async fn bench(server: &TestServer, args: &[&str]) -> (std::process::ExitStatus, Vec<Value>) {
-    let url = format!("ws://{}", server.address);
-    let pid = std::process::id().to_string();
+/// Runs `tagcast bench --url URL ARGS` and waits for it (bounded).
+async fn run_bench(url: &str, args: &[&str]) -> std::process::Output {
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tagcast"))
-        .args(["bench", "--url", &url, "--pid", &pid, "--timeout", "5"])
+        .args(["bench", "--url", url])
         .args(args)
         .kill_on_drop(true)
         .output();
-    let output = tokio::time::timeout(WAIT * 3, child)
+    tokio::time::timeout(WAIT * 3, child)
         .await
         .expect("tagcast bench finished")
-        .expect("tagcast bench ran");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let lines = stdout
+        .expect("tagcast bench ran")
+}
+
+/// The JSON lines of a run's stdout.
+fn json_lines(output: &std::process::Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter(|line| line.starts_with('{'))
         .map(|line| serde_json::from_str(line).expect("a JSON line"))
-        .collect();
+        .collect()
+}
+
+/// Runs `tagcast bench ARGS` against `server` with its pid; asserts it passed.
+async fn bench(server: &TestServer, args: &[&str]) -> Vec<Value> {
+    let pid = std::process::id().to_string();
+    let mut all = vec!["--pid", &pid, "--timeout", "5"];
+    all.extend_from_slice(args);
+    let output = run_bench(&format!("ws://{}", server.address), &all).await;
     assert!(
         output.status.success(),
-        "{}\n{stdout}\n{}",
+        "{}\n{}\n{}",
         output.status,
+        String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    (output.status, lines)
+    json_lines(&output)
 }
 
 const TINY: &[&str] = &[
@@ -52,7 +62,7 @@ const TINY: &[&str] = &[
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_delivers_everything_and_prints_a_json_line() {
     let server = TestServer::start("").await;
-    let (_, lines) = bench(&server, TINY).await;
+    let lines = bench(&server, TINY).await;
     let names: Vec<&str> = lines
         .iter()
         .map(|line| line["scenario"].as_str().unwrap())
@@ -81,7 +91,7 @@ async fn worker_processes_share_the_subscribers() {
     let server = TestServer::start("").await;
     let mut args = TINY.to_vec();
     args.extend(["--workers", "2", "--sources", "3", "fanout", "conns"]);
-    let (_, lines) = bench(&server, &args).await;
+    let lines = bench(&server, &args).await;
     assert_eq!(lines.len(), 2);
     for line in &lines {
         assert_eq!(line["workers"], 2, "{line}");
@@ -96,9 +106,12 @@ async fn a_server_that_drops_messages_is_reported_as_loss() {
     // A one-message queue with a wide window: the server closes slow subscribers with 4429.
     let server = TestServer::start("[limits]\nsend_queue = 1\n").await;
     let url = format!("ws://{}", server.address);
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tagcast"))
-        .args(["bench", "--url", &url, "--timeout", "1", "broadcast"])
-        .args([
+    let output = run_bench(
+        &url,
+        &[
+            "--timeout",
+            "1",
+            "broadcast",
             "--subscribers",
             "50",
             "--rooms",
@@ -107,20 +120,12 @@ async fn a_server_that_drops_messages_is_reported_as_loss() {
             "3000",
             "--window",
             "1000",
-        ])
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(WAIT * 3, output)
-        .await
-        .expect("tagcast bench finished")
-        .expect("tagcast bench ran");
+        ],
+    )
+    .await;
     assert!(!output.status.success());
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line: Value = stdout
-        .lines()
-        .find(|line| line.starts_with('{'))
-        .map(|line| serde_json::from_str(line).unwrap())
-        .unwrap_or_else(|| panic!("no JSON line in {stdout}"));
+    let lines = json_lines(&output);
+    let line = lines.first().expect("a JSON line");
     assert!(line["loss"].as_i64().unwrap() > 0, "{line}");
     assert!(line["errors"].as_u64().unwrap() > 0, "{line}");
 }
@@ -172,39 +177,28 @@ async fn wss_urls_work_with_a_ca_file() {
     let dir = tempfile::tempdir().unwrap();
     let (address, cert) = tls_front(&server, dir.path()).await;
     let url = format!("wss://127.0.0.1:{}", address.port());
-    let run = |trust: Vec<String>| {
-        let url = url.clone();
-        async move {
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_tagcast"))
-                .args([
-                    "bench",
-                    "--url",
-                    &url,
-                    "--timeout",
-                    "5",
-                    "fanout",
-                    "broadcast",
-                ])
-                .args(["--subscribers", "12", "--rooms", "3", "--messages", "90"])
-                .args(trust)
-                .kill_on_drop(true)
-                .output()
-                .await
-                .unwrap()
-        }
-    };
-    let output = run(vec!["--ca".into(), cert.display().to_string()]).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let cert = cert.display().to_string();
+    let args = [
+        "--timeout",
+        "5",
+        "fanout",
+        "broadcast",
+        "--subscribers",
+        "12",
+        "--rooms",
+        "3",
+    ];
+    let output = run_bench(
+        &url,
+        &[&args[..], &["--messages", "90", "--ca", &cert]].concat(),
+    )
+    .await;
     assert!(
         output.status.success(),
-        "{stdout}{}",
+        "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let lines: Vec<Value> = stdout
-        .lines()
-        .filter(|line| line.starts_with('{'))
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let lines = json_lines(&output);
     assert_eq!(lines.len(), 2);
     assert!(
         lines
@@ -212,7 +206,7 @@ async fn wss_urls_work_with_a_ca_file() {
             .all(|line| line["loss"] == 0 && line["received"].as_u64() > Some(0))
     );
     // Without a CA the certificate is refused, and the error says what to pass.
-    let output = run(Vec::new()).await;
+    let output = run_bench(&url, &args).await;
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--ca"));
 }

@@ -378,9 +378,15 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// Appends one masked text frame holding `payload` to `out`.
-pub fn push_text_frame(out: &mut Vec<u8>, payload: &[u8], mask: [u8; 4]) {
-    out.push(0x81);
+/// First byte of a whole text frame (FIN and opcode 1).
+pub const TEXT: u8 = 0x81;
+/// First byte of a pong frame.
+pub const PONG: u8 = 0x8A;
+
+/// Appends one masked client frame to `out`: `first` is the byte holding FIN, RSV and opcode
+/// (e.g. [`TEXT`]).
+pub fn push_masked_frame(out: &mut Vec<u8>, first: u8, payload: &[u8], mask: [u8; 4]) {
+    out.push(first);
     match payload.len() {
         length @ 0..=125 => out.push(0x80 | length as u8),
         length @ 126..=0xFFFF => {
@@ -458,7 +464,7 @@ mod tests {
     #[test]
     fn masked_frames_read_back_through_the_server_reader() {
         let mut out = Vec::new();
-        push_text_frame(&mut out, b"hello", [9, 8, 7, 6]);
+        push_masked_frame(&mut out, TEXT, b"hello", [9, 8, 7, 6]);
         let mut reader = crate::frame::MessageReader::new(1024, bytes::BytesMut::from(&out[..]));
         assert_eq!(
             reader.next_message(),

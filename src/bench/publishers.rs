@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::BenchError;
-use super::client::{Stream, Target, push_text_frame};
+use super::client::{Stream, TEXT, Target, push_masked_frame};
 use super::plan::{Plan, Scenario};
 use super::probe::{self, Sample};
 use super::subscribers::{Board, wall_ns};
@@ -153,7 +153,7 @@ async fn warm_up(
     for room in 0..plan.rooms() {
         let mut request = Vec::new();
         plan.write_warm_up(room, &mut request);
-        push_text_frame(&mut requests, &request, [7, 7, 7, 7]);
+        push_masked_frame(&mut requests, TEXT, &request, [7, 7, 7, 7]);
     }
     while !board.all_ready() {
         if board.failed() || tokio::time::Instant::now() > deadline {
@@ -220,7 +220,7 @@ impl Window {
             {
                 request.clear();
                 plan.write_request(next, wall_ns(), plan.room_of_message(next), &mut request);
-                push_text_frame(&mut batch, &request, mask);
+                push_masked_frame(&mut batch, TEXT, &request, mask);
                 next += step;
             }
             writer.write_all(&batch).await?;
@@ -255,7 +255,7 @@ async fn at_fixed_rate(
         frame.clear();
         let stamp = start_ns + offset.as_nanos() as u64;
         plan.write_request(index, stamp, plan.room_of_message(index), &mut request);
-        push_text_frame(&mut frame, &request, [0x5A, 0, 0xA5, 0x3C]);
+        push_masked_frame(&mut frame, TEXT, &request, [0x5A, 0, 0xA5, 0x3C]);
         let publisher = index % publishers.len();
         publishers[publisher].write_all(&frame).await?;
     }

@@ -300,8 +300,7 @@ impl Receiver {
                     }
                     0x9 => {
                         let mut pong = Vec::new();
-                        client::push_text_frame(&mut pong, payload, [1, 2, 3, 4]);
-                        pong[0] = 0x8A;
+                        client::push_masked_frame(&mut pong, client::PONG, payload, [1, 2, 3, 4]);
                         if stream.write_all(&pong).await.is_err() {
                             return;
                         }
