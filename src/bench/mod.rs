@@ -294,7 +294,9 @@ async fn run_scenario(
         (board, Receivers::Children(children))
     };
     let stop = CancellationToken::new();
-    let mut sent = publishers::start(plan.clone(), target, board.clone(), pid, stop.clone());
+    // Releases the publisher thread however this function returns.
+    let stop_publishers = stop.clone().drop_guard();
+    let mut sent = publishers::start(plan.clone(), target, board.clone(), pid, stop);
     let expected = plan.expected_total();
     let units = if workers <= 1 {
         "subscribers"
@@ -340,7 +342,7 @@ async fn run_scenario(
     };
     let server_after = pid.map(|pid| probe::sample(Some(pid))).transpose()?;
     progress.clear();
-    stop.cancel();
+    drop(stop_publishers);
     let mut outcomes = match receivers {
         Receivers::Here(subscribers) => {
             subscribers.close();
