@@ -1,40 +1,249 @@
-//! Who may open a connection and who may send (SPEC §3).
+//! Who may open a connection and who may send (SPEC §3), from the Gomoob `auth.yml`, reloaded
+//! while the server runs.
 //!
-//! Without an auth file everybody may open and send.
+//! - No auth file (`auth.file` unset): everybody may open and send.
+//! - Open: allowed when `auth.authorize_open` is true. Otherwise the URL's `key` must be that of
+//!   an application with `authorizeOpen: true` (its secret is not checked, as in Gomoob), or the
+//!   URL must carry a `key` and its `secret`. Refusals answer HTTP **401** when the credentials
+//!   are missing (no `key`, or no `secret` where one is needed) and **403** when they are wrong
+//!   (unknown key or wrong secret).
+//! - Send: with an auth file, every request's `metadata` must carry the `key` and `secret` of an
+//!   application; otherwise the connection is closed with 4401.
+//!
+//! The applications table sits behind an [`ArcSwap`]: every check reads it without a lock, and
+//! [`Auth::reload`] replaces it whole. A reload is the one path for SIGHUP and for the file
+//! watcher ([`crate::watch`]); after each successful one every open connection is judged again
+//! with the credentials it opened with, and those a new open would refuse are closed with 4403.
 
+mod file;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use tracing::{error, info, warn};
+
+pub use file::{Application, Applications, AuthError, Secret};
+
+use crate::config::AuthConfig;
 use crate::frame::{CloseReason, close_code};
 use crate::handshake::Rejection;
+use crate::hub::{Hub, Peer};
 use crate::request::Credentials;
 
 /// The authorization policy in force.
 pub struct Auth {
+    /// `auth.authorize_open`: anyone may open.
     authorize_open: bool,
+    /// The applications file, when one is configured.
+    file: Option<AuthFile>,
 }
 
+/// A configured applications file and what it holds now.
+struct AuthFile {
+    /// The file, named in logs and errors.
+    path: PathBuf,
+    /// The applications of the last valid version of the file; read without a lock.
+    applications: ArcSwap<Applications>,
+    /// Serializes reloads (SIGHUP and the watcher may ask at once), so that the table swapped
+    /// in last is the one the connections were judged against.
+    reloading: Mutex<()>,
+    /// How many reloads succeeded and failed, for metrics.
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// What one reload of the auth file did.
+#[derive(Debug)]
+pub enum AuthReload {
+    /// No auth file is configured: nothing to reload.
+    NoFile,
+    /// The new file is in force.
+    Loaded {
+        /// Applications in the new file.
+        applications: usize,
+        /// Open connections closed with 4403 because the new file refuses their credentials.
+        revoked: usize,
+    },
+    /// The file is unreadable or invalid: the previous applications stay in force.
+    Failed(AuthError),
+}
+
+/// How many reloads of the auth file succeeded and failed since start
+/// (`tagcast_auth_reloads_total{result}`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReloadCounts {
+    /// Reloads that put a new file in force.
+    pub succeeded: u64,
+    /// Reloads rejected (the previous file stayed in force).
+    pub failed: u64,
+}
+
+const MISSING_OPEN: &str =
+    "open not authorized: the URL needs the key and secret of an application";
+const WRONG_OPEN: &str = "open not authorized: unknown application key or wrong secret";
+const MISSING_SEND: &str =
+    "send not authorized: metadata needs the key and secret of an application";
+const WRONG_SEND: &str = "send not authorized: unknown application key or wrong secret";
+const REVOKED: &str = "the credentials this connection opened with were revoked (auth file reload)";
+
 impl Auth {
-    /// No applications file: everybody may open and send.
-    pub fn open_to_all() -> Auth {
-        Auth {
-            authorize_open: true,
-        }
+    /// The policy of `[auth]`, loading the applications file it names. A configured file that
+    /// is missing, unreadable or invalid is an error; no file is a warning.
+    pub fn from_config(config: &AuthConfig) -> Result<Auth, AuthError> {
+        let Some(path) = &config.file else {
+            warn!("no auth file configured (auth.file): anyone may open and send");
+            return Ok(Auth {
+                authorize_open: true,
+                file: None,
+            });
+        };
+        let applications = Applications::load(path)?;
+        info!(path = %path.display(), applications = applications.len(), "auth file loaded");
+        Ok(Auth {
+            authorize_open: config.authorize_open,
+            file: Some(AuthFile {
+                path: path.clone(),
+                applications: ArcSwap::from_pointee(applications),
+                reloading: Mutex::new(()),
+                succeeded: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+            }),
+        })
     }
 
-    /// May a connection open with these URL credentials?
-    pub fn check_open(&self, _credentials: &Credentials) -> Result<(), Rejection> {
+    /// The applications file, when one is configured.
+    pub fn path(&self) -> Option<&Path> {
+        self.file.as_ref().map(|file| file.path.as_path())
+    }
+
+    /// Number of applications in force; `None` without an auth file.
+    pub fn applications(&self) -> Option<usize> {
+        self.file
+            .as_ref()
+            .map(|file| file.applications.load().len())
+    }
+
+    /// May a connection open with these URL credentials? See the module doc for the statuses.
+    pub fn check_open(&self, credentials: &Credentials) -> Result<(), Rejection> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
         if self.authorize_open {
             return Ok(());
         }
-        Err(Rejection::new(401, "open not authorized"))
+        let applications = file.applications.load();
+        let opens_by_key = |key: &String| {
+            applications
+                .get(key)
+                .is_some_and(|application| application.authorize_open)
+        };
+        if credentials.key.as_ref().is_some_and(opens_by_key) {
+            return Ok(());
+        }
+        verify(&applications, credentials).map_err(|refusal| match refusal {
+            Refusal::Missing => Rejection::new(401, MISSING_OPEN),
+            Refusal::Wrong => Rejection::new(403, WRONG_OPEN),
+        })
     }
 
     /// May a request with these `metadata` credentials be sent?
-    pub fn check_send(&self, _credentials: &Credentials) -> Result<(), CloseReason> {
-        if self.authorize_open {
+    pub fn check_send(&self, credentials: &Credentials) -> Result<(), CloseReason> {
+        let Some(file) = &self.file else {
             return Ok(());
+        };
+        verify(&file.applications.load(), credentials).map_err(|refusal| {
+            let reason = match refusal {
+                Refusal::Missing => MISSING_SEND,
+                Refusal::Wrong => WRONG_SEND,
+            };
+            CloseReason::new(close_code::UNAUTHORIZED, reason)
+        })
+    }
+
+    /// Reads the file again. A valid file replaces the applications at once, then every
+    /// connection of `hub` is judged again with the credentials it opened with, as a new open
+    /// would be, and those refused are closed with 4403. An invalid file changes nothing.
+    /// Logs the result either way.
+    pub fn reload(&self, hub: &Hub) -> AuthReload {
+        let Some(file) = &self.file else {
+            info!("no auth file configured: nothing to reload");
+            return AuthReload::NoFile;
+        };
+        let _one_at_a_time = file
+            .reloading
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let applications = match Applications::load(&file.path) {
+            Ok(applications) => applications,
+            Err(problem) => {
+                file.failed.fetch_add(1, Ordering::Relaxed);
+                error!(error = %problem, "auth file rejected; the previous applications stay in force");
+                return AuthReload::Failed(problem);
+            }
+        };
+        let count = applications.len();
+        file.applications.store(applications.into());
+        file.succeeded.fetch_add(1, Ordering::Relaxed);
+        let revoked = self.revoke_refused(hub);
+        info!(path = %file.path.display(), applications = count, revoked, "auth file reloaded");
+        AuthReload::Loaded {
+            applications: count,
+            revoked,
         }
-        Err(CloseReason::new(
-            close_code::UNAUTHORIZED,
-            "send not authorized",
-        ))
+    }
+
+    /// Closes with 4403 every connection that could not open now; returns how many.
+    fn revoke_refused(&self, hub: &Hub) -> usize {
+        hub.peers()
+            .iter()
+            .filter(|peer| self.judge_again(peer))
+            .count()
+    }
+
+    /// Judges an open connection as a new open with its credentials would be judged now, and
+    /// closes it with 4403 if refused. True when this call closed it.
+    pub fn judge_again(&self, peer: &Peer) -> bool {
+        if self.check_open(&peer.credentials).is_ok() {
+            return false;
+        }
+        let closed = peer
+            .outbox
+            .close(CloseReason::new(close_code::REVOKED, REVOKED));
+        if closed {
+            let app = peer.credentials.key.as_deref().unwrap_or("");
+            info!(conn = peer.id, peer = %peer.address, app, "credentials revoked: closing");
+        }
+        closed
+    }
+
+    /// How many reloads succeeded and failed since start.
+    pub fn reload_counts(&self) -> ReloadCounts {
+        self.file
+            .as_ref()
+            .map_or_else(ReloadCounts::default, |file| ReloadCounts {
+                succeeded: file.succeeded.load(Ordering::Relaxed),
+                failed: file.failed.load(Ordering::Relaxed),
+            })
+    }
+}
+
+/// Why credentials do not match an application.
+enum Refusal {
+    /// No key, or no secret.
+    Missing,
+    /// An unknown key, or the wrong secret.
+    Wrong,
+}
+
+/// Do `credentials` carry the key and the secret of one of `applications`?
+fn verify(applications: &Applications, credentials: &Credentials) -> Result<(), Refusal> {
+    let (Some(key), Some(secret)) = (&credentials.key, &credentials.secret) else {
+        return Err(Refusal::Missing);
+    };
+    match applications.get(key) {
+        Some(application) if application.secret.matches(secret) => Ok(()),
+        _ => Err(Refusal::Wrong),
     }
 }

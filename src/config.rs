@@ -417,6 +417,12 @@ impl Config {
                 "must start with redis:// or rediss://".into(),
             ));
         }
+        if !config.auth.authorize_open && config.auth.file.is_none() {
+            return Err(invalid(
+                "auth.authorize_open",
+                "false needs auth.file: without applications nobody could open".into(),
+            ));
+        }
         if config.cluster.channel.is_empty() {
             return Err(invalid("cluster.channel", "must not be empty".into()));
         }
@@ -457,6 +463,47 @@ fn socket_address(address: &str, port: u16) -> Result<SocketAddr, String> {
 mod tests {
     use super::*;
 
+    /// `etc/tagcast.toml` documents every key with its default: parsing it gives the defaults
+    /// (but for the auth file the package creates),
+    /// and uncommenting the optional sections gives a valid config too.
+    #[test]
+    fn the_example_config_is_the_defaults() {
+        let example = include_str!("../etc/tagcast.toml");
+        let mut parsed = Config::parse(example, None).unwrap();
+        assert_eq!(
+            parsed.auth.file.take().as_deref(),
+            Some(Path::new("/etc/tagcast/auth.yml"))
+        );
+        assert_eq!(parsed, Config::default());
+        // Commented-out settings are `# key = value` or `# [section]` lines.
+        let is_setting = |rest: &str| {
+            let key = rest.split(" = ").next().unwrap_or("");
+            (rest.contains(" = ") && key.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+                || (rest.starts_with('[') && rest.ends_with(']'))
+        };
+        let uncommented: String = example
+            .lines()
+            .map(|line| {
+                line.strip_prefix("# ")
+                    .filter(|rest| is_setting(rest))
+                    .unwrap_or(line)
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let full = Config::parse(
+            &uncommented.replace("parser = \"string\"", "parser = \"json-schema\""),
+            None,
+        )
+        .unwrap();
+        let tls = full.tls.expect("the [tls] example");
+        assert_eq!(tls.port, 8443);
+        assert_eq!(
+            full.auth.file.as_deref(),
+            Some(Path::new("/etc/tagcast/auth.yml"))
+        );
+        assert!(full.messages.schema.is_some());
+    }
+
     #[test]
     fn empty_file_is_the_defaults() {
         let config = Config::parse("", None).unwrap();
@@ -488,5 +535,6 @@ mod tests {
         assert!(error("[cluster]\nredis = \"http://x\"\n").contains("cluster.redis"));
         assert!(error("[http]\nadmin_address = \"x\"\n").contains("http.admin_address"));
         assert!(error("[tls]\nport = 1\n").contains("cert"));
+        assert!(error("[auth]\nauthorize_open = false\n").contains("auth.authorize_open"));
     }
 }

@@ -13,13 +13,13 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{Instrument, debug, info};
 
 use crate::frame::{self, CloseReason, Incoming, MessageReader, close_code};
 use crate::handshake::{self, Head, Rejection};
 use crate::hub::{Listener, Peer};
+use crate::metrics::{Rejected, Source};
 use crate::outbox::{Next, Outbox};
-use crate::request::Request;
 use crate::server::Shared;
 
 /// Serves one accepted stream until it closes. `deadline` bounds the handshake.
@@ -51,8 +51,17 @@ pub async fn serve<S>(
         }
     };
     if !head.wants_websocket() {
-        let response = crate::http::handle(&shared, &head).await;
-        let _ = stream.write_all(&response).await;
+        // Boxed: an idle WebSocket connection's task must not carry the HTTP state's size.
+        let endpoints = crate::http::Endpoints::main(&shared.config);
+        Box::pin(crate::http::respond(
+            &shared,
+            &head,
+            &mut stream,
+            buffer,
+            endpoints,
+            deadline,
+        ))
+        .await;
         return;
     }
     let upgrade = handshake::check_upgrade(
@@ -74,19 +83,15 @@ pub async fn serve<S>(
             return;
         }
     };
-    let Ok(_slot) = shared.connection_slots.clone().try_acquire_owned() else {
+    // The head is not needed past the handshake: free it rather than keep it for the
+    // connection's whole life.
+    drop(head);
+    let Ok(slot) = shared.connection_slots.clone().try_acquire_owned() else {
         info!(peer = %address, "connection limit reached");
         let refusal = Rejection::new(503, "connection limit reached, try again later");
         let _ = stream.write_all(&refusal.to_response()).await;
         return;
     };
-    if stream
-        .write_all(&handshake::switching_protocols(&upgrade.accept))
-        .await
-        .is_err()
-    {
-        return;
-    }
     let peer = Arc::new(Peer {
         id: shared.hub.next_id(),
         address,
@@ -94,24 +99,45 @@ pub async fn serve<S>(
         credentials: upgrade.credentials,
         outbox: Outbox::new(shared.config.limits.send_queue),
     });
-    let span = tracing::info_span!("conn", conn = peer.id, peer = %address, tags = %upgrade.tags);
-    let _registration = shared.hub.register(upgrade.tags, peer.clone());
-    let closed = {
-        let _entered = span.enter();
-        debug!(listener = listener.as_str(), "connection opened");
-        drop(_entered);
-        tracing::Instrument::instrument(run_websocket(&shared, stream, &peer, buffer), span.clone())
-            .await
-    };
-    let _entered = span.enter();
-    match closed {
+    // The fields of every line about this connection (journal fields CONN, PEER, TAGS, APP).
+    let span = tracing::info_span!("conn", conn = peer.id, peer = %address, tags = %upgrade.tags,
+        app = tracing::field::Empty);
+    if let Some(key) = &peer.credentials.key {
+        span.record("app", key.as_str());
+    }
+    let registration = shared.hub.register(upgrade.tags, peer.clone());
+    let counted = shared.metrics.connection_opened(listener);
+    // An auth reload between the open check and the registration did not see this connection.
+    shared.auth.judge_again(&peer);
+    // In the hub before the client learns it is connected: a request sent as soon as the
+    // client sees the 101 reaches it. What is routed to it meanwhile waits in its outbox.
+    if stream
+        .write_all(&handshake::switching_protocols(&upgrade.accept))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    span.in_scope(|| debug!(listener = listener.as_str(), "connection opened"));
+    let closed = run_websocket(&shared, stream, &peer, buffer)
+        .instrument(span.clone())
+        .await;
+    // Free the slot before leaving the hub: once a connection is gone from the hub, a new one fits.
+    drop(slot);
+    drop(registration);
+    drop(counted);
+    let code = closed
+        .as_ref()
+        .map_or(close_code::ABNORMAL, |reason| reason.code);
+    shared.metrics.connection_closed(code);
+    span.in_scope(|| match closed {
         Some(reason) => debug!(code = reason.code, reason = %reason.reason, "connection closed"),
         None => debug!("connection closed"),
-    }
+    });
 }
 
 /// Reads until a whole request head is in `buffer`, leaving the bytes after it there.
-async fn read_head<S: AsyncRead + Unpin>(
+pub(crate) async fn read_head<S: AsyncRead + Unpin>(
     stream: &mut S,
     buffer: &mut BytesMut,
 ) -> Result<Option<Head>, Rejection> {
@@ -185,6 +211,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 Ok(Some(incoming)) => incoming,
                 Ok(None) => break,
                 Err(reason) => {
+                    if reason.code == close_code::MESSAGE_TOO_BIG {
+                        shared.metrics.request(Source::Ws);
+                        shared.metrics.rejected(Rejected::TooLarge);
+                    }
                     debug!(code = reason.code, reason = %reason.reason, "protocol error");
                     peer.outbox.close(reason);
                     // The client's bytes can no longer be framed: stop reading.
@@ -196,10 +226,16 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     if peer.outbox.closing().is_some() {
                         continue; // closing: data is ignored until the client's close
                     }
-                    if let Err(reason) =
-                        rate.admit().and_then(|()| handle_text(shared, peer, &text))
-                    {
-                        debug!(code = reason.code, reason = %reason.reason, "request refused");
+                    let admitted = rate.admit().inspect_err(|_| {
+                        shared.metrics.request(Source::Ws);
+                        shared.metrics.rejected(Rejected::RateLimited);
+                    });
+                    if let Err(reason) = admitted.and_then(|()| handle_text(shared, peer, &text)) {
+                        // A client's mistake, not the server's: notice, never an error.
+                        info!(
+                            code = reason.code,
+                            "request refused with {}: {}", reason.code, reason.reason
+                        );
                         peer.outbox.close(reason);
                     }
                 }
@@ -227,15 +263,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
 /// Parses, authorizes and routes one text message.
 fn handle_text(shared: &Shared, peer: &Peer, text: &[u8]) -> Result<(), CloseReason> {
     let text = std::str::from_utf8(text).expect("the frame reader validated UTF-8");
-    let invalid = |message: String| CloseReason::new(close_code::INVALID_REQUEST, message);
-    let request = Request::parse(text, shared.config.limits.tag_limits())
-        .map_err(|error| invalid(error.to_string()))?;
-    shared.auth.check_send(&request.credentials)?;
-    let payload = shared
-        .parser
-        .parse(request.message)
-        .map_err(|rejected| invalid(format!("invalid message: {rejected}")))?;
-    let delivery = shared.route(&request.tags, &payload);
+    let delivery = shared.handle_request(text, Source::Ws, None)?;
     debug!(
         conn = peer.id,
         delivered = delivery.delivered,

@@ -17,6 +17,8 @@ pub mod close_code {
     pub const NORMAL: u16 = 1000;
     /// The server is shutting down.
     pub const GOING_AWAY: u16 = 1001;
+    /// Never sent: the peer vanished without a close frame (RFC 6455 §7.1.5).
+    pub const ABNORMAL: u16 = 1006;
     /// A frame broke RFC 6455.
     pub const PROTOCOL_ERROR: u16 = 1002;
     /// A binary frame: tagcast speaks text only.

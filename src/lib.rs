@@ -1,5 +1,58 @@
 //! tagcast: a WebSocket server that routes each message to the clients whose tags match it,
-//! compatible with the Gomoob WebSocket server's protocol.
+//! compatible with the Gomoob WebSocket server's protocol — and the Rust client library that sends
+//! to it.
+//!
+//! # Sending from a Rust backend, and testing it
+//! Write the code that sends against [`RequestSender`](client::RequestSender); give it a
+//! [`WebSocketClient`](client::WebSocketClient) in production and a
+//! [`WebSocketClientMock`](mock::WebSocketClientMock) in its tests:
+//!
+//! ```
+//! use serde::Serialize;
+//! use tagcast::client::{ClientError, RequestSender, WebSocketClient, WebSocketRequest};
+//!
+//! #[derive(Serialize)]
+//! struct Shipped {
+//!     order: u64,
+//! }
+//!
+//! /// Tells the customer's open pages that the order shipped.
+//! async fn order_shipped(
+//!     sender: &mut impl RequestSender,
+//!     customer: u64,
+//!     order: u64,
+//! ) -> Result<(), ClientError> {
+//!     let request = WebSocketRequest::create(Shipped { order })
+//!         .tags([("customer", customer.to_string())]);
+//!     sender.send(&request).await
+//! }
+//!
+//! /// In production: a real connection, with the application's credentials in every request.
+//! async fn production() -> Result<(), ClientError> {
+//!     let mut client = WebSocketClient::connect("ws://127.0.0.1:8080").await?;
+//!     client.set_default_metadata([("key", "application1"), ("secret", "B4ajW3P7")]);
+//!     order_shipped(&mut client, 7, 42).await
+//! }
+//!
+//! /// Its unit test (`#[tokio::test]` in your crate): the mock records what would have been sent.
+//! async fn order_shipped_tells_the_customer_only() {
+//!     use tagcast::mock::WebSocketClientMock;
+//!     let mut mock = WebSocketClientMock::new();
+//!     order_shipped(&mut mock, 7, 42).await.unwrap();
+//!     assert_eq!(mock.count(), 1);
+//!     assert_eq!(mock.find_by_tags([("customer", "7")]).len(), 1);
+//!     assert!(mock.find_by_tags([("customer", "8")]).is_empty());
+//!     assert!(mock.contains(
+//!         &WebSocketRequest::create(Shipped { order: 42 }).tags([("customer", "7")])
+//!     ));
+//! }
+//! # let _ = production;
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap()
+//! #     .block_on(order_shipped_tells_the_customer_only());
+//! ```
+//!
+//! Build with `default-features = false, features = ["client", "mock"]` to get only the client
+//! and the mock, without the daemon's dependencies.
 //!
 //! # Layout
 //! - [`tags`]: tags and the tag index — the matching rule everything else relies on.
@@ -12,13 +65,26 @@
 //! - [`connection`]: one client's task: handshake, reader, writer.
 //! - [`server`]: listeners, accept loops, connection cap, shutdown.
 //! - [`config`]: `tagcast.toml`, validated.
-//! - [`auth`]: who may open and send.
-//! - [`http`]: plain HTTP requests on the WebSocket listeners.
+//! - [`auth`]: who may open and send: the applications file, checked and reloaded.
+//! - [`watch`]: noticing that a file changed, however it was replaced.
+//! - [`http`]: plain HTTP requests: `POST /publish`, `GET /healthz`, `GET /metrics`.
+//! - [`metrics`]: the Prometheus metrics.
+//! - [`tls`]: the wss certificate: rustls config from PEM files, swapped on reload.
+//! - [`client`]: the Rust client library: requests, [`RequestSender`](client::RequestSender),
+//!   `WebSocketClient`, `Listener` (features `client`, `mock`).
+//! - [`mock`]: `WebSocketClientMock` for users' unit tests (feature `mock`).
+//! - [`systemd`]: readiness, status, reload, stop and watchdog messages to systemd.
+//! - [`logging`]: logs to the journal under systemd, to stderr otherwise.
 //! - [`bench`]: `tagcast bench`, the load tool for any server speaking this protocol.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod tags;
+
+#[cfg(any(feature = "client", feature = "mock"))]
+pub mod client;
+#[cfg(feature = "mock")]
+pub mod mock;
 
 #[cfg(feature = "server")]
 pub mod auth;
@@ -37,6 +103,10 @@ pub mod http;
 #[cfg(feature = "server")]
 pub mod hub;
 #[cfg(feature = "server")]
+pub mod logging;
+#[cfg(feature = "server")]
+pub mod metrics;
+#[cfg(feature = "server")]
 pub mod outbox;
 #[cfg(feature = "server")]
 pub mod parser;
@@ -44,3 +114,9 @@ pub mod parser;
 pub mod request;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
+pub mod systemd;
+#[cfg(feature = "server")]
+pub mod tls;
+#[cfg(feature = "server")]
+pub mod watch;

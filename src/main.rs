@@ -5,13 +5,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use futures_util::{SinkExt, StreamExt};
+use serde_json::value::RawValue;
+use tagcast::client::{ClientError, Endpoint, WebSocketRequest};
 use tagcast::config::Config;
 use tagcast::server::{Listeners, Server};
+use tagcast::{logging, systemd};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// sysexits' EX_CONFIG: the configuration is unusable (systemd does not restart on it).
 const EXIT_CONFIG: u8 = 78;
@@ -66,6 +65,10 @@ struct SendArgs {
     /// Parse MESSAGE as JSON instead of sending it as a JSON string.
     #[arg(long)]
     json: bool,
+    /// Publish with one HTTP request (POST /publish) instead of a WebSocket; prints
+    /// {"delivered": N}. Takes an http:// URL (a ws:// one is read as http://).
+    #[arg(long)]
+    http: bool,
     /// The message.
     message: String,
 }
@@ -135,13 +138,23 @@ fn check(args: ConfigArg) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    if let Err(error) = Server::new(config.clone()) {
-        eprintln!("tagcast: {error}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
+    let server = match Server::new(config.clone()) {
+        Ok(server) => server,
+        Err(error) => {
+            eprintln!("tagcast: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     match &config.source {
         Some(path) => println!("{}: ok", path.display()),
         None => println!("no config file: built-in defaults are ok"),
+    }
+    let auth = &server.shared().auth;
+    match (auth.path(), auth.applications()) {
+        (Some(path), Some(applications)) => {
+            println!("{}: ok, {applications} applications", path.display())
+        }
+        _ => println!("no auth file: anyone may open and send"),
     }
     ExitCode::SUCCESS
 }
@@ -151,7 +164,18 @@ async fn serve(args: ConfigArg) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    init_logging(&config);
+    logging::init(&config.log);
+    // Listen for signals before anything can send them (SIGHUP's default action ends the
+    // process; systemd may send SIGHUP or SIGTERM as soon as READY=1 is out).
+    let signals = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    );
+    let (Ok(mut terminate), Ok(mut interrupt), Ok(mut hangup)) = signals else {
+        eprintln!("tagcast: cannot install the signal handlers");
+        return ExitCode::FAILURE;
+    };
     let server = match Server::new(config.clone()) {
         Ok(server) => server,
         Err(error) => {
@@ -167,57 +191,45 @@ async fn serve(args: ConfigArg) -> ExitCode {
         }
     };
     if let Some(address) = listeners.plain_address() {
-        tracing::info!(%address, "listening for ws");
+        tracing::info!(%address, "listening for ws on {address}");
     }
-    let shutdown = server.shutdown_token();
+    if let Some(address) = listeners.tls_address() {
+        tracing::info!(%address, "listening for wss on {address}");
+    }
+    if let Some(address) = listeners.admin_address() {
+        tracing::info!(%address, "serving /metrics and /healthz on {address}");
+    }
+    let service = systemd::Service::new(server.shared());
+    let (stopper, shutdown) = (service.clone(), server.shutdown_token());
     tokio::spawn(async move {
-        wait_for_stop_signal().await;
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+        stopper.stopping();
         shutdown.cancel();
     });
-    let shared = server.shared();
+    let (reloader, shared) = (service.clone(), server.shared());
     tokio::spawn(async move {
-        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-            tracing::error!("cannot listen for SIGHUP");
-            return;
-        };
         while hangup.recv().await.is_some() {
-            shared.reload();
+            reloader.reload(|| shared.reload().into_result());
         }
     });
+    service.ready();
+    tokio::spawn(service.keep_status());
+    tokio::spawn(systemd::watchdog());
     server.run(listeners).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 
-async fn wait_for_stop_signal() {
-    let (Ok(mut terminate), Ok(mut interrupt)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot listen for SIGTERM/SIGINT");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-        _ = interrupt.recv() => tracing::info!("SIGINT received"),
-    }
-}
-
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
-fn tags_json(tags: &[(String, String)]) -> serde_json::Value {
-    serde_json::Value::Object(
-        tags.iter()
-            .map(|(name, value)| (name.clone(), serde_json::Value::String(value.clone())))
-            .collect(),
-    )
+/// Where `send` and `listen` connect: the URL, opened with the credentials when given.
+fn endpoint(url: &str, key: Option<&str>, secret: Option<&str>) -> anyhow::Result<Endpoint> {
+    let endpoint = Endpoint::new(url)?;
+    Ok(match key {
+        Some(key) => endpoint.credentials(key, secret),
+        None => endpoint,
+    })
 }
 
 async fn send(args: SendArgs) -> anyhow::Result<()> {
@@ -226,85 +238,69 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
     } else {
         serde_json::Value::String(args.message)
     };
-    let mut metadata = serde_json::Map::new();
-    if let (Some(key), Some(secret)) = (args.key, args.secret) {
-        metadata.insert("key".into(), key.into());
-        metadata.insert("secret".into(), secret.into());
+    let mut request = WebSocketRequest::create(message).tags(args.tags);
+    if let (Some(key), Some(secret)) = (&args.key, &args.secret) {
+        request = request.metadata([("key", key.as_str()), ("secret", secret.as_str())]);
     }
-    let request = serde_json::json!({
-        "message": message,
-        "tags": tags_json(&args.tags),
-        "metadata": metadata,
-    });
-    let (mut socket, _) = tokio_tungstenite::connect_async(&args.url)
-        .await
-        .with_context(|| format!("cannot connect to {}", args.url))?;
-    socket.send(Message::text(request.to_string())).await?;
-    socket
-        .send(Message::Close(Some(CloseFrame {
-            code: CloseCode::Normal,
-            reason: "".into(),
-        })))
+    if args.http {
+        return publish_http(&args.url, &request.to_json()?).await;
+    }
+    let mut client = endpoint(&args.url, args.key.as_deref(), args.secret.as_deref())?
+        .connect()
         .await?;
-    while let Some(frame) = socket.next().await {
-        if let Message::Close(close) = frame? {
-            match close {
-                Some(close) if close.code != CloseCode::Normal => {
-                    bail!(
-                        "the server refused the request: {} {}",
-                        u16::from(close.code),
-                        close.reason
-                    )
-                }
-                _ => return Ok(()),
-            }
-        }
+    client.send(&request).await?;
+    // The server handles frames in order: a refusal of the request arrives before the close.
+    match client.close().await {
+        Err(ClientError::Closed(close)) => bail!("the server refused the request: {close}"),
+        other => Ok(other?),
     }
+}
+
+/// `send --http`: one `POST /publish` over plain HTTP; prints the answer's body.
+async fn publish_http(url: &str, body: &str) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("ws://"))
+        .with_context(|| format!("--http needs an http:// URL, not {url}"))?;
+    let host = rest.split(['/', '?']).next().unwrap_or(rest);
+    let address = match host.rsplit_once(':') {
+        Some((_, port)) if !port.ends_with(']') => host.to_owned(),
+        _ => format!("{host}:80"),
+    };
+    let mut stream = tokio::net::TcpStream::connect(&address)
+        .await
+        .with_context(|| format!("cannot connect to {address}"))?;
+    let request = format!(
+        "POST /publish HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let response = String::from_utf8_lossy(&response);
+    let (head, answer) = response
+        .split_once("\r\n\r\n")
+        .context("the server's answer is not HTTP")?;
+    let status = head.split(' ').nth(1).unwrap_or("");
+    if status != "200" {
+        bail!("the server refused the request: {status} {}", answer.trim());
+    }
+    println!("{}", answer.trim());
     Ok(())
 }
 
 async fn listen(args: ListenArgs) -> anyhow::Result<()> {
-    let mut url = url_with_query(
-        &args.url,
-        &[("tags", Some(tags_json(&args.tags).to_string()))],
-    );
-    url = url_with_query(&url, &[("key", args.key), ("secret", args.secret)]);
-    let (mut socket, _) = tokio_tungstenite::connect_async(&url)
-        .await
-        .with_context(|| format!("cannot connect to {}", args.url))?;
+    let mut listener = endpoint(&args.url, args.key.as_deref(), args.secret.as_deref())?
+        .connect_with_tags(args.tags)
+        .await?;
     use std::io::Write;
-    while let Some(frame) = socket.next().await {
-        match frame? {
-            Message::Text(text) => {
-                let mut stdout = std::io::stdout().lock();
-                writeln!(stdout, "{}", text.as_str())?;
-                stdout.flush()?;
-            }
-            Message::Close(close) => {
-                if let Some(close) = close {
-                    bail!(
-                        "the server closed the connection: {} {}",
-                        u16::from(close.code),
-                        close.reason
-                    );
-                }
-                return Ok(());
-            }
-            _ => {}
-        }
+    // Printed as it arrives: the JSON the server sent, one message per line.
+    while let Some(message) = listener.next::<Box<RawValue>>().await? {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{}", message.get())?;
+        stdout.flush()?;
     }
     Ok(())
-}
-
-fn url_with_query(url: &str, params: &[(&str, Option<String>)]) -> String {
-    let mut url = url.to_owned();
-    for (name, value) in params {
-        if let Some(value) = value {
-            url.push(if url.contains('?') { '&' } else { '?' });
-            url.push_str(name);
-            url.push('=');
-            url.extend(form_urlencoded::byte_serialize(value.as_bytes()));
-        }
-    }
-    url
 }

@@ -116,7 +116,7 @@ impl Outbox {
         let mut state = self.lock();
         state.aborted = true;
         if state.closing.is_none() {
-            state.closing = Some(CloseReason::new(close_code::GOING_AWAY, "aborted"));
+            state.closing = Some(CloseReason::new(close_code::ABNORMAL, "aborted"));
         }
         drop(state);
         self.changed.notify_waiters();

@@ -2,8 +2,12 @@
 //!
 //! The caller binds ([`Listeners::bind`]) and hands the sockets over, so tests bind port 0 and
 //! read the address back. [`Server::run`] accepts until the shutdown token is cancelled, then
-//! sends close 1001 to every client and waits up to `limits.shutdown_grace_ms` for them.
+//! sends close 1001 to every client and waits up to `limits.shutdown_grace_ms` for them. The ws
+//! and wss listeners feed the same hub; a wss connection's TLS handshake runs in its own task.
+//! The admin listener (`http.admin_address`: `/metrics`, `/healthz`) keeps answering until the
+//! drain is over, so that `/healthz` says 503 meanwhile.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,15 +18,19 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, error, info, warn};
 
-use crate::auth::Auth;
-use crate::config::Config;
-use crate::connection;
+use crate::auth::{Auth, AuthError, AuthReload};
+use crate::config::{Config, ConfigError};
 use crate::frame::{self, CloseReason, close_code};
 use crate::hub::{Delivery, Hub, Listener};
+use crate::metrics::{Metrics, Rejected, Source};
 use crate::parser::{self, MessageParser};
+use crate::request::{Credentials, Request};
 use crate::tags::Tags;
+use crate::tls::{TlsAcceptor, TlsError};
+use crate::watch;
+use crate::{connection, http};
 
 /// A server that cannot start. The message names the file or address at fault.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +38,12 @@ pub enum StartError {
     /// The JSON Schema of the `json-schema` parser is unusable.
     #[error(transparent)]
     Schema(#[from] parser::SchemaError),
+    /// The auth file is missing, unreadable or invalid.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The `[tls]` certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// A listener cannot be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -38,6 +52,14 @@ pub enum StartError {
         /// Why.
         source: io::Error,
     },
+}
+
+/// What a reload could not apply; everything it names stays as it was.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .failures.join("; "))]
+pub struct ReloadError {
+    /// One message per failure, each naming its file.
+    pub failures: Vec<String>,
 }
 
 /// What every connection task shares.
@@ -54,6 +76,10 @@ pub struct Shared {
     pub connection_slots: Arc<Semaphore>,
     /// Cancelled when the server starts shutting down.
     pub shutdown: CancellationToken,
+    /// The wss certificate, when `[tls]` is set.
+    pub tls: Option<TlsAcceptor>,
+    /// What `GET /metrics` reports.
+    pub metrics: Metrics,
 }
 
 impl Shared {
@@ -61,12 +87,120 @@ impl Shared {
     /// every local connection whose tags contain all of `tags`. Every source of requests
     /// (WebSocket, HTTP, other nodes) ends here; the frame is built once for all recipients.
     pub fn route(&self, tags: &Tags, payload: &str) -> Delivery {
-        self.hub.route(tags, &frame::text_frame(payload))
+        let delivery = self.hub.route(tags, &frame::text_frame(payload));
+        self.metrics.routed(delivery.delivered, delivery.overflowed);
+        delivery
     }
 
-    /// Re-reads what can change without a restart (SIGHUP, `systemctl reload`).
-    pub fn reload(&self) {
+    /// Parses, authorizes and routes the text of one request from a client (a WebSocket frame
+    /// or an HTTP publish): the same rules whatever it came through. `credentials`, when given
+    /// (an HTTP `Authorization` header), stand in for the request's `metadata` ones. The error
+    /// is the close code 4400 (invalid) or 4401 (not authorized) with the reason for the client.
+    pub fn handle_request(
+        &self,
+        text: &str,
+        source: Source,
+        credentials: Option<&Credentials>,
+    ) -> Result<Delivery, CloseReason> {
+        self.metrics.request(source);
+        let invalid = |message: String| {
+            self.metrics.rejected(Rejected::Invalid);
+            CloseReason::new(close_code::INVALID_REQUEST, message)
+        };
+        let request = Request::parse(text, self.config.limits.tag_limits())
+            .map_err(|error| invalid(error.to_string()))?;
+        self.auth
+            .check_send(credentials.unwrap_or(&request.credentials))
+            .inspect_err(|_| self.metrics.rejected(Rejected::Unauthorized))?;
+        let payload = self
+            .parser
+            .parse(request.message)
+            .map_err(|rejected| invalid(format!("invalid message: {rejected}")))?;
+        Ok(self.route(&request.tags, &payload))
+    }
+
+    /// Re-reads what can change without a restart (SIGHUP, `systemctl reload`): the auth file
+    /// and the wss certificate. What fails to reload stays as it was. Says how it went, for
+    /// logs, metrics and systemd's `RELOADING=1`/`READY=1`.
+    ///
+    /// `tagcast.toml` itself is re-read only to check it: a broken file is a failed reload (so
+    /// the admin learns of it before the next restart), a changed one is logged with a hint
+    /// that its changes apply at the next restart.
+    pub fn reload(&self) -> Reloaded {
         info!("reload requested");
+        let config = match &self.config.source {
+            Some(path) => Config::load(path).map(|config| {
+                if config != self.config {
+                    warn!(
+                        "{} changed; its changes apply at the next restart",
+                        path.display()
+                    );
+                }
+            }),
+            None => Ok(()),
+        };
+        Reloaded {
+            config,
+            auth: self.reload_auth(),
+            tls: self.reload_tls(),
+        }
+    }
+
+    /// Re-reads the wss certificate and key (a renewal): the one path for SIGHUP and the file
+    /// watcher. A pair that cannot be used is logged and the one in force stays. `None` when
+    /// wss is not served.
+    pub fn reload_tls(&self) -> Option<Result<(), TlsError>> {
+        let tls = self.tls.as_ref()?;
+        let result = tls.reload();
+        self.metrics.tls_reloaded(result.is_ok());
+        match &result {
+            Ok(()) => info!(cert = %tls.cert_path().display(), "tls certificate reloaded"),
+            Err(error) => error!("tls certificate not reloaded, the previous one stays: {error}"),
+        }
+        Some(result)
+    }
+
+    /// Re-reads the auth file: the one path for SIGHUP and the file watcher. See
+    /// [`Auth::reload`].
+    pub fn reload_auth(&self) -> AuthReload {
+        let reload = self.auth.reload(&self.hub);
+        match &reload {
+            AuthReload::Loaded { .. } => self.metrics.auth_reloaded(true),
+            AuthReload::Failed(_) => self.metrics.auth_reloaded(false),
+            AuthReload::NoFile => {}
+        }
+        reload
+    }
+}
+
+/// What one [`Shared::reload`] did.
+#[derive(Debug)]
+pub struct Reloaded {
+    /// The check of `tagcast.toml`.
+    pub config: Result<(), ConfigError>,
+    /// The auth file's reload.
+    pub auth: AuthReload,
+    /// The certificate's reload, when wss is served.
+    pub tls: Option<Result<(), TlsError>>,
+}
+
+impl Reloaded {
+    /// Ok when everything reloaded; else every failure, each naming its file.
+    pub fn into_result(self) -> Result<(), ReloadError> {
+        let mut failures = Vec::new();
+        if let Err(error) = self.config {
+            failures.push(error.to_string());
+        }
+        if let AuthReload::Failed(error) = self.auth {
+            failures.push(error.to_string());
+        }
+        if let Some(Err(error)) = self.tls {
+            failures.push(error.to_string());
+        }
+        match failures.is_empty() {
+            true => Ok(()),
+            false => Err(ReloadError { failures }),
+        }
     }
 }
 
@@ -74,6 +208,10 @@ impl Shared {
 pub struct Listeners {
     /// The plain ws listener, unless `server.plain = false`.
     pub plain: Option<TcpListener>,
+    /// The wss listener, when `[tls]` is set.
+    pub tls: Option<TcpListener>,
+    /// The `/metrics` and `/healthz` listener, unless `http.admin_address` is empty.
+    pub admin: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -83,15 +221,37 @@ impl Listeners {
             true => Some(bind(config.plain_address()).await?),
             false => None,
         };
-        Ok(Listeners { plain })
+        let tls = match config.tls_socket_address() {
+            Some(address) => Some(bind(address).await?),
+            None => None,
+        };
+        let admin = match config.http.admin_address.parse::<SocketAddr>() {
+            Ok(address) => Some(bind(address).await?),
+            Err(_) => None, // "": served on the main listeners (validated by the config)
+        };
+        Ok(Listeners { plain, tls, admin })
     }
 
     /// The plain ws listener's address.
     pub fn plain_address(&self) -> Option<SocketAddr> {
-        self.plain
-            .as_ref()
-            .and_then(|listener| listener.local_addr().ok())
+        local_address(&self.plain)
     }
+
+    /// The wss listener's address.
+    pub fn tls_address(&self) -> Option<SocketAddr> {
+        local_address(&self.tls)
+    }
+
+    /// The admin listener's address.
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        local_address(&self.admin)
+    }
+}
+
+fn local_address(listener: &Option<TcpListener>) -> Option<SocketAddr> {
+    listener
+        .as_ref()
+        .and_then(|listener| listener.local_addr().ok())
 }
 
 async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
@@ -107,26 +267,34 @@ pub struct Server {
 }
 
 impl Server {
-    /// Prepares a server: loads the message parser and the auth file the config names.
+    /// Prepares a server: loads the message parser, the auth file and the TLS certificate the
+    /// config names.
     pub fn new(config: Config) -> Result<Server, StartError> {
         let parser = parser::from_config(&config.messages)?;
-        Ok(Server::with_parser(config, parser))
+        Server::with_parser(config, parser)
     }
 
-    /// Prepares a server that checks messages with a parser of the caller's own.
-    pub fn with_parser(config: Config, parser: Arc<dyn MessageParser>) -> Server {
+    /// Prepares a server that checks messages with a parser of the caller's own; loads the
+    /// auth file the config names.
+    pub fn with_parser(
+        config: Config,
+        parser: Arc<dyn MessageParser>,
+    ) -> Result<Server, StartError> {
+        let tls = config.tls.as_ref().map(TlsAcceptor::load).transpose()?;
         let shared = Shared {
             connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
             hub: Arc::new(Hub::new()),
-            auth: Auth::open_to_all(),
+            auth: Auth::from_config(&config.auth)?,
             parser,
             shutdown: CancellationToken::new(),
+            tls,
+            metrics: Metrics::new(!config.cluster.redis.is_empty()),
             config,
         };
-        Server {
+        Ok(Server {
             shared: Arc::new(shared),
             tracker: TaskTracker::new(),
-        }
+        })
     }
 
     /// Cancel this token to shut the server down.
@@ -148,12 +316,58 @@ impl Server {
     /// waits for them (at most `limits.shutdown_grace_ms`).
     pub async fn run(self, listeners: Listeners) {
         if let Some(listener) = listeners.plain {
+            let shared = self.shared.clone();
             self.tracker.spawn(accept_loop(
-                self.shared.clone(),
+                self.shared.shutdown.clone(),
                 self.tracker.clone(),
                 listener,
-                Listener::Ws,
+                move |stream, address| serve_tcp(shared.clone(), stream, address, Listener::Ws),
             ));
+        }
+        // Not in `tracker`: it answers `/healthz` (503) until the drain below is over.
+        let admin_stop = CancellationToken::new();
+        let _stop_admin = admin_stop.clone().drop_guard();
+        if let Some(listener) = listeners.admin {
+            let shared = self.shared.clone();
+            tokio::spawn(accept_loop(
+                admin_stop,
+                TaskTracker::new(),
+                listener,
+                move |stream, address| http::serve_admin(shared.clone(), stream, address),
+            ));
+        }
+        if let (Some(listener), Some(_)) = (listeners.tls, &self.shared.tls) {
+            let shared = self.shared.clone();
+            self.tracker.spawn(accept_loop(
+                self.shared.shutdown.clone(),
+                self.tracker.clone(),
+                listener,
+                move |stream, address| serve_tcp(shared.clone(), stream, address, Listener::Wss),
+            ));
+        }
+        if let Some(path) = self.shared.auth.path() {
+            let shared = self.shared.clone();
+            self.tracker.spawn(watch::watch_file(
+                path.to_owned(),
+                "auth file",
+                self.shared.shutdown.clone(),
+                move || {
+                    shared.reload_auth();
+                },
+            ));
+        }
+        if let Some(tls) = &self.shared.config.tls {
+            for (path, what) in [(&tls.cert, "tls certificate"), (&tls.key, "tls key")] {
+                let shared = self.shared.clone();
+                self.tracker.spawn(watch::watch_file(
+                    path.clone(),
+                    what,
+                    self.shared.shutdown.clone(),
+                    move || {
+                        shared.reload_tls();
+                    },
+                ));
+            }
         }
         self.shared.shutdown.cancelled().await;
         info!(connections = self.shared.hub.len(), "shutting down");
@@ -175,43 +389,65 @@ impl Server {
     }
 }
 
-/// Accepts connections until shutdown; each one is served in its own task.
-async fn accept_loop(
-    shared: Arc<Shared>,
+/// Accepts connections until `stop` is cancelled; each one is served by `serve` in its own task.
+async fn accept_loop<F, Served>(
+    stop: CancellationToken,
     tracker: TaskTracker,
     listener: TcpListener,
-    kind: Listener,
-) {
+    serve: F,
+) where
+    F: Fn(TcpStream, SocketAddr) -> Served,
+    Served: Future<Output = ()> + Send + 'static,
+{
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = shared.shutdown.cancelled() => return,
+            _ = stop.cancelled() => return,
         };
         match accepted {
             Ok((stream, address)) => {
-                let deadline = Instant::now()
-                    + Duration::from_millis(shared.config.limits.handshake_timeout_ms);
-                tracker.spawn(serve_tcp(shared.clone(), stream, address, kind, deadline));
+                tracker.spawn(serve(stream, address));
             }
             Err(error) => {
                 // Out of file descriptors and the like: never end the server for it.
                 warn!(%error, "accept failed; retrying in 1 s");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = shared.shutdown.cancelled() => return,
+                    _ = stop.cancelled() => return,
                 }
             }
         }
     }
 }
 
-async fn serve_tcp(
-    shared: Arc<Shared>,
-    stream: TcpStream,
-    address: SocketAddr,
-    kind: Listener,
-    deadline: Instant,
-) {
+/// When a connection accepted now must have sent its request head (and an HTTP body).
+pub fn handshake_deadline(config: &Config) -> Instant {
+    Instant::now() + Duration::from_millis(config.limits.handshake_timeout_ms)
+}
+
+/// Serves one accepted TCP connection: a wss one is decrypted first, its TLS handshake bounded
+/// by the same deadline as the WebSocket handshake.
+async fn serve_tcp(shared: Arc<Shared>, stream: TcpStream, address: SocketAddr, kind: Listener) {
     let _ = stream.set_nodelay(true);
+    let deadline = handshake_deadline(&shared.config);
+    if kind == Listener::Ws {
+        return connection::serve(shared, stream, address, kind, deadline).await;
+    }
+    // `run` starts the wss accept loop only with a certificate.
+    let Some(tls) = &shared.tls else { return };
+    let stream = tokio::select! {
+        accepted = tokio::time::timeout_at(deadline, tls.accept(stream)) => match accepted {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                debug!(peer = %address, %error, "tls handshake failed");
+                return;
+            }
+            Err(_) => {
+                debug!(peer = %address, "tls handshake timed out");
+                return;
+            }
+        },
+        _ = shared.shutdown.cancelled() => return,
+    };
     connection::serve(shared, stream, address, kind, deadline).await;
 }

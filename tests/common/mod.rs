@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tagcast::config::Config;
 use tagcast::hub::Hub;
-use tagcast::server::{Listeners, Server};
+use tagcast::server::{Listeners, Server, Shared};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -20,31 +20,55 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 /// A server running in this process on 127.0.0.1, port 0.
 pub struct TestServer {
+    /// The ws listener (the wss one when `server.plain = false`).
     pub address: SocketAddr,
+    /// The wss listener, when `[tls]` is set.
+    pub tls_address: Option<SocketAddr>,
+    /// The `/metrics` and `/healthz` listener, unless `http.admin_address = ""`.
+    pub admin: Option<SocketAddr>,
     pub hub: std::sync::Arc<Hub>,
+    pub shared: std::sync::Arc<Shared>,
     pub shutdown: CancellationToken,
     pub task: JoinHandle<()>,
 }
 
 impl TestServer {
-    /// Starts a server with the defaults plus `toml` (a config file's text).
+    /// Starts a server with the defaults plus `toml` (a config file's text); every listener on
+    /// 127.0.0.1, port 0.
     pub async fn start(toml: &str) -> TestServer {
         let mut config = Config::parse(toml, None).expect("test config");
         config.server.address = "127.0.0.1".into();
         config.server.port = 0;
+        if let Some(tls) = &mut config.tls {
+            tls.address = None;
+            tls.port = 0;
+        }
         TestServer::start_with(config).await
     }
 
-    pub async fn start_with(config: Config) -> TestServer {
+    /// Starts a server with `config`; an admin listener binds 127.0.0.1:0, never its fixed port.
+    pub async fn start_with(mut config: Config) -> TestServer {
+        if !config.http.admin_address.is_empty() {
+            config.http.admin_address = "127.0.0.1:0".into();
+        }
         let listeners = Listeners::bind(&config).await.expect("bind");
-        let address = listeners.plain_address().expect("plain listener");
+        let tls_address = listeners.tls_address();
+        let admin = listeners.admin_address();
+        let address = listeners
+            .plain_address()
+            .or(tls_address)
+            .expect("a listener");
         let server = Server::new(config).expect("server");
         let hub = server.hub();
+        let shared = server.shared();
         let shutdown = server.shutdown_token();
         let task = tokio::spawn(server.run(listeners));
         TestServer {
             address,
+            tls_address,
+            admin,
             hub,
+            shared,
             shutdown,
             task,
         }
@@ -132,8 +156,7 @@ impl Client {
         }
     }
 
-    /// Asserts that nothing arrives: sends a marker through `probe` (a connection that
-    /// receives everything sent to `marker_tags`) and checks this client got nothing before it.
+    /// Skips text messages until a close frame; returns its code and reason.
     pub async fn expect_close(&mut self) -> (u16, String) {
         loop {
             match self.next_frame(WAIT).await {
@@ -203,6 +226,11 @@ impl RawClient {
             .expect("read");
         assert!(read > 0, "connection closed");
         self.buffer.extend_from_slice(&chunk[..read]);
+    }
+
+    /// Writes raw bytes.
+    pub async fn stream_write(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
     }
 
     /// Sends one masked frame with the given first byte (FIN, RSV, opcode).

@@ -1,0 +1,410 @@
+//! Prometheus metrics (SPEC §8): what `GET /metrics` shows.
+//!
+//! Every labelled series the server can produce is created once, at start, and kept as a plain
+//! atomic counter or gauge: recording a value on the hot path is one atomic add, with no lock and
+//! no map lookup. Deliveries are counted once per request (`inc_by` the number of recipients),
+//! never once per recipient. Process metrics (memory, file descriptors, CPU time) are read from
+//! `/proc/self` when the metrics are scraped, and cost nothing in between.
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::{Metric, Registry, Unit};
+
+use crate::frame::close_code;
+use crate::hub::Listener;
+
+/// The `Content-Type` of [`Metrics::encode`]'s text: the Prometheus text format 0.0.4, which
+/// every Prometheus-compatible scraper reads.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Where a request came from (the `source` label of `tagcast_requests_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A WebSocket text frame.
+    Ws,
+    /// `POST /publish`.
+    Http,
+    /// Another node of the cluster.
+    Cluster,
+}
+
+impl Source {
+    const ALL: [Source; 3] = [Source::Ws, Source::Http, Source::Cluster];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Ws => "ws",
+            Source::Http => "http",
+            Source::Cluster => "cluster",
+        }
+    }
+}
+
+/// Why a request was refused (the `reason` label of `tagcast_requests_rejected_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    /// Not a valid request, or its message refused by the message parser (4400, HTTP 400).
+    Invalid,
+    /// Its credentials may not send (4401, HTTP 401).
+    Unauthorized,
+    /// Larger than `messages.max_size` (1009, HTTP 413).
+    TooLarge,
+    /// Over `limits.max_requests_per_s` (4429).
+    RateLimited,
+}
+
+impl Rejected {
+    const ALL: [Rejected; 4] = [
+        Rejected::Invalid,
+        Rejected::Unauthorized,
+        Rejected::TooLarge,
+        Rejected::RateLimited,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Rejected::Invalid => "invalid",
+            Rejected::Unauthorized => "unauthorized",
+            Rejected::TooLarge => "too_large",
+            Rejected::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// The close codes counted by their own label; any other code counts as `other`.
+const CLOSE_CODES: [(u16, &str); 12] = [
+    (close_code::NORMAL, "1000"),
+    (close_code::GOING_AWAY, "1001"),
+    (close_code::PROTOCOL_ERROR, "1002"),
+    (close_code::UNSUPPORTED_DATA, "1003"),
+    (close_code::ABNORMAL, "1006"),
+    (close_code::INVALID_PAYLOAD, "1007"),
+    (close_code::MESSAGE_TOO_BIG, "1009"),
+    (close_code::INTERNAL_ERROR, "1011"),
+    (close_code::INVALID_REQUEST, "4400"),
+    (close_code::UNAUTHORIZED, "4401"),
+    (close_code::REVOKED, "4403"),
+    (close_code::TOO_MANY, "4429"),
+];
+
+const LISTENERS: [Listener; 2] = [Listener::Ws, Listener::Wss];
+
+type Labels = [(&'static str, &'static str); 1];
+
+/// The server's metrics and the registry that encodes them.
+pub struct Metrics {
+    registry: Registry,
+    /// By [`Listener`], in the order of `LISTENERS`.
+    connections: [Gauge; 2],
+    opened: Counter,
+    /// By close code, in the order of `CLOSE_CODES`, then `other`.
+    closed: [Counter; CLOSE_CODES.len() + 1],
+    /// By [`Source`], in the order of `Source::ALL`.
+    requests: [Counter; 3],
+    deliveries: Counter,
+    /// By reason, in the order of `Rejected::ALL`.
+    rejected: [Counter; 4],
+    slow_clients_closed: Counter,
+    /// Successful, then failed.
+    auth_reloads: [Counter; 2],
+    /// Successful, then failed.
+    tls_reloads: [Counter; 2],
+    cluster_connected: Gauge,
+}
+
+/// One series per label value, all created now so that every series shows from the first scrape.
+fn family<const N: usize, M>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: [&'static str; N],
+) -> [M; N]
+where
+    M: Default + Clone,
+    Family<Labels, M>: Metric,
+{
+    let family = Family::<Labels, M>::default();
+    registry.register(name, help, family.clone());
+    values.map(|value| family.get_or_create_owned(&[(label, value)]))
+}
+
+fn counter(registry: &mut Registry, name: &str, help: &str) -> Counter {
+    let counter = Counter::default();
+    registry.register(name, help, counter.clone());
+    counter
+}
+
+impl Metrics {
+    /// Registers every metric; `clustered` adds `tagcast_cluster_connected`.
+    pub fn new(clustered: bool) -> Metrics {
+        let mut registry = Registry::default();
+        let connections = family(
+            &mut registry,
+            "tagcast_connections",
+            "Open WebSocket connections, by listener",
+            "listener",
+            LISTENERS.map(Listener::as_str),
+        );
+        let opened = counter(
+            &mut registry,
+            "tagcast_connections_opened",
+            "WebSocket connections opened (upgraded)",
+        );
+        let mut codes = [""; CLOSE_CODES.len() + 1];
+        for (slot, (_, label)) in codes.iter_mut().zip(CLOSE_CODES) {
+            *slot = label;
+        }
+        codes[CLOSE_CODES.len()] = "other";
+        let closed = family(
+            &mut registry,
+            "tagcast_connections_closed",
+            "WebSocket connections closed, by close code (1006: the peer vanished without a close)",
+            "code",
+            codes,
+        );
+        let requests = family(
+            &mut registry,
+            "tagcast_requests",
+            "Requests received, by source (ws, http, cluster)",
+            "source",
+            Source::ALL.map(Source::as_str),
+        );
+        let deliveries = counter(
+            &mut registry,
+            "tagcast_deliveries",
+            "Messages queued to a connection (one per recipient of each request)",
+        );
+        let rejected = family(
+            &mut registry,
+            "tagcast_requests_rejected",
+            "Requests refused, by reason",
+            "reason",
+            Rejected::ALL.map(Rejected::as_str),
+        );
+        let slow_clients_closed = counter(
+            &mut registry,
+            "tagcast_slow_clients_closed",
+            "Connections closed with 4429 because their send queue overflowed",
+        );
+        let auth_reloads = family(
+            &mut registry,
+            "tagcast_auth_reloads",
+            "Reloads of the auth file, by result",
+            "result",
+            ["ok", "failed"],
+        );
+        let tls_reloads = family(
+            &mut registry,
+            "tagcast_tls_reloads",
+            "Reloads of the TLS certificate and key, by result",
+            "result",
+            ["ok", "failed"],
+        );
+        let cluster_connected = Gauge::default();
+        if clustered {
+            registry.register(
+                "tagcast_cluster_connected",
+                "1 while this node is connected to the cluster's Redis, else 0",
+                cluster_connected.clone(),
+            );
+        }
+        registry.register_collector(Box::new(ProcessCollector));
+        Metrics {
+            registry,
+            connections,
+            opened,
+            closed,
+            requests,
+            deliveries,
+            rejected,
+            slow_clients_closed,
+            auth_reloads,
+            tls_reloads,
+            cluster_connected,
+        }
+    }
+
+    /// A WebSocket connection opened on `listener`; the returned guard counts it open until
+    /// dropped.
+    pub fn connection_opened(&self, listener: Listener) -> OpenConnection<'_> {
+        self.opened.inc();
+        let gauge = &self.connections[listener_index(listener)];
+        gauge.inc();
+        OpenConnection { gauge }
+    }
+
+    /// A WebSocket connection closed with `code` (1006 when the peer vanished).
+    pub fn connection_closed(&self, code: u16) {
+        let index = CLOSE_CODES
+            .iter()
+            .position(|(known, _)| *known == code)
+            .unwrap_or(CLOSE_CODES.len());
+        self.closed[index].inc();
+    }
+
+    /// A request arrived from `source` (counted whether it is then accepted or not).
+    pub fn request(&self, source: Source) {
+        self.requests[source as usize].inc();
+    }
+
+    /// A request was refused.
+    pub fn rejected(&self, reason: Rejected) {
+        self.rejected[reason as usize].inc();
+    }
+
+    /// A request was queued to `delivered` connections, and `overflowed` slow ones were closed.
+    pub fn routed(&self, delivered: usize, overflowed: usize) {
+        self.deliveries.inc_by(delivered as u64);
+        if overflowed > 0 {
+            self.slow_clients_closed.inc_by(overflowed as u64);
+        }
+    }
+
+    /// The auth file was reloaded (`ok`) or a reload was refused.
+    pub fn auth_reloaded(&self, ok: bool) {
+        self.auth_reloads[usize::from(!ok)].inc();
+    }
+
+    /// The TLS certificate was reloaded (`ok`) or a reload was refused.
+    pub fn tls_reloaded(&self, ok: bool) {
+        self.tls_reloads[usize::from(!ok)].inc();
+    }
+
+    /// Whether this node is connected to the cluster (`tagcast_cluster_connected`).
+    pub fn set_cluster_connected(&self, connected: bool) {
+        self.cluster_connected.set(i64::from(connected));
+    }
+
+    /// The metrics in the Prometheus text format ([`CONTENT_TYPE`]).
+    pub fn encode(&self) -> String {
+        let mut text = String::with_capacity(4096);
+        // Writing into a String cannot fail; a collector's error would only truncate the text.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+fn listener_index(listener: Listener) -> usize {
+    match listener {
+        Listener::Ws => 0,
+        Listener::Wss => 1,
+    }
+}
+
+/// Counts one WebSocket connection in `tagcast_connections` while it lives.
+pub struct OpenConnection<'a> {
+    gauge: &'a Gauge,
+}
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// `process_*` metrics read from `/proc/self` at each scrape (Linux; nothing elsewhere).
+#[derive(Debug)]
+struct ProcessCollector;
+
+/// Clock ticks per second of `/proc/<pid>/stat` times: `USER_HZ`, fixed at 100 by the Linux ABI on
+/// every architecture (Prometheus' own procfs library relies on the same constant).
+const USER_HZ: f64 = 100.0;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(process) = ProcessStats::read() else {
+            return Ok(());
+        };
+        let counter = ConstCounter::new(process.cpu_seconds);
+        counter.encode(encoder.encode_descriptor(
+            "process_cpu",
+            "Total user and system CPU time spent",
+            Some(&Unit::Seconds),
+            counter.metric_type(),
+        )?)?;
+        let gauges = [
+            (
+                "process_resident_memory",
+                "Resident memory size",
+                Some(Unit::Bytes),
+                process.resident_bytes,
+            ),
+            (
+                "process_virtual_memory",
+                "Virtual memory size",
+                Some(Unit::Bytes),
+                process.virtual_bytes,
+            ),
+            (
+                "process_open_fds",
+                "Open file descriptors",
+                None,
+                process.open_fds,
+            ),
+            (
+                "process_max_fds",
+                "Most open file descriptors allowed (soft limit)",
+                None,
+                process.max_fds,
+            ),
+        ];
+        for (name, help, unit, value) in gauges {
+            let gauge = ConstGauge::new(value as i64);
+            gauge.encode(encoder.encode_descriptor(
+                name,
+                help,
+                unit.as_ref(),
+                gauge.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
+/// What `/proc/self` says of this process.
+struct ProcessStats {
+    cpu_seconds: f64,
+    resident_bytes: u64,
+    virtual_bytes: u64,
+    open_fds: u64,
+    max_fds: u64,
+}
+
+impl ProcessStats {
+    fn read() -> Option<ProcessStats> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // The command name (field 2) may hold spaces and parentheses: fields resume after the last ')'.
+        let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+        // utime and stime are fields 14 and 15 of proc(5); `fields[0]` is field 3.
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let kib = |key: &str| -> Option<u64> {
+            let line = status.lines().find(|line| line.starts_with(key))?;
+            line.get(key.len()..)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        };
+        let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+        let max_fds = limits
+            .lines()
+            .find(|line| line.starts_with("Max open files"))
+            .and_then(|line| line.get("Max open files".len()..))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|soft| soft.parse().ok())
+            .unwrap_or(0);
+        Some(ProcessStats {
+            cpu_seconds: ticks as f64 / USER_HZ,
+            resident_bytes: kib("VmRSS:")? * 1024,
+            virtual_bytes: kib("VmSize:")? * 1024,
+            open_fds: std::fs::read_dir("/proc/self/fd").ok()?.count() as u64,
+            max_fds,
+        })
+    }
+}

@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# End-to-end test of the Debian package under real systemd: builds the .deb, boots the machine's
+# own systemd in a throwaway container (tests/systemd/sdbox, systemd-nspawn on an overlay of /),
+# installs the package with apt and drives the service the way an operator would.
+#
+# Needs root, systemd-container, lintian, jq and cargo-deb (.ci/run installs them). The container
+# shares the host network: the service listens on 127.0.0.1:8080 as the host sees it, so that
+# port must be free. Every check is run and reported; the exit status is 1 when any failed.
+#
+#   bash tests/systemd/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+SDBOX=tests/systemd/sdbox
+BOX=tagcast-e2e-$$
+URL=ws://127.0.0.1:8080/
+WAIT_S=10
+export CARGO_TERM_COLOR=never
+
+failures=()
+pass() { printf 'PASS  %s\n' "$1"; }
+fail() { printf 'FAIL  %s\n' "$1"; failures+=("$1"); }
+# check NAME COMMAND...: runs COMMAND, records the result under NAME.
+check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name"; fi; }
+# eventually COMMAND...: true once COMMAND succeeds, polling for at most WAIT_S seconds.
+eventually() {
+    local deadline=$((SECONDS + WAIT_S))
+    until "$@"; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.1
+    done
+}
+die() { printf 'ERROR %s\n' "$*" >&2; exit 1; }
+
+for tool in systemd-nspawn lintian jq cargo-deb; do
+    command -v "$tool" >/dev/null || die "$tool is missing (see .ci/run: systemd tests)"
+done
+[ "$(id -u)" = 0 ] || die "run as root (systemd-nspawn)"
+if ss -Hltn 'sport = :8080' | grep -q .; then die "port 8080 is in use on this machine"; fi
+
+echo "=== build the package"
+cargo build --release
+cargo deb --no-build
+# The .deb of this version (cargo-deb names it tagcast_VERSION-REVISION_ARCH.deb).
+DEB=$(ls -t "${CARGO_TARGET_DIR:-target}"/debian/tagcast_*.deb | head -1)
+TAGCAST=${CARGO_TARGET_DIR:-target}/release/tagcast
+echo "package: $DEB"
+check "lintian --fail-on error" lintian --allow-root --fail-on error "$DEB"
+
+WORK=$(mktemp -d)
+listeners=()
+cleanup() {
+    for pid in "${listeners[@]}"; do kill "$pid" 2>/dev/null || true; done
+    "$SDBOX" down "$BOX" >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+echo "=== boot systemd and install"
+"$SDBOX" up "$BOX"
+ROOT=$("$SDBOX" root "$BOX")
+box() { "$SDBOX" exec "$BOX" "$@"; }
+prop() { box systemctl show tagcast -p "$1" --value; }
+cp "$DEB" "$ROOT/var/tmp/tagcast.deb"
+box apt-get install -y /var/tmp/tagcast.deb
+active() { test "$(box systemctl is-active tagcast)" = active; }
+check "the service is active after install (READY=1 arrived)" active
+check "the service is enabled" test "$(box systemctl is-enabled tagcast)" = enabled
+status_has() { grep -q "$1" <<<"$(prop StatusText)"; }
+check "STATUS= shows the connections" eventually status_has "0 connections"
+verify=$(box systemd-analyze verify /lib/systemd/system/tagcast.service 2>&1)
+check "systemd-analyze verify prints nothing" test -z "$verify"
+[ -z "$verify" ] || printf '%s\n' "$verify"
+score=$(box systemd-analyze security tagcast --no-pager 2>&1 | sed -n 's/.*Overall exposure level for tagcast.service: \([0-9.]*\).*/\1/p')
+echo "systemd-analyze security: $score"
+check "systemd-analyze security scores at most 2.0" awk -v s="$score" 'BEGIN { exit !(s != "" && s <= 2.0) }'
+
+AUTH=$ROOT/etc/tagcast/auth.yml
+check "auth.yml is created 0640 root:tagcast" \
+    test "$(box stat -c '%a %U:%G' /etc/tagcast/auth.yml)" = "640 root:tagcast"
+SECRET=$(sed -n 's/^ *secret: *//p' "$AUTH" | head -1)
+check "auth.yml holds one application with a random secret" \
+    test "$(grep -c 'key:' "$AUTH")" = 1 -a "${#SECRET}" -ge 32
+
+echo "=== a client receives what tagcast send sends"
+listen() { # listen NAME [ARGS...]: a background `tagcast listen` on room=e2e; output in $WORK/NAME.*
+    local name=$1; shift
+    "$TAGCAST" listen --url "$URL" --tag room=e2e "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+    listeners+=($!)
+}
+send() { "$TAGCAST" send --url "$URL" --tag room=e2e "$@"; }
+received() { grep -qx "\"$2\"" "$WORK/$1.out"; }
+listen first
+check "the listener is counted in STATUS=" eventually status_has "^1 connection,"
+check "tagcast send with the installed secret is accepted" send --key application1 --secret "$SECRET" hello-1
+check "the listener receives it" eventually received first hello-1
+PID=$(prop MainPID)
+
+echo "=== auth.yml edited from the host takes effect without a restart (needs the auth branch)"
+random_secret() { od -An -tx1 -N16 /dev/urandom | tr -d ' \n'; }
+NEW_SECRET=$(random_secret)
+SECOND_SECRET=$(random_secret)
+GID=$(awk -F: '$1 == "tagcast" { print $3 }' "$ROOT/etc/group")
+cat >"$AUTH.new" <<EOF
+applications:
+  - key: application1
+    secret: $NEW_SECRET
+    authorizeOpen: true
+  - key: application2
+    secret: $SECOND_SECRET
+    authorizeOpen: false
+EOF
+chown "0:$GID" "$AUTH.new"
+chmod 0640 "$AUTH.new"
+mv "$AUTH.new" "$AUTH"
+check "the new secret is accepted" \
+    eventually send --key application2 --secret "$SECOND_SECRET" hello-2 2>/dev/null
+check "application1's new secret is accepted" send --key application1 --secret "$NEW_SECRET" hello-3
+refused=$(send --key application1 --secret "$SECRET" hello-old 2>&1 || true)
+check "the old secret is refused with 4401" grep -q 4401 <<<"$refused"
+check "same MainPID (no restart)" test "$(prop MainPID)" = "$PID"
+check "the listener was not dropped" eventually received first hello-3
+check "STATUS= counts the applications" eventually status_has "auth: 2 applications"
+
+echo "=== systemctl reload"
+since=$(box date '+%Y-%m-%d %H:%M:%S')
+start_ns=$(date +%s%N)
+check "systemctl reload tagcast succeeds" timeout 10 "$SDBOX" exec "$BOX" systemctl reload tagcast
+reload_ms=$((($(date +%s%N) - start_ns) / 1000000))
+echo "systemctl reload took ${reload_ms} ms"
+check "systemctl reload returns within 3 s" test "$reload_ms" -lt 3000
+journal_has() { box journalctl -u tagcast --since "$since" -o cat --no-pager | grep -F -- "$1" >/dev/null; }
+check "the journal shows the reload" eventually journal_has "reload done"
+check "same MainPID after reload" test "$(prop MainPID)" = "$PID"
+check "the listener survived the reload" status_has "^1 connection,"
+
+echo "=== structured journal entries, no secret"
+# A client that opens with its key (and secret) in the URL and tags, then sends a bad request:
+# the server closes it with 4400 and logs it at notice level with the connection's fields.
+bad_request() {
+    exec 3<>/dev/tcp/127.0.0.1/8080
+    printf 'GET /?tags=%%7B%%22room%%22%%3A%%22e2e%%22%%7D&key=application1&secret=%s HTTP/1.1\r\nHost: e2e\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n' "$NEW_SECRET" >&3
+    printf '\x81\x88\x00\x00\x00\x00not json' >&3 # a masked text frame (zero mask)
+    timeout 5 cat <&3 | od -An -tx1 | tr -d '\n' >"$WORK/bad.bytes" || true
+    exec 3>&-
+    grep -q '88 [0-9a-f][0-9a-f] 11 30' "$WORK/bad.bytes" # a close frame with code 4400
+}
+check "a bad request is closed with 4400" bad_request
+box journalctl -u tagcast -o json --no-pager >"$WORK/journal.json"
+refusal() { jq -e 'select((.MESSAGE | startswith("request refused with 4400")) and .CODE == "4400"
+    and .CONN != null and (.PEER | startswith("127.0.0.1:")) and .TAGS != null
+    and .APP == "application1" and .PRIORITY == "5")' "$WORK/journal.json" >/dev/null; }
+check "journal entry with CONN, PEER, TAGS, APP, CODE at notice priority" refusal
+box journalctl -o json --no-pager >"$WORK/all.json"
+no_secret() { ! grep -qF -e "$SECRET" -e "$NEW_SECRET" -e "$SECOND_SECRET" "$WORK/all.json"; }
+check "no secret anywhere in the journal" no_secret
+
+echo "=== systemctl stop: close 1001"
+check "systemctl stop tagcast succeeds" box systemctl stop tagcast
+check "the listener got close 1001" eventually grep -q 1001 "$WORK/first.err"
+check "the service is inactive" test "$(box systemctl is-active tagcast)" = inactive
+
+echo "=== an upgrade (here a reinstall) keeps the admin's edits"
+printf '\n# edited by the admin\n' >>"$ROOT/etc/tagcast/tagcast.toml"
+auth_before=$(sha256sum <"$AUTH")
+check "dpkg -i over the installed package" box dpkg -i /var/tmp/tagcast.deb
+check "tagcast.toml keeps the admin's edit" grep -q "edited by the admin" "$ROOT/etc/tagcast/tagcast.toml"
+check "auth.yml is left as it was" test "$(sha256sum <"$AUTH")" = "$auth_before"
+check "the service runs after the upgrade" eventually active
+
+echo "=== a broken tagcast.toml: reload reports it, restart fails naming the key, no restart loop"
+cp "$ROOT/etc/tagcast/tagcast.toml" "$WORK/tagcast.toml"
+printf '[server]\nprot = 8080\n' >"$ROOT/etc/tagcast/tagcast.toml"
+PID=$(prop MainPID)
+check "systemctl reload returns (the running server goes on)" \
+    timeout 10 "$SDBOX" exec "$BOX" systemctl reload tagcast
+check "STATUS= tells the reload failed, naming the key" eventually status_has "last reload failed.*prot"
+check "same MainPID, still active" test "$(prop MainPID) $(box systemctl is-active tagcast)" = "$PID active"
+since=$(box date '+%Y-%m-%d %H:%M:%S')
+check "systemctl restart fails" eval '! box systemctl restart tagcast'
+check "the journal names the key" eventually journal_has 'unknown field `prot`'
+# Restart= would act within RestartSec=2; look past it.
+sleep 3
+check "no restart (NRestarts=0, failed, exit 78)" \
+    test "$(prop NRestarts) $(prop ActiveState) $(prop ExecMainStatus)" = "0 failed 78"
+cp "$WORK/tagcast.toml" "$ROOT/etc/tagcast/tagcast.toml"
+check "restart with the config repaired" box systemctl restart tagcast
+
+echo "=== purge"
+check "apt-get purge succeeds" box apt-get purge -y tagcast
+check "/etc/tagcast is gone" test ! -e "$ROOT/etc/tagcast"
+check "the unit is gone" test ! -e "$ROOT/lib/systemd/system/tagcast.service"
+check "nothing listens on 8080" eval '! ss -Hltn "sport = :8080" | grep -q .'
+
+echo
+if ((${#failures[@]})); then
+    printf '%d check(s) failed:\n' "${#failures[@]}"
+    printf '  %s\n' "${failures[@]}"
+    exit 1
+fi
+echo "all systemd checks passed"
