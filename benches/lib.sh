@@ -27,7 +27,9 @@ start_server() {
   : >"$work/log"
   case $1 in
     tagcast | tagcast-tls)
-      printf '[server]\naddress = "127.0.0.1"\nport = 0\n[log]\nlevel = "info"\n' >"$work/tagcast.toml"
+      # admin_address = "": /metrics and /healthz on the main listener, not on a fixed port.
+      printf '[server]\naddress = "127.0.0.1"\nport = 0\n[http]\nadmin_address = ""\n[log]\nlevel = "info"\n' \
+        >"$work/tagcast.toml"
       if [ "$1" = tagcast-tls ]; then
         [ -f "$work/cert.pem" ] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
           -nodes -keyout "$work/key.pem" -out "$work/cert.pem" -days 2 -subj /CN=localhost \
@@ -36,7 +38,7 @@ start_server() {
         printf '[tls]\nport = 0\ncert = "%s"\nkey = "%s"\n' "$work/cert.pem" "$work/key.pem" >>"$work/tagcast.toml"
       fi
       NO_COLOR=1 "$tagcast" serve --config "$work/tagcast.toml" >"$work/log" 2>&1 &
-      pattern='s/.*listening for ws address=127\.0\.0\.1:\([0-9]*\).*/\1/p' ;;
+      pattern='s/.*listening for ws .*address=127\.0\.0\.1:\([0-9]*\).*/\1/p' ;;
     node-ws)
       [ -d "$node_peer/node_modules/ws" ] || (cd "$node_peer" && npm ci --no-audit --no-fund --silent)
       PORT=0 node "$node_peer/server.js" >"$work/log" 2>&1 &
@@ -46,7 +48,7 @@ start_server() {
   port=
   for _ in $(seq 200); do
     port=$(sed -n "$pattern" "$work/log" | head -1)
-    tls_port=$(sed -n 's/.*listening for wss address=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/log" | head -1)
+    tls_port=$(sed -n 's/.*listening for wss .*address=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/log" | head -1)
     [ -n "$port" ] && { [ "$1" != tagcast-tls ] || [ -n "$tls_port" ]; } && return 0
     sleep 0.05
   done
