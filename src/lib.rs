@@ -76,6 +76,7 @@
 //! - [`mock`]: `WebSocketClientMock` for users' unit tests (feature `mock`).
 //! - [`systemd`]: readiness, status, reload, stop and watchdog messages to systemd.
 //! - [`logging`]: logs to the journal under systemd, to stderr otherwise.
+//! - [`bench`]: `tagcast bench`, the load tool for any server speaking this protocol.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -88,6 +89,8 @@ pub mod mock;
 
 #[cfg(feature = "server")]
 pub mod auth;
+#[cfg(feature = "server")]
+pub mod bench;
 #[cfg(feature = "server")]
 pub mod cluster;
 #[cfg(feature = "server")]

@@ -37,6 +37,8 @@ enum Command {
     Send(SendArgs),
     /// Connect with tags and print every message that arrives, one per line.
     Listen(ListenArgs),
+    /// Measure a server speaking this protocol: deliveries/s, loss, latency, CPU, memory.
+    Bench(tagcast::bench::BenchArgs),
 }
 
 #[derive(clap::Args, Default)]
@@ -109,6 +111,7 @@ fn main() -> ExitCode {
             Command::Check(args) => check(args),
             Command::Send(args) => report(send(args).await),
             Command::Listen(args) => report(listen(args).await),
+            Command::Bench(args) => report(tagcast::bench::run(args).await.map_err(Into::into)),
         }
     })
 }

@@ -308,26 +308,8 @@ pub fn upgrade_request(target: &str) -> String {
 
 /// A masked client frame.
 pub fn masked_frame(first: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x12, 0x34, 0x56, 0x78];
-    let mut frame = vec![first];
-    match payload.len() {
-        length @ 0..=125 => frame.push(0x80 | length as u8),
-        length @ 126..=0xFFFF => {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(length as u16).to_be_bytes());
-        }
-        length => {
-            frame.push(0x80 | 127);
-            frame.extend_from_slice(&(length as u64).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(&mask);
-    frame.extend(
-        payload
-            .iter()
-            .zip(mask.iter().cycle())
-            .map(|(byte, key)| byte ^ key),
-    );
+    let mut frame = Vec::new();
+    tagcast::bench::client::push_masked_frame(&mut frame, first, payload, [0x12, 0x34, 0x56, 0x78]);
     frame
 }
 

@@ -1,0 +1,32 @@
+// Medians of `tagcast bench` JSON lines tagged by benches/compare.sh, as a Markdown table.
+// Usage: node benches/medians.js RESULTS.jsonl
+'use strict';
+const fs = require('fs');
+
+const lines = fs.readFileSync(process.argv[2], 'utf8').split('\n').filter(Boolean).map(JSON.parse);
+const median = (values) => {
+  const sorted = values.filter((value) => typeof value === 'number').sort((a, b) => a - b);
+  if (sorted.length === 0) return null;
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+};
+const groups = new Map();
+for (const line of lines) {
+  const key = `${line.scenario}\t${line.server_name}`;
+  if (!groups.has(key)) groups.set(key, []);
+  groups.get(key).push(line);
+}
+const fixed = (value, digits) => (value === null ? '-' : value.toFixed(digits));
+console.log('| scenario | server | runs | deliveries/s | loss | p50 ms | p99 ms | p99.9 ms | max ms | server CPU s/M | RSS MiB | RSS KiB/conn |');
+console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
+for (const [key, group] of groups) {
+  const [scenario, server] = key.split('\t');
+  const pick = (get) => median(group.map(get));
+  const rate = pick((line) => line.deliveries_per_s);
+  const rss = pick((line) => line.server && line.server.rss_kib);
+  console.log(`| ${scenario} | ${server} | ${group.length} | ${scenario === 'conns' ? '-' : (rate / 1e6).toFixed(3) + ' M'} | ` +
+    `${Math.max(...group.map((line) => line.loss))} | ` +
+    ['p50', 'p99', 'p99_9', 'max'].map((q) => fixed(pick((line) => line.latency_ms[q]), 2)).join(' | ') + ' | ' +
+    `${fixed(pick((line) => line.server && line.server.cpu_s_per_million), 3)} | ${fixed(rss === null ? null : rss / 1024, 1)} | ` +
+    `${fixed(pick((line) => line.server && line.server.rss_per_connection_kib), 2)} |`);
+}

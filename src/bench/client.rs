@@ -1,0 +1,497 @@
+//! A lean WebSocket client for load: raw TCP (or TLS), a fixed handshake, masked frames written
+//! in batches, server frames split without copying. It does only what the load tool needs, so
+//! that thousands of subscribers cost the machine little next to the server they measure.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
+use tokio_rustls::rustls::crypto::{CryptoProvider, aws_lc_rs};
+use tokio_rustls::rustls::{
+    self, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+
+/// A connection could not be opened or broke.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The URL is not `ws://HOST[:PORT][/PATH]` or `wss://...`.
+    #[error("bad URL {0:?}: expected ws://HOST[:PORT][/PATH] or wss://...")]
+    BadUrl(String),
+    /// The host name does not resolve.
+    #[error("cannot resolve {0}")]
+    Resolve(String),
+    /// The CA file is unreadable or holds no certificate.
+    #[error("cannot load CA certificates from {path}: {reason}")]
+    Ca {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// `wss://` without `--ca` or `--insecure`.
+    #[error("wss:// needs --ca PEM (the server's CA or self-signed certificate) or --insecure")]
+    NoTrust,
+    /// TLS configuration failed.
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    /// A socket call failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        source: io::Error,
+    },
+    /// The server answered the upgrade with something other than 101.
+    #[error("upgrade refused: {0}")]
+    Refused(String),
+}
+
+fn io_error(what: &'static str) -> impl FnOnce(io::Error) -> ClientError {
+    move |source| ClientError::Io { what, source }
+}
+
+/// Where and how to connect: the server from the URL, the TLS settings, the source addresses.
+pub struct Target {
+    address: SocketAddr,
+    host: String,
+    path: String,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// Number of loopback source addresses (127.0.0.1..=127.0.0.k) to spread connections over;
+    /// 0 when the server is not on 127.0.0.0/8 (the kernel then picks the source).
+    sources: u8,
+}
+
+/// How to trust the server's certificate on `wss://`.
+#[derive(Clone, Debug, Default)]
+pub struct TlsTrust {
+    /// PEM file of the CA (or self-signed certificate) to trust.
+    pub ca: Option<std::path::PathBuf>,
+    /// Accept any certificate (test certificates only).
+    pub insecure: bool,
+}
+
+impl Target {
+    /// Resolves `url` once. `sources` loopback addresses are used when the server is on
+    /// 127.0.0.0/8.
+    pub async fn new(url: &str, trust: &TlsTrust, sources: u8) -> Result<Target, ClientError> {
+        let bad = || ClientError::BadUrl(url.to_owned());
+        let (secure, rest) = if let Some(rest) = url.strip_prefix("ws://") {
+            (false, rest)
+        } else if let Some(rest) = url.strip_prefix("wss://") {
+            (true, rest)
+        } else {
+            return Err(bad());
+        };
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(at) => (&rest[..at], &rest[at..]),
+            None => (rest, "/"),
+        };
+        if authority.is_empty() || path.contains('#') {
+            return Err(bad());
+        }
+        let default_port = if secure { 443 } else { 80 };
+        let (host, port) = match authority.strip_prefix('[') {
+            // [IPv6]:port
+            Some(rest) => {
+                let (host, port) = rest.split_once(']').ok_or_else(bad)?;
+                (host, port.strip_prefix(':'))
+            }
+            None => match authority.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            },
+        };
+        let port = match port {
+            Some(port) => port.parse::<u16>().map_err(|_| bad())?,
+            None => default_port,
+        };
+        let address = tokio::net::lookup_host((host, port))
+            .await
+            .ok()
+            .and_then(|mut addresses| addresses.next())
+            .ok_or_else(|| ClientError::Resolve(authority.to_owned()))?;
+        let path = if path.starts_with('?') {
+            format!("/{path}")
+        } else {
+            path.to_owned()
+        };
+        let tls = match secure {
+            true => {
+                let name = ServerName::try_from(host.to_owned()).map_err(|_| bad())?;
+                Some((TlsConnector::from(Arc::new(client_config(trust)?)), name))
+            }
+            false => None,
+        };
+        let sources = match address.ip() {
+            IpAddr::V4(ip) if ip.is_loopback() => sources.max(1),
+            _ => 0,
+        };
+        Ok(Target {
+            address,
+            host: authority.to_owned(),
+            path,
+            tls,
+            sources,
+        })
+    }
+
+    /// Opens connection number `index` (which picks its source address) with `tags` (a JSON
+    /// object's text, or none) and completes the WebSocket handshake. Returns the stream and
+    /// any bytes the server sent after its handshake answer.
+    pub async fn connect(
+        &self,
+        index: usize,
+        tags: Option<&str>,
+    ) -> Result<(Stream, Vec<u8>), ClientError> {
+        let socket = match self.address {
+            SocketAddr::V4(_) => TcpSocket::new_v4(),
+            SocketAddr::V6(_) => TcpSocket::new_v6(),
+        }
+        .map_err(io_error("socket"))?;
+        if self.sources > 0 {
+            // Let connect() pick the port, unique per 4-tuple, rather than bind() reserving
+            // one per source address: more than 28 000 connections fit this way.
+            nix::sys::socket::setsockopt(
+                &socket,
+                nix::sys::socket::sockopt::IpBindAddressNoPort,
+                &true,
+            )
+            .map_err(|errno| io_error("IP_BIND_ADDRESS_NO_PORT")(errno.into()))?;
+            let source = Ipv4Addr::new(127, 0, 0, 1 + (index % self.sources as usize) as u8);
+            socket
+                .bind(SocketAddr::new(IpAddr::V4(source), 0))
+                .map_err(io_error("bind"))?;
+        }
+        let tcp = socket
+            .connect(self.address)
+            .await
+            .map_err(io_error("connect"))?;
+        tcp.set_nodelay(true).map_err(io_error("TCP_NODELAY"))?;
+        let mut stream = match &self.tls {
+            Some((connector, name)) => Stream::Tls(Box::new(
+                connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(io_error("TLS handshake"))?,
+            )),
+            None => Stream::Plain(tcp),
+        };
+        let request = self.upgrade_request(tags);
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(io_error("write"))?;
+        let leftover = read_upgrade_answer(&mut stream).await?;
+        Ok((stream, leftover))
+    }
+
+    fn upgrade_request(&self, tags: Option<&str>) -> String {
+        let mut target = self.path.clone();
+        if let Some(tags) = tags {
+            target.push(if target.contains('?') { '&' } else { '?' });
+            target.push_str("tags=");
+            target.extend(form_urlencoded::byte_serialize(tags.as_bytes()));
+        }
+        format!(
+            "GET {target} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n\r\n",
+            self.host
+        )
+    }
+}
+
+/// The handshake key every connection sends, and the answer RFC 6455 derives from it.
+const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+/// Reads the answer head; returns the bytes after it.
+async fn read_upgrade_answer(stream: &mut Stream) -> Result<Vec<u8>, ClientError> {
+    let mut head = Vec::with_capacity(256);
+    let mut chunk = [0u8; 512];
+    loop {
+        let read = stream.read(&mut chunk).await.map_err(io_error("read"))?;
+        if read == 0 {
+            return Err(ClientError::Refused(
+                "connection closed during the handshake".into(),
+            ));
+        }
+        head.extend_from_slice(&chunk[..read]);
+        if let Some(end) = head.windows(4).position(|window| window == b"\r\n\r\n") {
+            let text = String::from_utf8_lossy(&head[..end]);
+            let status = text.lines().next().unwrap_or_default();
+            let accepted = text.lines().any(|line| {
+                line.split_once(':').is_some_and(|(name, value)| {
+                    name.eq_ignore_ascii_case("sec-websocket-accept") && value.trim() == ACCEPT
+                })
+            });
+            if !status.starts_with("HTTP/1.1 101") || !accepted {
+                let body = String::from_utf8_lossy(&head[end + 4..]);
+                return Err(ClientError::Refused(format!("{status} {}", body.trim())));
+            }
+            return Ok(head.split_off(end + 4));
+        }
+        if head.len() > 16 * 1024 {
+            return Err(ClientError::Refused("answer head too long".into()));
+        }
+    }
+}
+
+fn client_config(trust: &TlsTrust) -> Result<ClientConfig, ClientError> {
+    let provider = Arc::new(aws_lc_rs::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    if trust.insecure {
+        return Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth());
+    }
+    let Some(path) = &trust.ca else {
+        return Err(ClientError::NoTrust);
+    };
+    let ca_error = |reason: String| ClientError::Ca {
+        path: path.display().to_string(),
+        reason,
+    };
+    let mut roots = RootCertStore::empty();
+    let certificates = CertificateDer::pem_file_iter(Path::new(path))
+        .map_err(|error| ca_error(error.to_string()))?;
+    for certificate in certificates {
+        let certificate = certificate.map_err(|error| ca_error(error.to_string()))?;
+        roots
+            .add(certificate)
+            .map_err(|error| ca_error(error.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(ca_error("no certificate in the file".into()));
+    }
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// `--insecure`: accepts any certificate, still checking the handshake signatures.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A plain or TLS connection.
+pub enum Stream {
+    /// `ws://`.
+    Plain(TcpStream),
+    /// `wss://`.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Stream::Tls(stream) => Pin::new(stream).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Stream::Tls(stream) => Pin::new(stream).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Stream::Tls(stream) => Pin::new(stream).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Stream::Tls(stream) => Pin::new(stream).poll_shutdown(cx),
+        }
+    }
+}
+
+/// First byte of a whole text frame (FIN and opcode 1).
+pub const TEXT: u8 = 0x81;
+/// First byte of a pong frame.
+pub const PONG: u8 = 0x8A;
+
+/// Appends one masked client frame to `out`: `first` is the byte holding FIN, RSV and opcode
+/// (e.g. [`TEXT`]).
+pub fn push_masked_frame(out: &mut Vec<u8>, first: u8, payload: &[u8], mask: [u8; 4]) {
+    out.push(first);
+    match payload.len() {
+        length @ 0..=125 => out.push(0x80 | length as u8),
+        length @ 126..=0xFFFF => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(length as u16).to_be_bytes());
+        }
+        length => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(length as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(
+        payload
+            .iter()
+            .zip(mask.iter().cycle())
+            .map(|(byte, key)| byte ^ key),
+    );
+}
+
+/// A server frame found at the start of a buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ServerFrame {
+    /// The opcode (1 text, 8 close, 9 ping, ...).
+    pub opcode: u8,
+    /// Where the payload starts, from the start of the buffer.
+    pub payload_start: usize,
+    /// Header plus payload length.
+    pub length: usize,
+}
+
+/// The first frame in `buffer`, `None` when it is not complete yet. Server frames are not
+/// masked; a masked one is taken as is (the load tool only reads its own payload format).
+pub fn split_server_frame(buffer: &[u8]) -> Option<ServerFrame> {
+    let (&first, rest) = buffer.split_first()?;
+    let &second = rest.first()?;
+    let (payload, header) = match second & 0x7F {
+        126 => (
+            u16::from_be_bytes(buffer.get(2..4)?.try_into().ok()?) as usize,
+            4,
+        ),
+        127 => (
+            u64::from_be_bytes(buffer.get(2..10)?.try_into().ok()?) as usize,
+            10,
+        ),
+        length => (length as usize, 2),
+    };
+    let header: usize = header + if second & 0x80 != 0 { 4 } else { 0 };
+    let length = header.checked_add(payload)?;
+    (buffer.len() >= length).then_some(ServerFrame {
+        opcode: first & 0x0F,
+        payload_start: header,
+        length,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_frames_split_at_every_length_form() {
+        for size in [0, 5, 125, 126, 300, 70_000] {
+            let payload = vec![b'a'; size];
+            let frame = crate::frame::text_frame(std::str::from_utf8(&payload).unwrap());
+            let mut buffer = frame.to_vec();
+            assert_eq!(split_server_frame(&buffer[..buffer.len() - 1]), None);
+            buffer.extend_from_slice(b"\x88\x00");
+            let found = split_server_frame(&buffer).unwrap();
+            assert_eq!((found.opcode, found.length), (1, frame.len()));
+            assert_eq!(&buffer[found.payload_start..found.length], &payload[..]);
+        }
+    }
+
+    #[test]
+    fn masked_frames_read_back_through_the_server_reader() {
+        let mut out = Vec::new();
+        push_masked_frame(&mut out, TEXT, b"hello", [9, 8, 7, 6]);
+        let mut reader = crate::frame::MessageReader::new(1024, bytes::BytesMut::from(&out[..]));
+        assert_eq!(
+            reader.next_message(),
+            Ok(Some(crate::frame::Incoming::Text(
+                bytes::Bytes::from_static(b"hello")
+            )))
+        );
+    }
+
+    #[tokio::test]
+    async fn urls_resolve_with_or_without_port_and_path() {
+        let trust = TlsTrust::default();
+        let target = Target::new("ws://127.0.0.1:9/x?a=1", &trust, 4)
+            .await
+            .unwrap();
+        assert_eq!(target.address, "127.0.0.1:9".parse().unwrap());
+        assert_eq!((target.path.as_str(), target.sources), ("/x?a=1", 4));
+        assert!(
+            target
+                .upgrade_request(Some("{}"))
+                .starts_with("GET /x?a=1&tags=%7B%7D HTTP/1.1")
+        );
+        let target = Target::new("ws://[::1]:9", &trust, 4).await.unwrap();
+        assert_eq!(
+            (target.address.port(), target.path.as_str(), target.sources),
+            (9, "/", 0)
+        );
+        assert!(Target::new("http://127.0.0.1", &trust, 1).await.is_err());
+    }
+}

@@ -1,0 +1,357 @@
+//! The receiving side: subscriber connections, each a task that reads whole batches of frames,
+//! parses only the index and timestamp at the start of each message, and posts its progress on
+//! a shared [`Board`] that the publishers read to keep their window.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::client::{self, ClientError, Stream, Target};
+use super::histogram::Histogram;
+use super::plan::{Payload, Plan, parse_payload};
+
+/// Nanoseconds since the Unix epoch: comparable between the load tool's processes.
+pub fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64)
+}
+
+/// Latency histograms are sharded so that subscribers on different threads rarely contend.
+const SHARDS: usize = 16;
+/// Handshakes in flight at once: more would overflow the server's accept backlog.
+const CONNECTING_AT_ONCE: usize = 128;
+/// Errors kept word for word; the rest are only counted.
+const ERRORS_KEPT: usize = 5;
+
+/// Progress of the receiving side, one unit per subscriber (in the process that runs them) or
+/// per worker process (in the parent).
+pub struct Board {
+    publishers: usize,
+    /// Units whose subscribers are all connected.
+    connected: AtomicUsize,
+    /// Units whose subscribers all received a warm-up message.
+    ready: AtomicUsize,
+    units: usize,
+    /// `[unit * publishers + publisher]`: every message of that publisher with a lower index
+    /// has been received by the unit.
+    received_below: Vec<AtomicU64>,
+    /// Messages received, per unit.
+    received: Vec<AtomicU64>,
+    /// When the first and the last message arrived (ns since the epoch).
+    first_receipt: AtomicU64,
+    last_receipt: AtomicU64,
+    latencies: Vec<Mutex<Histogram>>,
+    errors: Mutex<(Vec<String>, usize)>,
+    /// A worker failed: the scenario cannot go on.
+    failed: AtomicBool,
+}
+
+impl Board {
+    /// A board for `units` units and `publishers` publishers.
+    pub fn new(units: usize, publishers: usize) -> Board {
+        Board {
+            publishers,
+            connected: AtomicUsize::new(0),
+            ready: AtomicUsize::new(0),
+            units,
+            received_below: (0..units * publishers).map(|_| AtomicU64::new(0)).collect(),
+            received: (0..units).map(|_| AtomicU64::new(0)).collect(),
+            first_receipt: AtomicU64::new(u64::MAX),
+            last_receipt: AtomicU64::new(0),
+            latencies: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            errors: Mutex::default(),
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    /// True when every unit is connected.
+    pub fn all_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire) >= self.units
+    }
+
+    /// Units that received a warm-up message.
+    pub fn ready_units(&self) -> usize {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// True when every unit received a warm-up message.
+    pub fn all_ready(&self) -> bool {
+        self.ready_units() >= self.units
+    }
+
+    /// Number of units.
+    pub fn units(&self) -> usize {
+        self.units
+    }
+
+    /// Marks one more unit connected.
+    pub fn add_connected(&self) {
+        self.connected.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Marks one more unit ready.
+    pub fn add_ready(&self) {
+        self.ready.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Every message of `publisher` below the returned index was received by every unit.
+    pub fn min_received_below(&self, publisher: usize) -> u64 {
+        (0..self.units)
+            .map(|unit| {
+                self.received_below[unit * self.publishers + publisher].load(Ordering::Acquire)
+            })
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Sets a unit's progress for `publisher`.
+    pub fn set_received_below(&self, unit: usize, publisher: usize, below: u64) {
+        self.received_below[unit * self.publishers + publisher].store(below, Ordering::Release);
+    }
+
+    /// Sets a unit's count of received messages.
+    pub fn set_received(&self, unit: usize, count: u64) {
+        self.received[unit].store(count, Ordering::Release);
+    }
+
+    /// Messages received by all units.
+    pub fn received(&self) -> u64 {
+        self.received
+            .iter()
+            .map(|count| count.load(Ordering::Acquire))
+            .sum()
+    }
+
+    /// Widens the first-to-last receipt span to include `first..=last`.
+    pub fn note_receipts(&self, first: u64, last: u64) {
+        self.first_receipt.fetch_min(first, Ordering::AcqRel);
+        self.last_receipt.fetch_max(last, Ordering::AcqRel);
+    }
+
+    /// First and last receipt (ns since the epoch); `None` before any.
+    pub fn receipts(&self) -> Option<(u64, u64)> {
+        let first = self.first_receipt.load(Ordering::Acquire);
+        (first != u64::MAX).then(|| (first, self.last_receipt.load(Ordering::Acquire)))
+    }
+
+    /// Adds latencies measured elsewhere (a subscriber's batch, a worker's histogram).
+    pub fn merge_latencies(&self, shard: usize, histogram: &Histogram) {
+        self.latencies[shard % SHARDS]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .merge(histogram);
+    }
+
+    fn record_latencies(&self, shard: usize, latencies: &[u64]) {
+        let mut histogram = self.latencies[shard % SHARDS]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for &latency in latencies {
+            histogram.record(latency);
+        }
+    }
+
+    /// All latencies recorded.
+    pub fn latencies(&self) -> Histogram {
+        let mut all = Histogram::default();
+        for shard in &self.latencies {
+            all.merge(&shard.lock().unwrap_or_else(PoisonError::into_inner));
+        }
+        all
+    }
+
+    /// Records an error (a connection closed by the server, a message out of order, ...).
+    pub fn error(&self, error: String) {
+        let mut errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
+        if errors.0.len() < ERRORS_KEPT {
+            errors.0.push(error);
+        }
+        errors.1 += 1;
+    }
+
+    /// The errors kept and how many there were in all.
+    pub fn errors(&self) -> (Vec<String>, usize) {
+        self.errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Marks the scenario as failed (a worker died); waiting loops give up.
+    pub fn fail(&self, error: String) {
+        self.error(error);
+        self.failed.store(true, Ordering::Release);
+    }
+
+    /// True after [`Board::fail`].
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+}
+
+/// Subscribers `range` of `plan`, connected and reading. Dropping it closes them.
+pub struct Subscribers {
+    tasks: JoinSet<()>,
+}
+
+impl Subscribers {
+    /// Connects subscribers `range` (their global numbers pick rooms and source addresses);
+    /// the board's units are `0..range.len()`. Fails on the first connection that fails.
+    pub async fn connect(
+        plan: Arc<Plan>,
+        target: Arc<Target>,
+        range: Range<usize>,
+        board: Arc<Board>,
+    ) -> Result<Subscribers, ClientError> {
+        let slots = Arc::new(Semaphore::new(CONNECTING_AT_ONCE));
+        let mut connecting = JoinSet::new();
+        for (unit, subscriber) in range.clone().enumerate() {
+            let (plan, target, slots) = (plan.clone(), target.clone(), slots.clone());
+            connecting.spawn(async move {
+                let _slot = slots.acquire_owned().await;
+                let tags = plan.subscriber_tags(subscriber);
+                let connected = target.connect(subscriber, tags.as_deref()).await;
+                connected.map(|(stream, leftover)| (unit, subscriber, stream, leftover))
+            });
+        }
+        let mut tasks = JoinSet::new();
+        while let Some(joined) = connecting.join_next().await {
+            let Ok(connected) = joined else { continue };
+            let (unit, subscriber, stream, leftover) = connected?;
+            let room = plan.room_of(subscriber);
+            for publisher in 0..plan.publishers() {
+                board.set_received_below(unit, publisher, plan.received_below(room, publisher, 0));
+            }
+            board.add_connected();
+            let receiver = Receiver {
+                plan: plan.clone(),
+                board: board.clone(),
+                unit,
+                room,
+            };
+            tasks.spawn(receiver.run(stream, leftover));
+        }
+        Ok(Subscribers { tasks })
+    }
+
+    /// Closes every subscriber.
+    pub fn close(mut self) {
+        self.tasks.abort_all();
+    }
+}
+
+/// The smallest read buffer; it grows to hold a frame larger than half of it.
+const READ_BUFFER: usize = 4096;
+
+struct Receiver {
+    plan: Arc<Plan>,
+    board: Arc<Board>,
+    unit: usize,
+    room: usize,
+}
+
+impl Receiver {
+    async fn run(self, mut stream: Stream, leftover: Vec<u8>) {
+        let mut buffer = leftover;
+        let mut filled = buffer.len();
+        buffer.resize(READ_BUFFER.max(filled * 2), 0);
+        let mut counts = vec![0usize; self.plan.publishers()];
+        let mut received = 0u64;
+        let mut ready = false;
+        let mut latencies = Vec::with_capacity(64);
+        loop {
+            let now = wall_ns();
+            let mut start = 0;
+            let mut touched = false;
+            while let Some(frame) = client::split_server_frame(&buffer[start..filled]) {
+                let payload = &buffer[start + frame.payload_start..start + frame.length];
+                match frame.opcode {
+                    0x1 => match parse_payload(payload) {
+                        Some(Payload::WarmUp) if !ready => {
+                            ready = true;
+                            self.board.add_ready();
+                        }
+                        Some(Payload::WarmUp) => {}
+                        Some(Payload::Message { index, stamp_ns }) => {
+                            self.check_order(index, &mut counts);
+                            latencies.push(now.saturating_sub(stamp_ns));
+                            received += 1;
+                            touched = true;
+                        }
+                        None => self.board.error(format!(
+                            "unexpected message {:?}",
+                            String::from_utf8_lossy(&payload[..payload.len().min(40)])
+                        )),
+                    },
+                    0x8 => {
+                        let code = payload
+                            .get(..2)
+                            .map_or(1005, |code| u16::from_be_bytes([code[0], code[1]]));
+                        let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or_default());
+                        self.board
+                            .error(format!("server closed a subscriber: {code} {reason}"));
+                        return;
+                    }
+                    0x9 => {
+                        let mut pong = Vec::new();
+                        client::push_masked_frame(&mut pong, client::PONG, payload, [1, 2, 3, 4]);
+                        if stream.write_all(&pong).await.is_err() {
+                            return;
+                        }
+                    }
+                    _ => {}
+                }
+                start += frame.length;
+            }
+            if touched {
+                self.post(received, &counts, &latencies, now);
+                latencies.clear();
+            }
+            buffer.copy_within(start..filled, 0);
+            filled -= start;
+            if filled * 2 > buffer.len() {
+                buffer.resize(buffer.len() * 2, 0);
+            }
+            match stream.read(&mut buffer[filled..]).await {
+                Ok(0) => {
+                    self.board
+                        .error("server closed a subscriber's connection".into());
+                    return;
+                }
+                Ok(read) => filled += read,
+                Err(error) => {
+                    self.board.error(format!("subscriber read failed: {error}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Checks that message `index` is the next one expected from its publisher.
+    fn check_order(&self, index: usize, counts: &mut [usize]) {
+        let publisher = index % counts.len();
+        let list = self.plan.list(self.room, publisher);
+        if list.get(counts[publisher]) != Some(&(index as u32)) {
+            self.board.error(format!(
+                "message {index} arrived out of order, duplicated or in the wrong room"
+            ));
+        }
+        counts[publisher] += 1;
+    }
+
+    fn post(&self, received: u64, counts: &[usize], latencies: &[u64], now: u64) {
+        for (publisher, &count) in counts.iter().enumerate() {
+            let below = self.plan.received_below(self.room, publisher, count);
+            self.board.set_received_below(self.unit, publisher, below);
+        }
+        self.board.record_latencies(self.unit, latencies);
+        self.board.set_received(self.unit, received);
+        self.board.note_receipts(now, now);
+    }
+}
