@@ -104,7 +104,23 @@ pub async fn serve<S>(
     // An auth reload between the open check and the registration did not see this connection.
     shared.auth.judge_again(&peer);
     span.in_scope(|| debug!(listener = listener.as_str(), "connection opened"));
-    let closed = run_websocket(&shared, stream, &peer, buffer)
+    let messages = MessageReader::new(shared.config.messages.max_size, buffer);
+    let grace = Duration::from_millis(shared.config.limits.shutdown_grace_ms);
+    let mut rate = RateLimit::new(shared.config.limits.max_requests_per_s);
+    let on_message = |message| match message {
+        Incoming::Text(text) => rate
+            .admit()
+            .and_then(|()| handle_text(&shared, &peer, &text))
+            .inspect_err(|reason| {
+                // A client's mistake, not the server's: notice, never an error.
+                info!(
+                    code = reason.code,
+                    "request refused with {}: {}", reason.code, reason.reason
+                );
+            }),
+        _ => Ok(()),
+    };
+    let closed = run_websocket(stream, &peer.outbox, messages, grace, on_message)
         .instrument(span.clone())
         .await;
     // Free the slot before leaving the hub: once a connection is gone from the hub, a new one fits.
@@ -116,8 +132,9 @@ pub async fn serve<S>(
     });
 }
 
-/// Reads until a whole request head is in `buffer`, leaving the bytes after it there.
-async fn read_head<S: AsyncRead + Unpin>(
+/// Reads until a whole request head is in `buffer`, leaving the bytes after it there. `Ok(None)`:
+/// the stream ended or failed first.
+pub async fn read_head<S: AsyncRead + Unpin>(
     stream: &mut S,
     buffer: &mut BytesMut,
 ) -> Result<Option<Head>, Rejection> {
@@ -137,24 +154,29 @@ async fn read_head<S: AsyncRead + Unpin>(
 }
 
 /// Runs an upgraded connection until both sides are done; returns why it closed.
-async fn run_websocket<S>(
-    shared: &Shared,
+///
+/// The reader reassembles what the client sends with `messages`, answers pings and closes, and
+/// hands every whole data message ([`Incoming::Text`], or [`Incoming::Binary`] when `messages`
+/// accepts it) to `on_message`; an error from it closes the connection with its reason. The
+/// writer drains `outbox`. Once closing started, the client has `grace` to finish the closing
+/// handshake. The daemon routes requests here; the Autobahn echo server (examples/) echoes.
+pub async fn run_websocket<S, F>(
     stream: S,
-    peer: &Peer,
-    leftover: BytesMut,
+    outbox: &Outbox,
+    messages: MessageReader,
+    grace: Duration,
+    on_message: F,
 ) -> Option<CloseReason>
 where
     S: AsyncRead + AsyncWrite + Unpin,
+    F: FnMut(Incoming) -> Result<(), CloseReason>,
 {
     let (read_half, write_half) = tokio::io::split(stream);
-    let reader = read_loop(shared, read_half, peer, leftover);
-    let writer = write_loop(write_half, &peer.outbox);
+    let reader = read_loop(read_half, outbox, messages, on_message);
+    let writer = write_loop(write_half, outbox);
     let closing_deadline = async {
-        peer.outbox.closing_started().await;
-        tokio::time::sleep(Duration::from_millis(
-            shared.config.limits.shutdown_grace_ms,
-        ))
-        .await;
+        outbox.closing_started().await;
+        tokio::time::sleep(grace).await;
     };
     tokio::pin!(reader, writer, closing_deadline);
     let (mut reader_done, mut writer_done) = (false, false);
@@ -172,19 +194,20 @@ where
             _ = &mut closing_deadline => break,
         }
     }
-    peer.outbox.closing()
+    outbox.closing()
 }
 
-/// Reads frames until the client closes (or breaks the protocol, or the stream ends); routes
-/// requests; queues pongs and close frames.
-async fn read_loop<R: AsyncRead + Unpin>(
-    shared: &Shared,
+/// Reads frames until the client closes (or breaks the protocol, or the stream ends); hands data
+/// messages to `on_message`; queues pongs and close frames.
+async fn read_loop<R, F>(
     mut stream: R,
-    peer: &Peer,
-    leftover: BytesMut,
-) {
-    let mut messages = MessageReader::new(shared.config.messages.max_size, leftover);
-    let mut rate = RateLimit::new(shared.config.limits.max_requests_per_s);
+    outbox: &Outbox,
+    mut messages: MessageReader,
+    mut on_message: F,
+) where
+    R: AsyncRead + Unpin,
+    F: FnMut(Incoming) -> Result<(), CloseReason>,
+{
     loop {
         loop {
             let incoming = match messages.next_message() {
@@ -192,41 +215,34 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 Ok(None) => break,
                 Err(reason) => {
                     debug!(code = reason.code, reason = %reason.reason, "protocol error");
-                    peer.outbox.close(reason);
+                    outbox.close(reason);
                     // The client's bytes can no longer be framed: stop reading.
                     return;
                 }
             };
             match incoming {
-                Incoming::Text(text) => {
-                    if peer.outbox.closing().is_some() {
+                Incoming::Text(_) | Incoming::Binary(_) => {
+                    if outbox.closing().is_some() {
                         continue; // closing: data is ignored until the client's close
                     }
-                    if let Err(reason) =
-                        rate.admit().and_then(|()| handle_text(shared, peer, &text))
-                    {
-                        // A client's mistake, not the server's: notice, never an error.
-                        info!(
-                            code = reason.code,
-                            "request refused with {}: {}", reason.code, reason.reason
-                        );
-                        peer.outbox.close(reason);
+                    if let Err(reason) = on_message(incoming) {
+                        outbox.close(reason);
                     }
                 }
                 Incoming::Ping(payload) => {
-                    peer.outbox.push(frame::pong_frame(&payload));
+                    outbox.push(frame::pong_frame(&payload));
                 }
                 Incoming::Pong => {}
                 Incoming::Close(reason) => {
                     let echo = reason.map_or(close_code::NORMAL, |reason| reason.code);
-                    peer.outbox.close(CloseReason::new(echo, ""));
+                    outbox.close(CloseReason::new(echo, ""));
                     return;
                 }
             }
         }
         match stream.read_buf(messages.read_buffer()).await {
             Ok(0) | Err(_) => {
-                peer.outbox.abort();
+                outbox.abort();
                 return;
             }
             Ok(read) => messages.note_read(read),
@@ -236,7 +252,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
 
 /// Parses, authorizes and routes one text message.
 fn handle_text(shared: &Shared, peer: &Peer, text: &[u8]) -> Result<(), CloseReason> {
-    let text = std::str::from_utf8(text).expect("the frame reader validated UTF-8");
+    let text = std::str::from_utf8(text)
+        .map_err(|_| CloseReason::new(close_code::INVALID_PAYLOAD, "text is not valid UTF-8"))?;
     let invalid = |message: String| CloseReason::new(close_code::INVALID_REQUEST, message);
     let request = Request::parse(text, shared.config.limits.tag_limits())
         .map_err(|error| invalid(error.to_string()))?;
