@@ -13,9 +13,11 @@ use std::time::Duration;
 use common::{
     Client, RawClient, TestServer, masked_frame, tags_query, upgrade_request, wait_until,
 };
+use futures_util::SinkExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::Message;
 
 /// Held by each test for its whole run.
 static SERIAL: Mutex<()> = Mutex::const_new(());
@@ -403,15 +405,11 @@ async fn a_request_flood_is_closed_with_4429() {
     let url = server.url("");
     let abuse = tokio::spawn(async move {
         let mut flooder = Client::connect(&url).await;
+        let text = r#"{"message":"flood","tags":{"group":"nobody"}}"#;
         let mut request = 0;
-        // Sending fails once the server closed; count what got through.
+        // Sending fails once the server closed.
         loop {
-            let text = format!(r#"{{"message":"flood","tags":{{"group":"nobody"}}}}"#);
-            use futures_util::SinkExt;
-            let sent = flooder
-                .socket
-                .send(tokio_tungstenite::tungstenite::Message::text(text))
-                .await;
+            let sent = flooder.socket.send(Message::text(text)).await;
             request += 1;
             if sent.is_err() || request == 2000 {
                 break;
