@@ -472,6 +472,32 @@ mod tests {
     }
 
     #[test]
+    fn binary_messages_pass_only_when_accepted() {
+        let mut bytes = client_frame(0x82, &[0xFF, 0x00]);
+        bytes.extend(client_frame(0x02, &[0xC3]));
+        bytes.extend(client_frame(0x89, b"p"));
+        bytes.extend(client_frame(0x80, &[0xFF]));
+        let mut reader = MessageReader::new(10, BytesMut::from(&bytes[..])).accept_binary();
+        let mut out = Vec::new();
+        while let Some(incoming) = reader.next_message().unwrap() {
+            out.push(incoming);
+        }
+        assert_eq!(
+            out,
+            vec![
+                Incoming::Binary(Bytes::from_static(&[0xFF, 0x00])),
+                Incoming::Ping(Bytes::from("p")),
+                Incoming::Binary(Bytes::from_static(&[0xC3, 0xFF])),
+            ]
+        );
+        // A text message may not start inside a fragmented binary one.
+        let mut bytes = client_frame(0x02, b"a");
+        bytes.extend(client_frame(0x81, b"b"));
+        let mut reader = MessageReader::new(10, BytesMut::from(&bytes[..])).accept_binary();
+        assert_eq!(reader.next_message().unwrap_err().code, 1002);
+    }
+
+    #[test]
     fn long_lengths() {
         let payload = "x".repeat(70_000);
         let out = read_all(&client_frame(0x81, payload.as_bytes()), 100_000);
