@@ -16,7 +16,7 @@ use common::{
 use futures_util::SinkExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, MutexGuard};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Held by each test for its whole run.
@@ -119,12 +119,25 @@ fn assert_memory_bounded(before: u64, limit_mb: u64, what: &str) {
     );
 }
 
-/// Starts a server and its bystanders; the server holds them and nothing else.
-async fn setup() -> (TestServer, Bystanders) {
+/// Waits until the hub holds the bystanders only and the other sockets are closed (`fds_before`:
+/// the open files with the bystanders connected).
+async fn only_bystanders_left(server: &TestServer, fds_before: usize) {
+    server.wait_for_connections(Bystanders::COUNT + 1).await;
+    wait_until(
+        || open_fds() <= fds_before + 10,
+        "the other connections' sockets to close",
+    )
+    .await;
+}
+
+/// Waits for this test's turn, then starts a server and its bystanders; the server holds them
+/// and nothing else.
+async fn setup() -> (MutexGuard<'static, ()>, TestServer, Bystanders) {
+    let serial = SERIAL.lock().await;
     let server = TestServer::start(CONFIG).await;
     let mut bystanders = Bystanders::connect(&server).await;
     bystanders.round(1).await;
-    (server, bystanders)
+    (serial, server, bystanders)
 }
 
 /// Reads what the server answers until it closes the connection, bounded in time and size.
@@ -143,8 +156,7 @@ async fn answer(stream: &mut TcpStream) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_closed_with_4429_and_memory_stays_bounded() {
-    let _serial = SERIAL.lock().await;
-    let (server, mut bystanders) = setup().await;
+    let (_serial, server, mut bystanders) = setup().await;
     let mut stalled = RawClient::upgrade(server.address, &format!("/{}", tags_query(GROUP))).await;
     server.wait_for_connections(Bystanders::COUNT + 2).await;
     let before = rss();
@@ -180,8 +192,7 @@ async fn a_client_that_never_reads_is_closed_with_4429_and_memory_stays_bounded(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_handshakes_are_dropped_after_the_handshake_timeout() {
-    let _serial = SERIAL.lock().await;
-    let (server, mut bystanders) = setup().await;
+    let (_serial, server, mut bystanders) = setup().await;
     let address = server.address;
     let abuse = tokio::spawn(async move {
         let mut slow = Vec::new();
@@ -215,8 +226,7 @@ async fn slowloris_handshakes_are_dropped_after_the_handshake_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_headers_huge_queries_and_thousands_of_tags_are_refused() {
-    let _serial = SERIAL.lock().await;
-    let (server, mut bystanders) = setup().await;
+    let (_serial, server, mut bystanders) = setup().await;
     let before = rss();
     let address = server.address;
     let abuse = tokio::spawn(async move {
@@ -289,8 +299,7 @@ async fn connect_from(source: u8, address: SocketAddr) -> std::io::Result<TcpStr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_garbage_connections_leave_nothing_behind() {
-    let _serial = SERIAL.lock().await;
-    let (server, mut bystanders) = setup().await;
+    let (_serial, server, mut bystanders) = setup().await;
     let fds_before = open_fds();
     let before = rss();
     let address = server.address;
@@ -328,21 +337,15 @@ async fn ten_thousand_garbage_connections_leave_nothing_behind() {
         }
     });
     bystanders.served_during(abuse).await;
-    server.wait_for_connections(Bystanders::COUNT + 1).await;
     // Noise-only connections that never sent a whole head wait for the handshake timeout.
-    wait_until(
-        || open_fds() <= fds_before + 10,
-        "the garbage connections' sockets to close",
-    )
-    .await;
+    only_bystanders_left(&server, fds_before).await;
     assert_memory_bounded(before, 32, "garbage connections");
     bystanders.round(5).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_frames_close_with_their_codes() {
-    let _serial = SERIAL.lock().await;
-    let (server, mut bystanders) = setup().await;
+    let (_serial, server, mut bystanders) = setup().await;
     let mut top_bit_length = vec![0x81, 0x80 | 127];
     top_bit_length.extend_from_slice(&u64::MAX.to_be_bytes());
     top_bit_length.extend_from_slice(&[1, 2, 3, 4]);
@@ -376,8 +379,7 @@ async fn bad_frames_close_with_their_codes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100_mb_declared_frame_is_refused_from_its_header() {
-    let _serial = SERIAL.lock().await;
-    let (server, mut bystanders) = setup().await;
+    let (_serial, server, mut bystanders) = setup().await;
     let before = rss();
     let mut clients = Vec::new();
     for _ in 0..20 {
@@ -400,8 +402,7 @@ async fn a_100_mb_declared_frame_is_refused_from_its_header() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_flood_is_closed_with_4429() {
-    let _serial = SERIAL.lock().await;
-    let (server, mut bystanders) = setup().await;
+    let (_serial, server, mut bystanders) = setup().await;
     let url = server.url("");
     let abuse = tokio::spawn(async move {
         let mut flooder = Client::connect(&url).await;
@@ -424,8 +425,7 @@ async fn a_request_flood_is_closed_with_4429() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_churn_leaves_nothing_behind() {
-    let _serial = SERIAL.lock().await;
-    let (server, mut bystanders) = setup().await;
+    let (_serial, server, mut bystanders) = setup().await;
     let fds_before = open_fds();
     // Warm up allocator pools with one round of churn before measuring.
     let churn = |rounds: usize| {
@@ -453,11 +453,6 @@ async fn connection_churn_leaves_nothing_behind() {
     server.wait_for_connections(Bystanders::COUNT + 1).await;
     let before = rss();
     bystanders.served_during(churn(50)).await;
-    server.wait_for_connections(Bystanders::COUNT + 1).await;
-    wait_until(
-        || open_fds() <= fds_before + 10,
-        "the churned connections' sockets to close",
-    )
-    .await;
+    only_bystanders_left(&server, fds_before).await;
     assert_memory_bounded(before, 16, "connection churn");
 }
