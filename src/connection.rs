@@ -80,13 +80,6 @@ pub async fn serve<S>(
         let _ = stream.write_all(&refusal.to_response()).await;
         return;
     };
-    if stream
-        .write_all(&handshake::switching_protocols(&upgrade.accept))
-        .await
-        .is_err()
-    {
-        return;
-    }
     let peer = Arc::new(Peer {
         id: shared.hub.next_id(),
         address,
@@ -103,6 +96,14 @@ pub async fn serve<S>(
     let registration = shared.hub.register(upgrade.tags, peer.clone());
     // An auth reload between the open check and the registration did not see this connection.
     shared.auth.judge_again(&peer);
+    // Registered before the 101: a message published after the client saw it reaches the client.
+    if stream
+        .write_all(&handshake::switching_protocols(&upgrade.accept))
+        .await
+        .is_err()
+    {
+        return;
+    }
     span.in_scope(|| debug!(listener = listener.as_str(), "connection opened"));
     let messages = MessageReader::new(shared.config.messages.max_size, buffer);
     let grace = Duration::from_millis(shared.config.limits.shutdown_grace_ms);
