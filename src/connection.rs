@@ -64,7 +64,29 @@ pub async fn serve<S>(
     {
         return;
     }
-    let closed = run_websocket(&shared, stream, &peer, buffer).await;
+    let messages = MessageReader::new(shared.config.messages.max_size, buffer);
+    let grace = Duration::from_millis(shared.config.limits.shutdown_grace_ms);
+    let mut rate = RateLimit::new(shared.config.limits.max_requests_per_s);
+    let on_message = |message| match message {
+        Incoming::Text(text) => rate
+            .admit()
+            .inspect_err(|_| {
+                shared.metrics.request(Source::Ws);
+                shared.metrics.rejected(Rejected::RateLimited);
+            })
+            .and_then(|()| handle_text(&shared, &peer, &text))
+            .inspect_err(|reason| {
+                // A client's mistake, not the server's: notice, never an error.
+                peer_span(&shared, &peer).in_scope(|| {
+                    info!(
+                        code = reason.code,
+                        "request refused with {}: {}", reason.code, reason.reason
+                    )
+                });
+            }),
+        _ => Ok(()),
+    };
+    let closed = run_websocket(stream, &peer.outbox, messages, grace, on_message).await;
     // Free the slot before leaving the hub: once a connection is gone from the hub, a new one fits.
     drop(slot);
     drop(registration);
@@ -72,6 +94,10 @@ pub async fn serve<S>(
     let code = closed
         .as_ref()
         .map_or(close_code::ABNORMAL, |reason| reason.code);
+    if code == close_code::MESSAGE_TOO_BIG {
+        shared.metrics.request(Source::Ws);
+        shared.metrics.rejected(Rejected::TooLarge);
+    }
     shared.metrics.connection_closed(code);
     match closed {
         Some(reason) => {
@@ -171,8 +197,9 @@ where
     })
 }
 
-/// Reads until a whole request head is in `buffer`, leaving the bytes after it there.
-pub(crate) async fn read_head<S: AsyncRead + Unpin>(
+/// Reads until a whole request head is in `buffer`, leaving the bytes after it there. `Ok(None)`:
+/// the stream ended or failed first.
+pub async fn read_head<S: AsyncRead + Unpin>(
     stream: &mut S,
     buffer: &mut BytesMut,
 ) -> Result<Option<Head>, Rejection> {
@@ -192,25 +219,30 @@ pub(crate) async fn read_head<S: AsyncRead + Unpin>(
 }
 
 /// Runs an upgraded connection until both sides are done; returns why it closed.
-async fn run_websocket<S>(
-    shared: &Shared,
+///
+/// The reader reassembles what the client sends with `messages`, answers pings and closes, and
+/// hands every whole data message ([`Incoming::Text`], or [`Incoming::Binary`] when `messages`
+/// accepts it) to `on_message`; an error from it closes the connection with its reason. The
+/// writer drains `outbox`. Once closing started, the client has `grace` to finish the closing
+/// handshake. The daemon routes requests here; the Autobahn echo server (examples/) echoes.
+pub async fn run_websocket<S, F>(
     stream: S,
-    peer: &Peer,
-    leftover: BytesMut,
+    outbox: &Outbox,
+    messages: MessageReader,
+    grace: Duration,
+    on_message: F,
 ) -> Option<CloseReason>
 where
     S: AsyncRead + AsyncWrite + Unpin,
+    F: FnMut(Incoming) -> Result<(), CloseReason>,
 {
     let (read_half, write_half) = tokio::io::split(stream);
-    let reader = read_loop(shared, read_half, peer, leftover);
-    let writer = write_loop(write_half, &peer.outbox);
+    let reader = read_loop(read_half, outbox, messages, on_message);
+    let writer = write_loop(write_half, outbox);
     let closing_deadline = async {
-        peer.outbox.closing_started().await;
+        outbox.closing_started().await;
         // Boxed: the timer exists only while closing, not in every idle connection.
-        Box::pin(tokio::time::sleep(Duration::from_millis(
-            shared.config.limits.shutdown_grace_ms,
-        )))
-        .await;
+        Box::pin(tokio::time::sleep(grace)).await;
     };
     tokio::pin!(reader, writer, closing_deadline);
     let (mut reader_done, mut writer_done) = (false, false);
@@ -228,69 +260,55 @@ where
             _ = &mut closing_deadline => break,
         }
     }
-    peer.outbox.closing()
+    outbox.closing()
 }
 
-/// Reads frames until the client closes (or breaks the protocol, or the stream ends); routes
-/// requests; queues pongs and close frames.
-async fn read_loop<R: AsyncRead + Unpin>(
-    shared: &Shared,
+/// Reads frames until the client closes (or breaks the protocol, or the stream ends); hands data
+/// messages to `on_message`; queues pongs and close frames.
+async fn read_loop<R, F>(
     mut stream: R,
-    peer: &Peer,
-    leftover: BytesMut,
-) {
-    let mut messages = MessageReader::new(shared.config.messages.max_size, leftover);
-    let mut rate = RateLimit::new(shared.config.limits.max_requests_per_s);
+    outbox: &Outbox,
+    mut messages: MessageReader,
+    mut on_message: F,
+) where
+    R: AsyncRead + Unpin,
+    F: FnMut(Incoming) -> Result<(), CloseReason>,
+{
     loop {
         loop {
             let incoming = match messages.next_message() {
                 Ok(Some(incoming)) => incoming,
                 Ok(None) => break,
                 Err(reason) => {
-                    if reason.code == close_code::MESSAGE_TOO_BIG {
-                        shared.metrics.request(Source::Ws);
-                        shared.metrics.rejected(Rejected::TooLarge);
-                    }
-                    debug!(conn = peer.id, code = reason.code, reason = %reason.reason, "protocol error");
-                    peer.outbox.close(reason);
+                    debug!(code = reason.code, reason = %reason.reason, "protocol error");
+                    outbox.close(reason);
                     // The client's bytes can no longer be framed: stop reading.
                     return;
                 }
             };
             match incoming {
-                Incoming::Text(text) => {
-                    if peer.outbox.closing().is_some() {
+                Incoming::Text(_) | Incoming::Binary(_) => {
+                    if outbox.closing().is_some() {
                         continue; // closing: data is ignored until the client's close
                     }
-                    let admitted = rate.admit().inspect_err(|_| {
-                        shared.metrics.request(Source::Ws);
-                        shared.metrics.rejected(Rejected::RateLimited);
-                    });
-                    if let Err(reason) = admitted.and_then(|()| handle_text(shared, peer, &text)) {
-                        // A client's mistake, not the server's: notice, never an error.
-                        peer_span(shared, peer).in_scope(|| {
-                            info!(
-                                code = reason.code,
-                                "request refused with {}: {}", reason.code, reason.reason
-                            )
-                        });
-                        peer.outbox.close(reason);
+                    if let Err(reason) = on_message(incoming) {
+                        outbox.close(reason);
                     }
                 }
                 Incoming::Ping(payload) => {
-                    peer.outbox.push(frame::pong_frame(&payload));
+                    outbox.push(frame::pong_frame(&payload));
                 }
                 Incoming::Pong => {}
                 Incoming::Close(reason) => {
                     let echo = reason.map_or(close_code::NORMAL, |reason| reason.code);
-                    peer.outbox.close(CloseReason::new(echo, ""));
+                    outbox.close(CloseReason::new(echo, ""));
                     return;
                 }
             }
         }
         match stream.read_buf(messages.read_buffer()).await {
             Ok(0) | Err(_) => {
-                peer.outbox.abort();
+                outbox.abort();
                 return;
             }
             Ok(read) => messages.note_read(read),
@@ -300,7 +318,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
 
 /// Parses, authorizes and routes one text message.
 fn handle_text(shared: &Shared, peer: &Peer, text: &[u8]) -> Result<(), CloseReason> {
-    let text = std::str::from_utf8(text).expect("the frame reader validated UTF-8");
+    let text = std::str::from_utf8(text)
+        .map_err(|_| CloseReason::new(close_code::INVALID_PAYLOAD, "text is not valid UTF-8"))?;
     let delivery = shared.handle_request(text, Source::Ws, None)?;
     debug!(
         conn = peer.id,

@@ -98,6 +98,12 @@ pub fn text_frame(text: &str) -> Bytes {
     encode(OP_TEXT, text.as_bytes())
 }
 
+/// A binary frame holding `payload` (tagcast itself never sends one; the Autobahn echo server
+/// does).
+pub fn binary_frame(payload: &[u8]) -> Bytes {
+    encode(OP_BINARY, payload)
+}
+
 /// A pong answering a ping with `payload`.
 pub fn pong_frame(payload: &[u8]) -> Bytes {
     encode(OP_PONG, payload)
@@ -129,6 +135,8 @@ pub fn truncate_reason(reason: &str) -> &str {
 pub enum Incoming {
     /// A whole text message, valid UTF-8.
     Text(Bytes),
+    /// A whole binary message (only with [`MessageReader::accept_binary`]).
+    Binary(Bytes),
     /// A ping, to be answered with a pong carrying the same payload.
     Ping(Bytes),
     /// A pong (ignored).
@@ -139,12 +147,16 @@ pub enum Incoming {
 
 /// Reassembles client frames into messages, enforcing RFC 6455 and the size limit.
 ///
-/// Feed it the bytes read from the socket with [`MessageReader::buffer`], then call
-/// [`MessageReader::next`] until it returns `Ok(None)` (more bytes needed).
+/// Feed it the bytes read from the socket with [`MessageReader::read_buffer`], then call
+/// [`MessageReader::next_message`] until it returns `Ok(None)` (more bytes needed).
 pub struct MessageReader {
     buffer: BytesMut,
-    /// A fragmented text message being assembled.
+    /// A fragmented message being assembled.
     fragments: Option<BytesMut>,
+    /// The message being assembled is text (checked as UTF-8), not binary.
+    fragments_are_text: bool,
+    /// Binary messages are passed on instead of closing with 1003.
+    binary: bool,
     /// How many bytes of `fragments` are known to be valid UTF-8.
     validated: usize,
     max_message: usize,
@@ -166,11 +178,20 @@ impl MessageReader {
         MessageReader {
             buffer: leftover,
             fragments: None,
+            fragments_are_text: true,
+            binary: false,
             validated: 0,
             max_message,
             spare_before_read: 0,
             streaming: false,
         }
+    }
+
+    /// Passes binary messages on as [`Incoming::Binary`] instead of refusing them with 1003. The
+    /// daemon speaks text only; the Autobahn echo server echoes both.
+    pub fn accept_binary(mut self) -> MessageReader {
+        self.binary = true;
+        self
     }
 
     /// The buffer to read socket bytes into, with room for at least [`IDLE_READ_BUFFER`]/2
@@ -280,19 +301,25 @@ impl MessageReader {
             OP_PING => Ok(Some(Incoming::Ping(payload.freeze()))),
             OP_PONG => Ok(Some(Incoming::Pong)),
             OP_CLOSE => parse_close(&payload).map(|close| Some(Incoming::Close(close))),
-            OP_BINARY => Err(CloseReason::new(
+            OP_BINARY if !self.binary => Err(CloseReason::new(
                 close_code::UNSUPPORTED_DATA,
                 "binary frames are not supported: send JSON text",
             )),
-            OP_TEXT if self.fragments.is_some() => Err(protocol_error(
+            OP_TEXT | OP_BINARY if self.fragments.is_some() => Err(protocol_error(
                 "a new message started before the fragmented one ended",
             )),
             OP_TEXT if fin => {
                 validate_utf8(&payload, true)?;
                 Ok(Some(Incoming::Text(payload.freeze())))
             }
-            OP_TEXT => {
-                self.validated = validate_utf8(&payload, false)?;
+            OP_BINARY if fin => Ok(Some(Incoming::Binary(payload.freeze()))),
+            OP_TEXT | OP_BINARY => {
+                self.fragments_are_text = opcode == OP_TEXT;
+                self.validated = if self.fragments_are_text {
+                    validate_utf8(&payload, false)?
+                } else {
+                    0
+                };
                 self.fragments = Some(payload);
                 Ok(None)
             }
@@ -304,13 +331,22 @@ impl MessageReader {
                     return Err(too_big(self.max_message));
                 }
                 message.extend_from_slice(&payload);
-                self.validated += validate_utf8(&message[self.validated..], fin)?;
+                if self.fragments_are_text {
+                    self.validated += validate_utf8(&message[self.validated..], fin)?;
+                }
                 if !fin {
                     return Ok(None);
                 }
                 self.validated = 0;
-                let message = self.fragments.take().expect("checked above");
-                Ok(Some(Incoming::Text(message.freeze())))
+                let Some(message) = self.fragments.take() else {
+                    return Ok(None);
+                };
+                let message = message.freeze();
+                Ok(Some(if self.fragments_are_text {
+                    Incoming::Text(message)
+                } else {
+                    Incoming::Binary(message)
+                }))
             }
         }
     }
@@ -422,6 +458,32 @@ mod tests {
                 Ok(Incoming::Text(Bytes::from("é"))),
             ]
         );
+    }
+
+    #[test]
+    fn binary_messages_pass_only_when_accepted() {
+        let mut bytes = client_frame(0x82, &[0xFF, 0x00]);
+        bytes.extend(client_frame(0x02, &[0xC3]));
+        bytes.extend(client_frame(0x89, b"p"));
+        bytes.extend(client_frame(0x80, &[0xFF]));
+        let mut reader = MessageReader::new(10, BytesMut::from(&bytes[..])).accept_binary();
+        let mut out = Vec::new();
+        while let Some(incoming) = reader.next_message().unwrap() {
+            out.push(incoming);
+        }
+        assert_eq!(
+            out,
+            vec![
+                Incoming::Binary(Bytes::from_static(&[0xFF, 0x00])),
+                Incoming::Ping(Bytes::from("p")),
+                Incoming::Binary(Bytes::from_static(&[0xC3, 0xFF])),
+            ]
+        );
+        // A text message may not start inside a fragmented binary one.
+        let mut bytes = client_frame(0x02, b"a");
+        bytes.extend(client_frame(0x81, b"b"));
+        let mut reader = MessageReader::new(10, BytesMut::from(&bytes[..])).accept_binary();
+        assert_eq!(reader.next_message().unwrap_err().code, 1002);
     }
 
     #[test]

@@ -116,6 +116,9 @@ impl std::fmt::Debug for JsonSchemaParser {
 /// A schema file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
+    /// `parser = "json-schema"` without `messages.schema`.
+    #[error("messages.schema: the json-schema parser needs a schema file")]
+    Missing,
     /// The file cannot be read.
     #[error("{path}: cannot read: {source}")]
     Read {
@@ -182,7 +185,8 @@ pub fn from_config(config: &MessagesConfig) -> Result<Arc<dyn MessageParser>, Sc
         ParserKind::Json => Arc::new(JsonParser),
         ParserKind::Message => Arc::new(GomoobMessageParser),
         ParserKind::JsonSchema => {
-            let path = config.schema.as_deref().expect("validated with the config");
+            // Config::parse refuses this; a config built in code may still lack it.
+            let path = config.schema.as_deref().ok_or(SchemaError::Missing)?;
             Arc::new(JsonSchemaParser::load(path)?)
         }
     })

@@ -1,0 +1,117 @@
+//! The Autobahn|Testsuite echo server: tagcast's own handshake, frame reader and writer, echoing
+//! every message back instead of routing it.
+//!
+//! `cargo run --release --example autobahn_echo -- WS_ADDR [WSS_ADDR CERT KEY]` listens on
+//! `WS_ADDR` (e.g. `127.0.0.1:0`) and, given a PEM certificate and key, on `WSS_ADDR` for wss. It
+//! prints `ws PORT` (and `wss PORT`) once listening. The only differences from the daemon: the
+//! reader passes binary messages on (tagcast closes with 1003) and each message is echoed (see
+//! `tests/autobahn/run.sh`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tagcast::config::TlsConfig;
+use tagcast::connection::{read_head, run_websocket};
+use tagcast::frame::{self, CloseReason, Incoming, MessageReader, close_code};
+use tagcast::handshake;
+use tagcast::outbox::Outbox;
+use tagcast::tags::TagLimits;
+use tagcast::tls::TlsAcceptor;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Autobahn's largest messages are 16 MiB (cases 9.*).
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+/// Frames an echo connection may have waiting (cases 9.* send thousands back to back).
+const SEND_QUEUE: usize = 1 << 20;
+
+type Error = Box<dyn std::error::Error>;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (ws, tls) = match args.as_slice() {
+        [ws] => (ws.parse::<SocketAddr>()?, None),
+        [ws, wss, cert, key] => {
+            let config = TlsConfig {
+                address: None,
+                port: 0,
+                cert: cert.into(),
+                key: key.into(),
+            };
+            let acceptor = Arc::new(TlsAcceptor::load(&config)?);
+            (ws.parse()?, Some((wss.parse::<SocketAddr>()?, acceptor)))
+        }
+        _ => return Err("usage: autobahn_echo WS_ADDR [WSS_ADDR CERT KEY]".into()),
+    };
+    let plain = TcpListener::bind(ws).await?;
+    println!("ws {}", plain.local_addr()?.port());
+    if let Some((address, acceptor)) = tls {
+        let secure = TcpListener::bind(address).await?;
+        println!("wss {}", secure.local_addr()?.port());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = secure.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let _ = stream.set_nodelay(true);
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        echo(stream).await;
+                    }
+                });
+            }
+        });
+    }
+    loop {
+        let (stream, _) = plain.accept().await?;
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(echo(stream));
+    }
+}
+
+/// Upgrades one connection as the daemon does, then echoes until it closes.
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
+    let mut buffer = BytesMut::with_capacity(1024);
+    let head = match read_head(&mut stream, &mut buffer).await {
+        Ok(Some(head)) => head,
+        Ok(None) => return,
+        Err(rejection) => {
+            let _ = stream.write_all(&rejection.to_response()).await;
+            return;
+        }
+    };
+    let upgrade = match handshake::check_upgrade(&head, TagLimits::UNLIMITED, &[]) {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            let _ = stream.write_all(&rejection.to_response()).await;
+            return;
+        }
+    };
+    let switching = handshake::switching_protocols(&upgrade.accept);
+    if stream.write_all(&switching).await.is_err() {
+        return;
+    }
+    let outbox = Outbox::new(SEND_QUEUE);
+    let messages = MessageReader::new(MAX_MESSAGE, buffer).accept_binary();
+    let echo_message = |message| {
+        let echoed = match message {
+            Incoming::Text(text) => match std::str::from_utf8(&text) {
+                Ok(text) => frame::text_frame(text),
+                Err(_) => return Err(CloseReason::new(close_code::INVALID_PAYLOAD, "not UTF-8")),
+            },
+            Incoming::Binary(data) => frame::binary_frame(&data),
+            _ => return Ok(()),
+        };
+        outbox.push(echoed);
+        Ok(())
+    };
+    run_websocket(
+        stream,
+        &outbox,
+        messages,
+        Duration::from_secs(5),
+        echo_message,
+    )
+    .await;
+}
