@@ -30,6 +30,8 @@ start_server() {
       # admin_address = "": /metrics and /healthz on the main listener, not on a fixed port.
       printf '[server]\naddress = "127.0.0.1"\nport = 0\n[http]\nadmin_address = ""\n[log]\nlevel = "info"\n' \
         >"$work/tagcast.toml"
+      # EXTRA_TOML: more config, e.g. a [cluster] section (benches/cluster.sh).
+      printf '%s' "${EXTRA_TOML:-}" >>"$work/tagcast.toml"
       if [ "$1" = tagcast-tls ]; then
         [ -f "$work/cert.pem" ] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
           -nodes -keyout "$work/key.pem" -out "$work/cert.pem" -days 2 -subj /CN=localhost \
