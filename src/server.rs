@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -189,6 +190,9 @@ impl Shared {
         reload
     }
 }
+
+/// A reload a watched file's change triggers.
+type Reload = fn(&Shared);
 
 /// What one [`Shared::reload`] did.
 #[derive(Debug)]
@@ -371,29 +375,28 @@ impl Server {
             self.tracker
                 .spawn(cluster.clone().run(queue, self.shared.clone()));
         }
+        // The files applied live, each with the reload its change triggers.
+        let mut watched: Vec<(PathBuf, &'static str, Reload)> = Vec::new();
         if let Some(path) = self.shared.auth.path() {
-            let shared = self.shared.clone();
-            self.tracker.spawn(watch::watch_file(
-                path.to_owned(),
-                "auth file",
-                self.shared.shutdown.clone(),
-                move || {
-                    shared.reload_auth();
-                },
-            ));
+            watched.push((path.to_owned(), "auth file", |shared| {
+                shared.reload_auth();
+            }));
         }
         if let Some(tls) = &self.shared.config.tls {
-            for (path, what) in [(&tls.cert, "tls certificate"), (&tls.key, "tls key")] {
-                let shared = self.shared.clone();
-                self.tracker.spawn(watch::watch_file(
-                    path.clone(),
-                    what,
-                    self.shared.shutdown.clone(),
-                    move || {
-                        shared.reload_tls();
-                    },
-                ));
-            }
+            let reload_tls: Reload = |shared| {
+                shared.reload_tls();
+            };
+            watched.push((tls.cert.clone(), "tls certificate", reload_tls));
+            watched.push((tls.key.clone(), "tls key", reload_tls));
+        }
+        for (path, what, reload) in watched {
+            let shared = self.shared.clone();
+            self.tracker.spawn(watch::watch_file(
+                path,
+                what,
+                self.shared.shutdown.clone(),
+                move || reload(&shared),
+            ));
         }
         self.shared.shutdown.cancelled().await;
         info!(connections = self.shared.hub.len(), "shutting down");
