@@ -18,7 +18,7 @@
 //! keeps, for each `name=value` pair, the set of connections that have it, and checks only the
 //! members of the smallest set named by the request. Nothing here does IO or async work.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
 
@@ -197,15 +197,21 @@ impl serde::Serialize for Tags {
 /// Entries keyed by `Id`, each with its tags, found by tags.
 ///
 /// Entries live in a dense vector (a broadcast walks it linearly); `postings` maps each tag name
-/// and value to the ids that carry it, so a targeted lookup visits only the smallest posting list
-/// named by the query.
+/// and value to the ids that carry it, each with a copy of its value (an `Arc` in the hub), so a
+/// targeted lookup visits only the smallest posting list named by the query and, for a one-tag
+/// query, touches nothing else.
 pub struct TagIndex<Id, V> {
     entries: Vec<(Id, Tags, V)>,
     /// Position of each id in `entries`.
     positions: HashMap<Id, usize>,
-    /// tag name → tag value → ids with that tag.
-    postings: HashMap<Box<str>, HashMap<Box<str>, HashSet<Id>>>,
+    /// tag name → tag value → ids with that tag, and their values.
+    postings: HashMap<Box<str>, PostingsByValue<Id, V>>,
 }
+
+/// The entries carrying one `name=value` tag.
+type Posting<Id, V> = HashMap<Id, V>;
+/// One tag name's values, each with its posting.
+type PostingsByValue<Id, V> = HashMap<Box<str>, Posting<Id, V>>;
 
 impl<Id, V> Default for TagIndex<Id, V> {
     fn default() -> Self {
@@ -217,7 +223,7 @@ impl<Id, V> Default for TagIndex<Id, V> {
     }
 }
 
-impl<Id: Copy + Eq + Hash, V> TagIndex<Id, V> {
+impl<Id: Copy + Eq + Hash, V: Clone> TagIndex<Id, V> {
     /// Adds an entry. An id already present is replaced.
     pub fn insert(&mut self, id: Id, tags: Tags, value: V) {
         self.remove(id);
@@ -227,7 +233,7 @@ impl<Id: Copy + Eq + Hash, V> TagIndex<Id, V> {
                 .or_default()
                 .entry(tag_value.into())
                 .or_default()
-                .insert(id);
+                .insert(id, value.clone());
         }
         self.positions.insert(id, self.entries.len());
         self.entries.push((id, tags, value));
@@ -265,7 +271,7 @@ impl<Id: Copy + Eq + Hash, V> TagIndex<Id, V> {
             }
             return;
         }
-        let mut smallest: Option<&HashSet<Id>> = None;
+        let mut smallest: Option<&Posting<Id, V>> = None;
         for (name, value) in query.iter() {
             let Some(ids) = self.postings.get(name).and_then(|values| values.get(value)) else {
                 return; // a tag nobody has matches nobody
@@ -275,10 +281,15 @@ impl<Id: Copy + Eq + Hash, V> TagIndex<Id, V> {
             }
         }
         let Some(candidates) = smallest else { return };
-        let single_tag = query.len() == 1;
-        for id in candidates {
+        if query.len() == 1 {
+            for (id, value) in candidates {
+                visit(*id, value);
+            }
+            return;
+        }
+        for id in candidates.keys() {
             let (_, tags, value) = &self.entries[self.positions[id]];
-            if single_tag || tags.contains_all(query) {
+            if tags.contains_all(query) {
                 visit(*id, value);
             }
         }
