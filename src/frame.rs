@@ -162,13 +162,14 @@ pub struct MessageReader {
     max_message: usize,
     /// Free room in the buffer before the last read.
     spare_before_read: usize,
-    /// The last read filled the buffer: more bytes are likely waiting.
-    streaming: bool,
+    /// The room to offer the next read: doubled each time a read fills the buffer (the client
+    /// is streaming, more is waiting), back to [`IDLE_READ_BUFFER`] when one does not.
+    read_size: usize,
 }
 
 /// Capacity of the read buffer of an idle connection.
 pub const IDLE_READ_BUFFER: usize = 256;
-/// The most the read buffer grows by at once while a client streams.
+/// The most one read asks for while a client streams.
 const MAX_READ_CHUNK: usize = 64 * 1024;
 
 impl MessageReader {
@@ -183,7 +184,7 @@ impl MessageReader {
             validated: 0,
             max_message,
             spare_before_read: 0,
-            streaming: false,
+            read_size: IDLE_READ_BUFFER,
         }
     }
 
@@ -194,20 +195,20 @@ impl MessageReader {
         self
     }
 
-    /// The buffer to read socket bytes into, with room for at least [`IDLE_READ_BUFFER`]/2
-    /// bytes. Once everything read was consumed, it drops back to a small allocation, unless the
-    /// last read filled it (the client is streaming): an idle connection holds little memory.
+    /// The buffer to read socket bytes into. A client that streams gets room for up to
+    /// 64 KiB per read, so one read brings many requests; once everything read was consumed
+    /// and the client paused, the buffer drops back to a small allocation: an idle connection
+    /// holds little memory.
     pub fn read_buffer(&mut self) -> &mut BytesMut {
         if self.buffer.is_empty()
-            && !self.streaming
+            && self.read_size == IDLE_READ_BUFFER
             && self.fragments.is_none()
             && self.buffer.capacity() > IDLE_READ_BUFFER
         {
             self.buffer = BytesMut::with_capacity(IDLE_READ_BUFFER);
         }
-        if self.buffer.capacity() - self.buffer.len() < IDLE_READ_BUFFER / 2 {
-            let grow = self.buffer.len().clamp(IDLE_READ_BUFFER, MAX_READ_CHUNK);
-            self.buffer.reserve(grow);
+        if self.buffer.capacity() - self.buffer.len() < self.read_size / 2 {
+            self.buffer.reserve(self.read_size);
         }
         self.spare_before_read = self.buffer.capacity() - self.buffer.len();
         &mut self.buffer
@@ -215,7 +216,11 @@ impl MessageReader {
 
     /// Records how many bytes the last read into [`MessageReader::read_buffer`] returned.
     pub fn note_read(&mut self, read: usize) {
-        self.streaming = read >= self.spare_before_read;
+        self.read_size = if read >= self.spare_before_read {
+            (self.read_size * 2).min(MAX_READ_CHUNK)
+        } else {
+            IDLE_READ_BUFFER
+        };
     }
 
     /// The next complete message or control frame in the buffer, `Ok(None)` when more bytes are
@@ -549,5 +554,28 @@ mod tests {
         let close = close_frame(&CloseReason::new(4400, "é".repeat(100)));
         assert_eq!(close[1] as usize, 2 + 122);
         assert_eq!(&close[2..4], &4400u16.to_be_bytes());
+    }
+
+    #[test]
+    fn the_read_buffer_grows_while_a_client_streams_and_shrinks_when_it_pauses() {
+        let mut reader = MessageReader::new(1 << 20, BytesMut::new());
+        let mut offered = Vec::new();
+        for _ in 0..12 {
+            // Each read fills the room it was given: the client has more waiting.
+            let buffer = reader.read_buffer();
+            let room = buffer.capacity() - buffer.len();
+            offered.push(room);
+            buffer.put_bytes(0x81, room);
+            reader.note_read(room);
+            reader.buffer.clear();
+        }
+        assert!(offered[0] >= IDLE_READ_BUFFER / 2 && offered[0] < 1024);
+        assert!(offered.windows(2).all(|pair| pair[1] >= pair[0]));
+        assert!(*offered.last().unwrap() >= MAX_READ_CHUNK / 2);
+        // A read that does not fill it: the client paused; the next read gets a small buffer.
+        reader.read_buffer().put_u8(0x81);
+        reader.note_read(1);
+        reader.buffer.clear();
+        assert!(reader.read_buffer().capacity() <= IDLE_READ_BUFFER);
     }
 }
