@@ -16,7 +16,7 @@ use tagcast::config::TlsConfig;
 use tagcast::connection::{read_head, run_websocket};
 use tagcast::frame::{self, CloseReason, Incoming, MessageReader, close_code};
 use tagcast::handshake;
-use tagcast::outbox::Outbox;
+use tagcast::outbox::{Outbox, Wakeups};
 use tagcast::tags::TagLimits;
 use tagcast::tls::TlsAcceptor;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -94,7 +94,7 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
     }
     let outbox = Outbox::new(SEND_QUEUE);
     let messages = MessageReader::new(MAX_MESSAGE, buffer).accept_binary();
-    let echo_message = |message| {
+    let echo_message = |message, wakeups: &mut Wakeups| {
         let echoed = match message {
             Incoming::Text(text) => match std::str::from_utf8(&text) {
                 Ok(text) => frame::text_frame(text),
@@ -103,7 +103,7 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
             Incoming::Binary(data) => frame::binary_frame(&data),
             _ => return Ok(()),
         };
-        outbox.push(echoed);
+        outbox.push(echoed, wakeups);
         Ok(())
     };
     run_websocket(

@@ -42,6 +42,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::ClusterConfig;
 use crate::metrics::{Metrics, Source};
+use crate::outbox::Wakeups;
 use crate::server::Shared;
 use crate::tags::{TagLimits, Tags, TagsError};
 
@@ -313,7 +314,8 @@ impl Cluster {
             Ok(envelope) if envelope.node == self.node => {}
             Ok(envelope) => {
                 shared.metrics.request(Source::Cluster);
-                let delivery = shared.route(&envelope.tags, envelope.message);
+                let delivery =
+                    shared.route(&envelope.tags, envelope.message, &mut Wakeups::default());
                 debug!(
                     from = %envelope.node,
                     delivered = delivery.delivered,

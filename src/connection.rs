@@ -5,8 +5,10 @@
 //! them through the hub; the writer drains the connection's [`Outbox`] into vectored writes. Every
 //! error closes this connection only, with the close code and reason of SPEC §1.
 
+use std::future::poll_fn;
 use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +22,7 @@ use crate::frame::{self, CloseReason, Incoming, MessageReader, close_code};
 use crate::handshake::{self, Head, Rejection, Upgrade};
 use crate::hub::{Listener, Peer};
 use crate::metrics::{Rejected, Source};
-use crate::outbox::{Next, Outbox};
+use crate::outbox::{Next, Outbox, Wakeups};
 use crate::server::Shared;
 
 /// Serves one accepted stream until it closes. `deadline` bounds the handshake.
@@ -67,14 +69,14 @@ pub async fn serve<S>(
     let messages = MessageReader::new(shared.config.messages.max_size, buffer);
     let grace = Duration::from_millis(shared.config.limits.shutdown_grace_ms);
     let mut rate = RateLimit::new(shared.config.limits.max_requests_per_s);
-    let on_message = |message| match message {
+    let on_message = |message, wakeups: &mut Wakeups| match message {
         Incoming::Text(text) => rate
             .admit()
             .inspect_err(|_| {
                 shared.metrics.request(Source::Ws);
                 shared.metrics.rejected(Rejected::RateLimited);
             })
-            .and_then(|()| handle_text(&shared, &peer, &text))
+            .and_then(|()| handle_text(&shared, &peer, &text, wakeups))
             .inspect_err(|reason| {
                 // A client's mistake, not the server's: notice, never an error.
                 peer_span(&shared, &peer).in_scope(|| {
@@ -223,7 +225,8 @@ pub async fn read_head<S: AsyncRead + Unpin>(
 /// The reader reassembles what the client sends with `messages`, answers pings and closes, and
 /// hands every whole data message ([`Incoming::Text`], or [`Incoming::Binary`] when `messages`
 /// accepts it) to `on_message`; an error from it closes the connection with its reason. The
-/// writer drains `outbox`. Once closing started, the client has `grace` to finish the closing
+/// writers `on_message` queues frames to are woken once everything one read brought is handled
+/// (see [`Wakeups`]). The writer drains `outbox`. Once closing started, the client has `grace` to finish the closing
 /// handshake. The daemon routes requests here; the Autobahn echo server (examples/) echoes.
 pub async fn run_websocket<S, F>(
     stream: S,
@@ -234,7 +237,7 @@ pub async fn run_websocket<S, F>(
 ) -> Option<CloseReason>
 where
     S: AsyncRead + AsyncWrite + Unpin,
-    F: FnMut(Incoming) -> Result<(), CloseReason>,
+    F: FnMut(Incoming, &mut Wakeups) -> Result<(), CloseReason>,
 {
     let (read_half, write_half) = tokio::io::split(stream);
     let reader = read_loop(read_half, outbox, messages, on_message);
@@ -272,8 +275,9 @@ async fn read_loop<R, F>(
     mut on_message: F,
 ) where
     R: AsyncRead + Unpin,
-    F: FnMut(Incoming) -> Result<(), CloseReason>,
+    F: FnMut(Incoming, &mut Wakeups) -> Result<(), CloseReason>,
 {
+    let mut wakeups = Wakeups::default();
     loop {
         loop {
             let incoming = match messages.next_message() {
@@ -291,12 +295,12 @@ async fn read_loop<R, F>(
                     if outbox.closing().is_some() {
                         continue; // closing: data is ignored until the client's close
                     }
-                    if let Err(reason) = on_message(incoming) {
+                    if let Err(reason) = on_message(incoming, &mut wakeups) {
                         outbox.close(reason);
                     }
                 }
                 Incoming::Ping(payload) => {
-                    outbox.push(frame::pong_frame(&payload));
+                    outbox.push(frame::pong_frame(&payload), &mut wakeups);
                 }
                 Incoming::Pong => {}
                 Incoming::Close(reason) => {
@@ -306,6 +310,7 @@ async fn read_loop<R, F>(
                 }
             }
         }
+        wakeups.wake_all();
         match stream.read_buf(messages.read_buffer()).await {
             Ok(0) | Err(_) => {
                 outbox.abort();
@@ -317,10 +322,15 @@ async fn read_loop<R, F>(
 }
 
 /// Parses, authorizes and routes one text message.
-fn handle_text(shared: &Shared, peer: &Peer, text: &[u8]) -> Result<(), CloseReason> {
+fn handle_text(
+    shared: &Shared,
+    peer: &Peer,
+    text: &[u8],
+    wakeups: &mut Wakeups,
+) -> Result<(), CloseReason> {
     let text = std::str::from_utf8(text)
         .map_err(|_| CloseReason::new(close_code::INVALID_PAYLOAD, "text is not valid UTF-8"))?;
-    let delivery = shared.handle_request(text, Source::Ws, None)?;
+    let delivery = shared.handle_request(text, Source::Ws, None, wakeups)?;
     debug!(
         conn = peer.id,
         delivered = delivery.delivered,
@@ -361,12 +371,18 @@ async fn write_batch<W: AsyncWrite + Unpin>(
     const MAX_SLICES: usize = 64;
     let mut first = 0;
     while first < batch.len() {
-        let slices: Vec<IoSlice<'_>> = batch[first..]
-            .iter()
-            .take(MAX_SLICES)
-            .map(|frame| IoSlice::new(frame))
-            .collect();
-        let mut written = stream.write_vectored(&slices).await?;
+        // The slices are made on each poll, on the stack: nothing is allocated per write and
+        // no idle connection's task carries them.
+        let frames = &batch[first..];
+        let mut written = poll_fn(|cx| {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            for (slice, frame) in slices.iter_mut().zip(frames) {
+                *slice = IoSlice::new(frame);
+            }
+            let count = frames.len().min(MAX_SLICES);
+            Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..count])
+        })
+        .await?;
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }

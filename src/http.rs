@@ -28,6 +28,7 @@ use crate::connection::read_head;
 use crate::frame::close_code;
 use crate::handshake::{self, Head};
 use crate::metrics::{self, Rejected, Source};
+use crate::outbox::Wakeups;
 use crate::request::Credentials;
 use crate::server::{Shared, handshake_deadline};
 
@@ -271,7 +272,12 @@ where
                 .with_header("WWW-Authenticate", "Bearer");
         }
     };
-    match shared.handle_request(text, Source::Http, credentials.as_ref()) {
+    match shared.handle_request(
+        text,
+        Source::Http,
+        credentials.as_ref(),
+        &mut Wakeups::default(),
+    ) {
         Ok(delivery) => Reply::json(200, serde_json::json!({ "delivered": delivery.delivered })),
         Err(reason) if reason.code == close_code::UNAUTHORIZED => {
             Reply::error(401, reason.reason).with_header("WWW-Authenticate", "Bearer")

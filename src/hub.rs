@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use bytes::Bytes;
 
 use crate::frame::CloseReason;
-use crate::outbox::{Outbox, Pushed};
+use crate::outbox::{Outbox, Pushed, Wakeups};
 use crate::request::Credentials;
 use crate::tags::{TagIndex, Tags};
 
@@ -101,15 +101,17 @@ impl Hub {
         }
     }
 
-    /// Queues `frame` to every connection whose tags contain all of `tags`.
-    pub fn route(&self, tags: &Tags, frame: &Bytes) -> Delivery {
+    /// Queues `frame` to every connection whose tags contain all of `tags`; their writers join
+    /// `wakeups`.
+    pub fn route(&self, tags: &Tags, frame: &Bytes, wakeups: &mut Wakeups) -> Delivery {
         let mut delivery = Delivery::default();
-        self.read()
-            .for_each_match(tags, |_, peer| match peer.outbox.push(frame.clone()) {
+        self.read().for_each_match(tags, |_, peer| {
+            match peer.outbox.push(frame.clone(), wakeups) {
                 Pushed::Queued => delivery.delivered += 1,
                 Pushed::Overflowed => delivery.overflowed += 1,
                 Pushed::Closed => {}
-            });
+            }
+        });
         delivery
     }
 

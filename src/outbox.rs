@@ -4,20 +4,26 @@
 //! `limits.send_queue` frames waiting, it is too slow to read, and its queue is replaced by a
 //! close frame (4429). The connection's writer takes everything queued at once
 //! ([`Outbox::take`]) and writes it in one vectored write. An idle outbox holds no allocation.
+//!
+//! A push does not wake the writer itself: it hands the writer's waker to the router's
+//! [`Wakeups`], which wakes every recipient once the router is done with what it read. A
+//! publisher whose one read brought a hundred requests thus wakes each recipient once, and the
+//! recipient writes its hundred frames with one write instead of a hundred.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::future::poll_fn;
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use tokio::sync::Notify;
 
 use crate::frame::{self, CloseReason, close_code};
 
 /// One client's queue of outgoing frames.
+///
+/// One task waits on it: the connection's, whose writer and closing timer share its waker.
 pub struct Outbox {
     state: Mutex<State>,
-    /// Wakes the writer and the connection when frames arrive or the outbox closes or aborts.
-    changed: Notify,
     /// Frames a client may have waiting before it counts as too slow.
     capacity: usize,
 }
@@ -31,6 +37,21 @@ struct State {
     closing: Option<CloseReason>,
     /// The writer must stop at once, without writing anything more.
     aborted: bool,
+    /// The connection task while it waits for a change; taken by the change that wakes it.
+    waiter: Option<Waker>,
+}
+
+impl State {
+    /// Remembers `cx`'s task as the one to wake on the next change.
+    fn wait(&mut self, cx: &Context<'_>) {
+        if !self
+            .waiter
+            .as_ref()
+            .is_some_and(|waiter| waiter.will_wake(cx.waker()))
+        {
+            self.waiter = Some(cx.waker().clone());
+        }
+    }
 }
 
 /// What [`Outbox::push`] did with a frame.
@@ -60,20 +81,29 @@ impl Outbox {
     pub fn new(capacity: usize) -> Outbox {
         Outbox {
             state: Mutex::new(State::default()),
-            changed: Notify::new(),
             capacity: capacity.max(1),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave the queue inconsistent: keep going.
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues a frame without waiting; see [`Pushed`].
-    pub fn push(&self, frame: Bytes) -> Pushed {
+    /// Releases the lock, then wakes the waiting task, if any.
+    fn wake_now(mut state: MutexGuard<'_, State>) {
+        let waiter = state.waiter.take();
+        drop(state);
+        if let Some(waiter) = waiter {
+            waiter.wake();
+        }
+    }
+
+    /// Queues a frame without waiting; see [`Pushed`]. The writer, when this frame is the
+    /// first one waiting, joins `wakeups`.
+    pub fn push(&self, frame: Bytes, wakeups: &mut Wakeups) -> Pushed {
         let mut state = self.lock();
         if state.closing.is_some() {
             return Pushed::Closed;
@@ -88,9 +118,9 @@ impl Outbox {
         }
         let was_empty = state.frames.is_empty();
         state.frames.push_back(frame);
-        drop(state);
-        if was_empty {
-            self.changed.notify_waiters();
+        if was_empty && let Some(waiter) = state.waiter.take() {
+            drop(state);
+            wakeups.0.push(waiter);
         }
         Pushed::Queued
     }
@@ -106,8 +136,7 @@ impl Outbox {
         state.frames.shrink_to_fit();
         state.close_frame = Some(frame::close_frame(&reason));
         state.closing = Some(reason);
-        drop(state);
-        self.changed.notify_waiters();
+        Outbox::wake_now(state);
         true
     }
 
@@ -118,8 +147,7 @@ impl Outbox {
         if state.closing.is_none() {
             state.closing = Some(CloseReason::new(close_code::ABNORMAL, "aborted"));
         }
-        drop(state);
-        self.changed.notify_waiters();
+        Outbox::wake_now(state);
     }
 
     /// Why the connection is closing, once it is.
@@ -139,27 +167,26 @@ impl Outbox {
 
     /// Waits until there is something to do, then moves every waiting frame into `batch`.
     pub async fn take(&self, batch: &mut Vec<Bytes>) -> Next {
-        loop {
-            let notified = self.changed.notified();
-            {
-                let mut state = self.lock();
-                if state.aborted {
-                    return Next::Abort;
-                }
-                if !state.frames.is_empty() || state.close_frame.is_some() {
-                    batch.extend(state.frames.drain(..));
-                    if state.frames.capacity() > 64 {
-                        state.frames.shrink_to_fit();
-                    }
-                    batch.extend(state.close_frame.take());
-                    return Next::Write;
-                }
-                if state.closing.is_some() {
-                    return Next::Finished;
-                }
+        poll_fn(|cx| {
+            let mut state = self.lock();
+            if state.aborted {
+                return Poll::Ready(Next::Abort);
             }
-            notified.await;
-        }
+            if !state.frames.is_empty() || state.close_frame.is_some() {
+                batch.extend(state.frames.drain(..));
+                if state.frames.capacity() > 64 {
+                    state.frames.shrink_to_fit();
+                }
+                batch.extend(state.close_frame.take());
+                return Poll::Ready(Next::Write);
+            }
+            if state.closing.is_some() {
+                return Poll::Ready(Next::Finished);
+            }
+            state.wait(cx);
+            Poll::Pending
+        })
+        .await
     }
 
     /// Resolves once the outbox is aborted; lets the writer abandon a write that blocks.
@@ -173,14 +200,39 @@ impl Outbox {
     }
 
     async fn wait_for(&self, condition: impl Fn(&State) -> bool) {
-        loop {
-            // Created before the check, so a change between the check and the await wakes it.
-            let notified = self.changed.notified();
-            if condition(&self.lock()) {
-                return;
+        poll_fn(|cx| {
+            let mut state = self.lock();
+            if condition(&state) {
+                return Poll::Ready(());
             }
-            notified.await;
+            state.wait(cx);
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// The writers to wake once a router is done queuing a batch of frames; see the module docs.
+/// Dropping it wakes whoever is still in it, so no wake-up is ever lost.
+#[derive(Default)]
+pub struct Wakeups(Vec<Waker>);
+
+impl Wakeups {
+    /// Wakes every writer collected so far.
+    pub fn wake_all(&mut self) {
+        for waker in self.0.drain(..) {
+            waker.wake();
         }
+        // A broadcast to thousands grew it: do not keep that in an idle connection.
+        if self.0.capacity() > 1024 {
+            self.0 = Vec::new();
+        }
+    }
+}
+
+impl Drop for Wakeups {
+    fn drop(&mut self) {
+        self.wake_all();
     }
 }
 
@@ -191,10 +243,22 @@ mod tests {
     #[tokio::test]
     async fn overflow_replaces_the_queue_with_a_close_frame() {
         let outbox = Outbox::new(2);
-        assert_eq!(outbox.push(Bytes::from_static(b"1")), Pushed::Queued);
-        assert_eq!(outbox.push(Bytes::from_static(b"2")), Pushed::Queued);
-        assert_eq!(outbox.push(Bytes::from_static(b"3")), Pushed::Overflowed);
-        assert_eq!(outbox.push(Bytes::from_static(b"4")), Pushed::Closed);
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"1"), &mut Wakeups::default()),
+            Pushed::Queued
+        );
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"2"), &mut Wakeups::default()),
+            Pushed::Queued
+        );
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"3"), &mut Wakeups::default()),
+            Pushed::Overflowed
+        );
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"4"), &mut Wakeups::default()),
+            Pushed::Closed
+        );
         let mut batch = Vec::new();
         assert_eq!(outbox.take(&mut batch).await, Next::Write);
         assert_eq!(batch.len(), 1);
@@ -206,8 +270,8 @@ mod tests {
     #[tokio::test]
     async fn take_drains_everything_then_waits() {
         let outbox = std::sync::Arc::new(Outbox::new(10));
-        outbox.push(Bytes::from_static(b"1"));
-        outbox.push(Bytes::from_static(b"2"));
+        outbox.push(Bytes::from_static(b"1"), &mut Wakeups::default());
+        outbox.push(Bytes::from_static(b"2"), &mut Wakeups::default());
         let mut batch = Vec::new();
         assert_eq!(outbox.take(&mut batch).await, Next::Write);
         assert_eq!(batch.len(), 2);
@@ -217,5 +281,45 @@ mod tests {
         };
         outbox.abort();
         assert_eq!(waiting.await.unwrap(), Next::Abort);
+    }
+
+    /// Counts how often its task was woken.
+    struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountingWaker {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_waiting_writer_is_woken_once_per_batch_of_pushes() {
+        let counter = std::sync::Arc::new(CountingWaker(Default::default()));
+        let waker = Waker::from(counter.clone());
+        let woken = || counter.0.load(std::sync::atomic::Ordering::SeqCst);
+        let mut cx = Context::from_waker(&waker);
+        let outbox = Outbox::new(10);
+        let mut batch = Vec::new();
+        let mut take = Box::pin(outbox.take(&mut batch));
+        assert!(take.as_mut().poll(&mut cx).is_pending());
+        let mut wakeups = Wakeups::default();
+        for frame in [&b"1"[..], b"2", b"3"] {
+            assert_eq!(
+                outbox.push(Bytes::from_static(frame), &mut wakeups),
+                Pushed::Queued
+            );
+        }
+        assert_eq!(woken(), 0, "pushes alone wake nobody");
+        wakeups.wake_all();
+        assert_eq!(woken(), 1, "the batch wakes the writer once");
+        assert_eq!(take.as_mut().poll(&mut cx), Poll::Ready(Next::Write));
+        drop(take);
+        assert_eq!(batch.len(), 3);
+        batch.clear();
+        let mut take = Box::pin(outbox.take(&mut batch));
+        assert!(take.as_mut().poll(&mut cx).is_pending());
+        outbox.push(Bytes::from_static(b"4"), &mut Wakeups::default());
+        assert_eq!(woken(), 2, "dropping the wake-ups wakes whoever is in them");
+        assert_eq!(take.as_mut().poll(&mut cx), Poll::Ready(Next::Write));
     }
 }

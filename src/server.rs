@@ -27,6 +27,7 @@ use crate::config::{Config, ConfigError};
 use crate::frame::{self, CloseReason, close_code};
 use crate::hub::{Delivery, Hub, Listener};
 use crate::metrics::{Metrics, Rejected, Source};
+use crate::outbox::Wakeups;
 use crate::parser::{self, MessageParser};
 use crate::request::{Credentials, Request};
 use crate::tags::Tags;
@@ -93,8 +94,8 @@ impl Shared {
     /// Delivers a request accepted on this node (checked by auth, encoded by the message
     /// parser) to the local clients at once, then hands it to the other nodes, when clustered,
     /// without waiting for them. Counts this node's deliveries only.
-    pub fn accept_request(&self, tags: &Tags, payload: &str) -> Delivery {
-        let delivery = self.route(tags, payload);
+    pub fn accept_request(&self, tags: &Tags, payload: &str, wakeups: &mut Wakeups) -> Delivery {
+        let delivery = self.route(tags, payload, wakeups);
         if let Some(cluster) = &self.cluster {
             cluster.share(tags, payload);
         }
@@ -104,8 +105,9 @@ impl Shared {
     /// Delivers an accepted request's encoded message (`payload`, from the message parser) to
     /// every local connection whose tags contain all of `tags`. Every source of requests
     /// (WebSocket, HTTP, other nodes) ends here; the frame is built once for all recipients.
-    pub fn route(&self, tags: &Tags, payload: &str) -> Delivery {
-        let delivery = self.hub.route(tags, &frame::text_frame(payload));
+    /// The recipients' writers join `wakeups`: the caller wakes them when its batch is routed.
+    pub fn route(&self, tags: &Tags, payload: &str, wakeups: &mut Wakeups) -> Delivery {
+        let delivery = self.hub.route(tags, &frame::text_frame(payload), wakeups);
         self.metrics.routed(delivery.delivered, delivery.overflowed);
         delivery
     }
@@ -119,6 +121,7 @@ impl Shared {
         text: &str,
         source: Source,
         credentials: Option<&Credentials>,
+        wakeups: &mut Wakeups,
     ) -> Result<Delivery, CloseReason> {
         self.metrics.request(source);
         let invalid = |message: String| {
@@ -134,7 +137,7 @@ impl Shared {
             .parser
             .parse(request.message)
             .map_err(|rejected| invalid(format!("invalid message: {rejected}")))?;
-        Ok(self.accept_request(&request.tags, &payload))
+        Ok(self.accept_request(&request.tags, &payload, wakeups))
     }
 
     /// Re-reads what can change without a restart (SIGHUP, `systemctl reload`): the auth file

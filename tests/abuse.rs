@@ -167,7 +167,10 @@ async fn a_client_that_never_reads_is_closed_with_4429_and_memory_stays_bounded(
     loop {
         let mut overflowed = 0;
         for _ in 0..20 {
-            overflowed += server.shared.route(&tags, &big).overflowed;
+            overflowed += server
+                .shared
+                .route(&tags, &big, &mut tagcast::outbox::Wakeups::default())
+                .overflowed;
         }
         for client in &mut bystanders.clients {
             for _ in 0..20 {

@@ -222,7 +222,9 @@ async fn a_slow_reader_that_reads_again_sees_4429() {
     let frame = tagcast::frame::text_frame("\"x\"");
     let mut overflowed = 0;
     for _ in 0..10_000 {
-        overflowed += shared_hub.route(&tags, &frame).overflowed;
+        overflowed += shared_hub
+            .route(&tags, &frame, &mut tagcast::outbox::Wakeups::default())
+            .overflowed;
         if overflowed > 0 {
             break;
         }
