@@ -113,9 +113,9 @@ pub struct BenchArgs {
     /// Duration of the latency scenario, in seconds.
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
-    /// Most messages each publisher keeps unfinished (sent, not yet received by all their
-    /// subscribers); bounds every server queue. Keep publishers × window below the server's
-    /// `limits.send_queue`.
+    /// Most messages each publisher keeps unfinished per room (sent, not yet received by every
+    /// subscriber of the room): no server queue holds more than publishers × window frames.
+    /// Keep that below the server's `limits.send_queue`.
     #[arg(long, default_value_t = 256)]
     pub window: usize,
     /// The server's process id: report its CPU time per million deliveries and its memory.
@@ -276,10 +276,9 @@ async fn run_scenario(
     let tool_start = probe::sample(None)?.cpu_seconds;
     let target = Arc::new(Target::new(&settings.url, &trust(&settings), settings.sources).await?);
     let plan = Arc::new(Plan::new(settings.clone()));
-    let publishers = plan.publishers();
     let connect_started = Instant::now();
     let (board, receivers) = if workers <= 1 {
-        let board = Arc::new(Board::new(settings.subscribers, publishers));
+        let board = Arc::new(Board::for_subscribers(&plan, 0..settings.subscribers));
         let subscribers = Subscribers::connect(
             plan.clone(),
             target.clone(),
@@ -289,7 +288,7 @@ async fn run_scenario(
         .await?;
         (board, Receivers::Here(subscribers))
     } else {
-        let board = Arc::new(Board::new(workers, publishers));
+        let board = Arc::new(Board::for_workers(&plan, workers));
         let children = Workers::spawn(&settings, workers, board.clone()).await?;
         (board, Receivers::Children(children))
     };

@@ -174,6 +174,13 @@ impl Plan {
             .map_or(u64::MAX, |&next| u64::from(next))
     }
 
+    /// How many of `publisher`'s messages to `room` have an index below `below`: those a
+    /// subscriber of the room whose progress is `below` (see [`Plan::received_below`]) has.
+    pub fn received_count(&self, room: usize, publisher: usize, below: u64) -> usize {
+        self.list(room, publisher)
+            .partition_point(|&index| u64::from(index) < below)
+    }
+
     /// Appends the request that publishes message `index`, stamped `stamp_ns`, to `out`.
     pub fn write_request(&self, index: usize, stamp_ns: u64, room: usize, out: &mut Vec<u8>) {
         let start = out.len();
@@ -280,6 +287,19 @@ mod tests {
         for index in 0..100 {
             let room = plan.room_of_message(index);
             assert!(plan.list(room, index % 2).contains(&(index as u32)));
+        }
+    }
+
+    #[test]
+    fn received_count_reads_back_a_subscribers_progress() {
+        let plan = Plan::new(settings(Scenario::Fanout));
+        for room in 0..3 {
+            for publisher in 0..2 {
+                for count in 0..=plan.list(room, publisher).len() {
+                    let below = plan.received_below(room, publisher, count);
+                    assert_eq!(plan.received_count(room, publisher, below), count);
+                }
+            }
         }
     }
 

@@ -3,9 +3,9 @@
 //!
 //! Publishers first send warm-up messages until every subscriber has received one (the server
 //! has registered them all), then the scenario's messages. As fast as possible, each publisher
-//! keeps at most `window` messages unfinished — sent but not yet received by every subscriber
-//! they are for — so that no server queue grows past it; at a fixed rate, messages leave at
-//! their scheduled times, each stamped with that time.
+//! keeps at most `window` messages per room unfinished — sent but not yet received by every
+//! subscriber of the room — so that no server queue holds more than publishers × window frames;
+//! at a fixed rate, messages leave at their scheduled times, each stamped with that time.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -172,7 +172,8 @@ async fn warm_up(
 }
 
 /// Publisher `publisher` sends its share (messages `publisher`, `publisher + P`, ...) in
-/// batches, never more than the window ahead of what every subscriber has received.
+/// batches, never more than the window ahead, in any room, of what every subscriber of the room
+/// has received. A message whose room is a full window ahead waits, and the ones after it too.
 struct Window {
     plan: Arc<Plan>,
     board: Arc<Board>,
@@ -192,36 +193,42 @@ impl Window {
             publisher,
         } = self;
         let step = plan.publishers();
-        let span = (plan.settings.window.max(1) * step) as u64;
+        let window = plan.settings.window.max(1);
         let mask = [0x5A, publisher as u8, 0xA5, 0x3C];
         let mut batch = Vec::with_capacity(BATCH_BYTES + 1024);
         let mut request = Vec::with_capacity(plan.settings.size + 128);
         let mut next = publisher;
-        let mut limit = 0u64;
+        // Per room: this publisher's messages sent, and how many it may send before it looks
+        // at the board again.
+        let mut sent = vec![0usize; plan.rooms()];
+        let mut allowed = vec![0usize; plan.rooms()];
         while next < plan.settings.messages {
-            if next as u64 >= limit {
-                limit = board.min_received_below(publisher).saturating_add(span);
-                if next as u64 >= limit {
-                    if stop.is_cancelled() {
-                        return Err(BenchError::Worker(
-                            "stopped: the subscribers stalled".into(),
-                        ));
+            while next < plan.settings.messages && batch.len() < BATCH_BYTES {
+                let room = plan.room_of_message(next);
+                if sent[room] >= allowed[room] {
+                    let below = board.min_received_below(room, publisher);
+                    allowed[room] = plan.received_count(room, publisher, below) + window;
+                    if sent[room] >= allowed[room] {
+                        break;
                     }
-                    // Blocks this thread's other publishers too, briefly: they are waiting
-                    // for the same subscribers.
-                    std::thread::sleep(Duration::from_micros(200));
-                    tokio::task::yield_now().await;
-                    continue;
                 }
-            }
-            while next < plan.settings.messages
-                && (next as u64) < limit
-                && batch.len() < BATCH_BYTES
-            {
                 request.clear();
-                plan.write_request(next, wall_ns(), plan.room_of_message(next), &mut request);
+                plan.write_request(next, wall_ns(), room, &mut request);
                 push_masked_frame(&mut batch, TEXT, &request, mask);
+                sent[room] += 1;
                 next += step;
+            }
+            if batch.is_empty() {
+                if stop.is_cancelled() {
+                    return Err(BenchError::Worker(
+                        "stopped: the subscribers stalled".into(),
+                    ));
+                }
+                // Blocks this thread's other publishers too, briefly: they are waiting for
+                // the same subscribers.
+                std::thread::sleep(Duration::from_micros(200));
+                tokio::task::yield_now().await;
+                continue;
             }
             writer.write_all(&batch).await?;
             batch.clear();

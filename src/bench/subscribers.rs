@@ -30,7 +30,8 @@ const CONNECTING_AT_ONCE: usize = 128;
 const ERRORS_KEPT: usize = 5;
 
 /// Progress of the receiving side, one unit per subscriber (in the process that runs them) or
-/// per worker process (in the parent).
+/// per worker process (in the parent). Receipts are followed per lane: a lane is one subscriber
+/// (in the process that runs it) or one room of one worker process (in the parent).
 pub struct Board {
     publishers: usize,
     /// Units whose subscribers are all connected.
@@ -38,9 +39,11 @@ pub struct Board {
     /// Units whose subscribers all received a warm-up message.
     ready: AtomicUsize,
     units: usize,
-    /// `[unit * publishers + publisher]`: every message of that publisher with a lower index
-    /// has been received by the unit.
+    /// `[lane * publishers + publisher]`: every message of that publisher to the lane's room
+    /// with a lower index has been received by the lane.
     received_below: Vec<AtomicU64>,
+    /// The lanes of each room.
+    lanes_of_room: Vec<Vec<usize>>,
     /// Messages received, per unit.
     received: Vec<AtomicU64>,
     /// When the first and the last message arrived (ns since the epoch).
@@ -53,14 +56,34 @@ pub struct Board {
 }
 
 impl Board {
-    /// A board for `units` units and `publishers` publishers.
-    pub fn new(units: usize, publishers: usize) -> Board {
+    /// A board for the subscribers `range` of `plan`, run by this process: a unit and a lane
+    /// per subscriber.
+    pub fn for_subscribers(plan: &Plan, range: Range<usize>) -> Board {
+        let lane_rooms = range.clone().map(|subscriber| plan.room_of(subscriber));
+        Board::new(range.len(), plan, lane_rooms.collect())
+    }
+
+    /// A board for `workers` worker processes: a unit per worker, a lane per worker and room.
+    pub fn for_workers(plan: &Plan, workers: usize) -> Board {
+        let lane_rooms = (0..workers).flat_map(|_| 0..plan.rooms());
+        Board::new(workers, plan, lane_rooms.collect())
+    }
+
+    fn new(units: usize, plan: &Plan, lane_rooms: Vec<usize>) -> Board {
+        let publishers = plan.publishers();
+        let mut lanes_of_room = vec![Vec::new(); plan.rooms()];
+        for (lane, &room) in lane_rooms.iter().enumerate() {
+            lanes_of_room[room].push(lane);
+        }
         Board {
             publishers,
             connected: AtomicUsize::new(0),
             ready: AtomicUsize::new(0),
             units,
-            received_below: (0..units * publishers).map(|_| AtomicU64::new(0)).collect(),
+            received_below: (0..lane_rooms.len() * publishers)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            lanes_of_room,
             received: (0..units).map(|_| AtomicU64::new(0)).collect(),
             first_receipt: AtomicU64::new(u64::MAX),
             last_receipt: AtomicU64::new(0),
@@ -100,19 +123,31 @@ impl Board {
         self.ready.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Every message of `publisher` below the returned index was received by every unit.
-    pub fn min_received_below(&self, publisher: usize) -> u64 {
-        (0..self.units)
-            .map(|unit| {
-                self.received_below[unit * self.publishers + publisher].load(Ordering::Acquire)
+    /// Every message of `publisher` to `room` below the returned index was received by every
+    /// subscriber of the room.
+    pub fn min_received_below(&self, room: usize, publisher: usize) -> u64 {
+        self.lanes_of_room[room]
+            .iter()
+            .map(|lane| {
+                self.received_below[lane * self.publishers + publisher].load(Ordering::Acquire)
             })
             .min()
             .unwrap_or(u64::MAX)
     }
 
-    /// Sets a unit's progress for `publisher`.
-    pub fn set_received_below(&self, unit: usize, publisher: usize, below: u64) {
-        self.received_below[unit * self.publishers + publisher].store(below, Ordering::Release);
+    /// Sets a lane's progress for `publisher`.
+    pub fn set_received_below(&self, lane: usize, publisher: usize, below: u64) {
+        self.received_below[lane * self.publishers + publisher].store(below, Ordering::Release);
+    }
+
+    /// Number of publishers.
+    pub fn publishers(&self) -> usize {
+        self.publishers
+    }
+
+    /// Number of rooms.
+    pub fn rooms(&self) -> usize {
+        self.lanes_of_room.len()
     }
 
     /// Sets a unit's count of received messages.

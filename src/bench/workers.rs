@@ -41,6 +41,7 @@ enum Line {
         connected: bool,
         ready: bool,
         received: u64,
+        /// By room, then publisher: what every subscriber of the room received.
         received_below: Vec<u64>,
     },
     Result(Outcome),
@@ -110,7 +111,7 @@ async fn run_job(
     let target = Arc::new(Target::new(&job.settings.url, &trust, job.settings.sources).await?);
     let plan = Arc::new(Plan::new(job.settings));
     let publishers = plan.publishers();
-    let board = Arc::new(Board::new(job.range.len(), publishers));
+    let board = Arc::new(Board::for_subscribers(&plan, job.range.clone()));
     let subscribers = Subscribers::connect(plan, target, job.range, board.clone()).await?;
     let report = async {
         let mut last = None;
@@ -119,8 +120,9 @@ async fn run_job(
                 connected: true,
                 ready: board.all_ready(),
                 received: board.received(),
-                received_below: (0..publishers)
-                    .map(|publisher| board.min_received_below(publisher))
+                received_below: (0..board.rooms())
+                    .flat_map(|room| (0..publishers).map(move |publisher| (room, publisher)))
+                    .map(|(room, publisher)| board.min_received_below(room, publisher))
                     .collect(),
             };
             if last.as_ref() != Some(&line) {
@@ -215,8 +217,10 @@ async fn follow(
                 received,
                 received_below,
             }) => {
-                for (publisher, below) in received_below.into_iter().enumerate() {
-                    board.set_received_below(worker, publisher, below);
+                // By room, then publisher; this worker's lanes are one per room.
+                for (slot, below) in received_below.into_iter().enumerate() {
+                    let lane = worker * board.rooms() + slot / board.publishers();
+                    board.set_received_below(lane, slot % board.publishers(), below);
                 }
                 board.set_received(worker, received);
                 if now_connected && !connected {
