@@ -10,6 +10,7 @@ use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -36,36 +37,38 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     // Boxed: the handshake's state is freed once it is over, so an open connection's task
-    // carries only what the WebSocket needs.
-    let Some(opened) = Box::pin(open(&shared, &mut stream, address, deadline)).await else {
-        return;
+    // carries only what the WebSocket needs. In a block, so that the task keeps no room for
+    // the handshake's results once they are taken apart.
+    let (peer, registration, slot, buffer, switching) = {
+        let Some(opened) = Box::pin(open(&shared, &mut stream, address, deadline)).await else {
+            return;
+        };
+        let Opened {
+            upgrade,
+            leftover,
+            slot,
+        } = opened;
+        let peer = Arc::new(Peer {
+            id: shared.hub.next_id(),
+            address,
+            listener,
+            credentials: upgrade.credentials,
+            outbox: Outbox::new(shared.config.limits.send_queue),
+        });
+        debug!(conn = peer.id, peer = %address, tags = %upgrade.tags, listener = listener.as_str(), "connection opened");
+        let registration = shared.hub.register(upgrade.tags, peer.clone());
+        let switching = handshake::switching_protocols(&upgrade.accept);
+        (peer, registration, slot, leftover, switching)
     };
-    let Opened {
-        upgrade,
-        leftover: buffer,
-        slot,
-    } = opened;
-    let peer = Arc::new(Peer {
-        id: shared.hub.next_id(),
-        address,
-        listener,
-        credentials: upgrade.credentials,
-        outbox: Outbox::new(shared.config.limits.send_queue),
-    });
-    debug!(conn = peer.id, peer = %address, tags = %upgrade.tags, listener = listener.as_str(), "connection opened");
-    let registration = shared.hub.register(upgrade.tags, peer.clone());
     let counted = shared.metrics.connection_opened(listener);
     // An auth reload between the open check and the registration did not see this connection.
     shared.auth.judge_again(&peer);
     // In the hub before the client learns it is connected: a request sent as soon as the
     // client sees the 101 reaches it. What is routed to it meanwhile waits in its outbox.
-    if stream
-        .write_all(&handshake::switching_protocols(&upgrade.accept))
-        .await
-        .is_err()
-    {
+    if stream.write_all(&switching).await.is_err() {
         return;
     }
+    drop(switching);
     let messages = MessageReader::new(shared.config.messages.max_size, buffer);
     let grace = Duration::from_millis(shared.config.limits.shutdown_grace_ms);
     let mut rate = RateLimit::new(shared.config.limits.max_requests_per_s);
@@ -226,44 +229,83 @@ pub async fn read_head<S: AsyncRead + Unpin>(
 /// hands every whole data message ([`Incoming::Text`], or [`Incoming::Binary`] when `messages`
 /// accepts it) to `on_message`; an error from it closes the connection with its reason. The
 /// writers `on_message` queues frames to are woken once everything one read brought is handled
-/// (see [`Wakeups`]). The writer drains `outbox`. Once closing started, the client has `grace` to finish the closing
-/// handshake. The daemon routes requests here; the Autobahn echo server (examples/) echoes.
-pub async fn run_websocket<S, F>(
+/// (see [`Wakeups`]). The writer drains `outbox`. Once closing started, the client has `grace`
+/// to finish the closing handshake. The daemon routes requests here; the Autobahn echo server
+/// (examples/) echoes.
+///
+/// Not an `async fn`: the halves are made here and only they are kept in the future, not a
+/// second copy of the arguments they were made from (every idle connection carries it).
+pub fn run_websocket<'a, S, F>(
     stream: S,
-    outbox: &Outbox,
+    outbox: &'a Outbox,
     messages: MessageReader,
     grace: Duration,
     on_message: F,
-) -> Option<CloseReason>
+) -> impl Future<Output = Option<CloseReason>> + 'a
 where
-    S: AsyncRead + AsyncWrite + Unpin,
-    F: FnMut(Incoming, &mut Wakeups) -> Result<(), CloseReason>,
+    S: AsyncRead + AsyncWrite + Unpin + 'a,
+    F: FnMut(Incoming, &mut Wakeups) -> Result<(), CloseReason> + 'a,
 {
     let (read_half, write_half) = tokio::io::split(stream);
     let reader = read_loop(read_half, outbox, messages, on_message);
     let writer = write_loop(write_half, outbox);
-    let closing_deadline = async {
+    let closing_deadline = async move {
         outbox.closing_started().await;
         // Boxed: the timer exists only while closing, not in every idle connection.
         Box::pin(tokio::time::sleep(grace)).await;
     };
-    tokio::pin!(reader, writer, closing_deadline);
-    let (mut reader_done, mut writer_done) = (false, false);
-    while !(reader_done && writer_done) {
-        tokio::select! {
-            _ = &mut reader, if !reader_done => {
-                reader_done = true;
-            }
-            written = &mut writer, if !writer_done => {
-                writer_done = true;
-                if written.is_err() {
-                    break;
-                }
-            }
-            _ = &mut closing_deadline => break,
-        }
+    Halves {
+        outbox,
+        reader,
+        writer,
+        closing_deadline,
+        reader_done: false,
+        writer_done: false,
     }
-    outbox.closing()
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`run_websocket`]: its reader, writer and closing deadline, polled together
+    /// until both halves are done, the write failed or the deadline passed.
+    struct Halves<'a, R, W, C> {
+        outbox: &'a Outbox,
+        #[pin]
+        reader: R,
+        #[pin]
+        writer: W,
+        #[pin]
+        closing_deadline: C,
+        reader_done: bool,
+        writer_done: bool,
+    }
+}
+
+impl<R, W, C> Future for Halves<'_, R, W, C>
+where
+    R: Future<Output = ()>,
+    W: Future<Output = std::io::Result<()>>,
+    C: Future<Output = ()>,
+{
+    type Output = Option<CloseReason>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if !*this.reader_done && this.reader.as_mut().poll(cx).is_ready() {
+            *this.reader_done = true;
+        }
+        if !*this.writer_done
+            && let Poll::Ready(written) = this.writer.as_mut().poll(cx)
+        {
+            *this.writer_done = true;
+            if written.is_err() {
+                return Poll::Ready(this.outbox.closing());
+            }
+        }
+        if (*this.reader_done && *this.writer_done) || this.closing_deadline.poll(cx).is_ready() {
+            return Poll::Ready(this.outbox.closing());
+        }
+        Poll::Pending
+    }
 }
 
 /// Reads frames until the client closes (or breaks the protocol, or the stream ends); hands data

@@ -461,11 +461,16 @@ pub fn handshake_deadline(config: &Config) -> Instant {
 ///
 /// ws and wss connections are served by two functions, hence two task types: a task holds its
 /// future inline, so one function for both would make every ws connection pay for the size of
-/// the TLS stream and handshake.
-async fn serve_ws(shared: Arc<Shared>, stream: TcpStream, address: SocketAddr) {
+/// the TLS stream and handshake. Not an `async fn`: the task is `connection::serve`'s future
+/// itself, without a wrapper keeping a second copy of its arguments.
+fn serve_ws(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    address: SocketAddr,
+) -> impl Future<Output = ()> + Send {
     let _ = stream.set_nodelay(true);
     let deadline = handshake_deadline(&shared.config);
-    connection::serve(shared, stream, address, Listener::Ws, deadline).await;
+    connection::serve(shared, stream, address, Listener::Ws, deadline)
 }
 
 /// Serves one connection accepted on the wss listener: decrypted first, its TLS handshake
