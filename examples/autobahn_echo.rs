@@ -103,7 +103,7 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
             Incoming::Binary(data) => frame::binary_frame(&data),
             _ => return Ok(()),
         };
-        outbox.push(echoed, wakeups);
+        outbox.push(&echoed, wakeups);
         Ok(())
     };
     run_websocket(

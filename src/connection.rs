@@ -342,7 +342,7 @@ async fn read_loop<R, F>(
                     }
                 }
                 Incoming::Ping(payload) => {
-                    outbox.push(frame::pong_frame(&payload), &mut wakeups);
+                    outbox.push(&frame::pong_frame(&payload), &mut wakeups);
                 }
                 Incoming::Pong => {}
                 Incoming::Close(reason) => {

@@ -105,13 +105,12 @@ impl Hub {
     /// `wakeups`.
     pub fn route(&self, tags: &Tags, frame: &Bytes, wakeups: &mut Wakeups) -> Delivery {
         let mut delivery = Delivery::default();
-        self.read().for_each_match(tags, |_, peer| {
-            match peer.outbox.push(frame.clone(), wakeups) {
+        self.read()
+            .for_each_match(tags, |_, peer| match peer.outbox.push(frame, wakeups) {
                 Pushed::Queued => delivery.delivered += 1,
                 Pushed::Overflowed => delivery.overflowed += 1,
                 Pushed::Closed => {}
-            }
-        });
+            });
         delivery
     }
 

@@ -9,13 +9,18 @@
 //! [`Wakeups`], which wakes every recipient once the router is done with what it read. A
 //! publisher whose one read brought a hundred requests thus wakes each recipient once, and the
 //! recipient writes its hundred frames with one write instead of a hundred.
+//!
+//! A small frame is copied into the end of the queue's current buffer rather than shared: for a
+//! frame of a few dozen bytes the copy costs less than counting a shared reference up here and
+//! down after the write (every recipient's core touching the same counter), and the writer then
+//! hands the kernel one slice for many frames instead of one slice each.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::frame::{self, CloseReason, close_code};
 
@@ -28,9 +33,56 @@ pub struct Outbox {
     capacity: usize,
 }
 
+/// Frames up to this size are copied into the queue; larger ones are shared.
+const COPY_UP_TO: usize = 1024;
+/// Room a queue's copy buffer starts with.
+const COPY_BUFFER: usize = 4096;
+
+/// The frames waiting, in order: runs of small frames copied end to end into one buffer, larger
+/// frames as they are.
+#[derive(Default)]
+struct Queue {
+    chunks: VecDeque<Bytes>,
+    /// Small frames queued after the last chunk.
+    tail: BytesMut,
+    frames: usize,
+}
+
+impl Queue {
+    fn push(&mut self, frame: &Bytes) {
+        if frame.len() <= COPY_UP_TO {
+            if self.tail.capacity() == 0 {
+                self.tail = BytesMut::with_capacity(COPY_BUFFER);
+            }
+            self.tail.extend_from_slice(frame);
+        } else {
+            self.seal_tail();
+            self.chunks.push_back(frame.clone());
+        }
+        self.frames += 1;
+    }
+
+    fn seal_tail(&mut self) {
+        if !self.tail.is_empty() {
+            self.chunks
+                .push_back(std::mem::take(&mut self.tail).freeze());
+        }
+    }
+
+    /// Moves every frame into `batch`, as few slices as there are chunks.
+    fn drain_into(&mut self, batch: &mut Vec<Bytes>) {
+        self.seal_tail();
+        batch.extend(self.chunks.drain(..));
+        if self.chunks.capacity() > 64 {
+            self.chunks.shrink_to_fit();
+        }
+        self.frames = 0;
+    }
+}
+
 #[derive(Default)]
 struct State {
-    frames: VecDeque<Bytes>,
+    frames: Queue,
     /// Set once the connection is closing: the close frame to write after `frames`, until taken.
     close_frame: Option<Bytes>,
     /// Why the connection is closing, once it is.
@@ -103,12 +155,12 @@ impl Outbox {
 
     /// Queues a frame without waiting; see [`Pushed`]. The writer, when this frame is the
     /// first one waiting, joins `wakeups`.
-    pub fn push(&self, frame: Bytes, wakeups: &mut Wakeups) -> Pushed {
+    pub fn push(&self, frame: &Bytes, wakeups: &mut Wakeups) -> Pushed {
         let mut state = self.lock();
         if state.closing.is_some() {
             return Pushed::Closed;
         }
-        if state.frames.len() >= self.capacity {
+        if state.frames.frames >= self.capacity {
             drop(state);
             self.close(CloseReason::new(
                 close_code::TOO_MANY,
@@ -116,8 +168,8 @@ impl Outbox {
             ));
             return Pushed::Overflowed;
         }
-        let was_empty = state.frames.is_empty();
-        state.frames.push_back(frame);
+        let was_empty = state.frames.frames == 0;
+        state.frames.push(frame);
         if was_empty && let Some(waiter) = state.waiter.take() {
             drop(state);
             wakeups.0.push(waiter);
@@ -132,8 +184,7 @@ impl Outbox {
         if state.closing.is_some() {
             return false;
         }
-        state.frames.clear();
-        state.frames.shrink_to_fit();
+        state.frames = Queue::default();
         state.close_frame = Some(frame::close_frame(&reason));
         state.closing = Some(reason);
         Outbox::wake_now(state);
@@ -157,7 +208,7 @@ impl Outbox {
 
     /// Number of frames waiting.
     pub fn len(&self) -> usize {
-        self.lock().frames.len()
+        self.lock().frames.frames
     }
 
     /// True when nothing is waiting.
@@ -172,11 +223,8 @@ impl Outbox {
             if state.aborted {
                 return Poll::Ready(Next::Abort);
             }
-            if !state.frames.is_empty() || state.close_frame.is_some() {
-                batch.extend(state.frames.drain(..));
-                if state.frames.capacity() > 64 {
-                    state.frames.shrink_to_fit();
-                }
+            if state.frames.frames > 0 || state.close_frame.is_some() {
+                state.frames.drain_into(batch);
                 batch.extend(state.close_frame.take());
                 return Poll::Ready(Next::Write);
             }
@@ -244,19 +292,19 @@ mod tests {
     async fn overflow_replaces_the_queue_with_a_close_frame() {
         let outbox = Outbox::new(2);
         assert_eq!(
-            outbox.push(Bytes::from_static(b"1"), &mut Wakeups::default()),
+            outbox.push(&Bytes::from_static(b"1"), &mut Wakeups::default()),
             Pushed::Queued
         );
         assert_eq!(
-            outbox.push(Bytes::from_static(b"2"), &mut Wakeups::default()),
+            outbox.push(&Bytes::from_static(b"2"), &mut Wakeups::default()),
             Pushed::Queued
         );
         assert_eq!(
-            outbox.push(Bytes::from_static(b"3"), &mut Wakeups::default()),
+            outbox.push(&Bytes::from_static(b"3"), &mut Wakeups::default()),
             Pushed::Overflowed
         );
         assert_eq!(
-            outbox.push(Bytes::from_static(b"4"), &mut Wakeups::default()),
+            outbox.push(&Bytes::from_static(b"4"), &mut Wakeups::default()),
             Pushed::Closed
         );
         let mut batch = Vec::new();
@@ -270,17 +318,44 @@ mod tests {
     #[tokio::test]
     async fn take_drains_everything_then_waits() {
         let outbox = std::sync::Arc::new(Outbox::new(10));
-        outbox.push(Bytes::from_static(b"1"), &mut Wakeups::default());
-        outbox.push(Bytes::from_static(b"2"), &mut Wakeups::default());
+        outbox.push(&Bytes::from_static(b"1"), &mut Wakeups::default());
+        outbox.push(&Bytes::from_static(b"2"), &mut Wakeups::default());
         let mut batch = Vec::new();
         assert_eq!(outbox.take(&mut batch).await, Next::Write);
-        assert_eq!(batch.len(), 2);
+        assert_eq!(batch.concat(), b"12");
         let waiting = {
             let outbox = outbox.clone();
             tokio::spawn(async move { outbox.take(&mut Vec::new()).await })
         };
         outbox.abort();
         assert_eq!(waiting.await.unwrap(), Next::Abort);
+    }
+
+    #[tokio::test]
+    async fn small_frames_are_copied_end_to_end_large_ones_shared_in_order() {
+        let outbox = Outbox::new(10);
+        let large = Bytes::from(vec![b'L'; COPY_UP_TO + 1]);
+        let mut wakeups = Wakeups::default();
+        for frame in [
+            &Bytes::from_static(b"ab"),
+            &Bytes::from_static(b"c"),
+            &large,
+        ] {
+            outbox.push(frame, &mut wakeups);
+        }
+        outbox.push(&Bytes::from_static(b"d"), &mut wakeups);
+        assert_eq!(outbox.len(), 4);
+        let mut batch = Vec::new();
+        assert_eq!(outbox.take(&mut batch).await, Next::Write);
+        assert_eq!(batch.len(), 3, "two copied runs around the shared frame");
+        assert_eq!(batch[0], &b"abc"[..]);
+        assert_eq!(
+            batch[1].as_ptr(),
+            large.as_ptr(),
+            "the large frame is not copied"
+        );
+        assert_eq!(batch[2], &b"d"[..]);
+        assert!(outbox.is_empty());
     }
 
     /// Counts how often its task was woken.
@@ -305,7 +380,7 @@ mod tests {
         let mut wakeups = Wakeups::default();
         for frame in [&b"1"[..], b"2", b"3"] {
             assert_eq!(
-                outbox.push(Bytes::from_static(frame), &mut wakeups),
+                outbox.push(&Bytes::from_static(frame), &mut wakeups),
                 Pushed::Queued
             );
         }
@@ -314,11 +389,11 @@ mod tests {
         assert_eq!(woken(), 1, "the batch wakes the writer once");
         assert_eq!(take.as_mut().poll(&mut cx), Poll::Ready(Next::Write));
         drop(take);
-        assert_eq!(batch.len(), 3);
+        assert_eq!(batch.concat(), b"123");
         batch.clear();
         let mut take = Box::pin(outbox.take(&mut batch));
         assert!(take.as_mut().poll(&mut cx).is_pending());
-        outbox.push(Bytes::from_static(b"4"), &mut Wakeups::default());
+        outbox.push(&Bytes::from_static(b"4"), &mut Wakeups::default());
         assert_eq!(woken(), 2, "dropping the wake-ups wakes whoever is in them");
         assert_eq!(take.as_mut().poll(&mut cx), Poll::Ready(Next::Write));
     }
