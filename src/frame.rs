@@ -196,19 +196,20 @@ impl MessageReader {
     }
 
     /// The buffer to read socket bytes into. A client that streams gets room for up to
-    /// 64 KiB per read, so one read brings many requests; once everything read was consumed
-    /// and the client paused, the buffer drops back to a small allocation: an idle connection
-    /// holds little memory.
+    /// 64 KiB per read, so one read brings many requests; once everything read was consumed,
+    /// a buffer larger than the next read needs (grown for a large frame, or while the client
+    /// streamed) drops back to a small allocation: an idle connection holds little memory.
     pub fn read_buffer(&mut self) -> &mut BytesMut {
-        if self.buffer.is_empty()
-            && self.read_size == IDLE_READ_BUFFER
-            && self.fragments.is_none()
-            && self.buffer.capacity() > IDLE_READ_BUFFER
-        {
-            self.buffer = BytesMut::with_capacity(IDLE_READ_BUFFER);
-        }
         if self.buffer.capacity() - self.buffer.len() < self.read_size / 2 {
+            // May take back the whole allocation a large frame was split from.
             self.buffer.reserve(self.read_size);
+        }
+        let needed = match self.read_size {
+            IDLE_READ_BUFFER => IDLE_READ_BUFFER,
+            streaming => 2 * streaming,
+        };
+        if self.buffer.is_empty() && self.fragments.is_none() && self.buffer.capacity() > needed {
+            self.buffer = BytesMut::with_capacity(self.read_size);
         }
         self.spare_before_read = self.buffer.capacity() - self.buffer.len();
         &mut self.buffer
@@ -577,5 +578,34 @@ mod tests {
         reader.note_read(1);
         reader.buffer.clear();
         assert!(reader.read_buffer().capacity() <= IDLE_READ_BUFFER);
+    }
+
+    #[test]
+    fn the_read_buffer_shrinks_after_one_large_message() {
+        let payload = vec![b'x'; 60_000];
+        let mut wire = Vec::new();
+        crate::bench::client::push_masked_frame(
+            &mut wire,
+            crate::bench::client::TEXT,
+            &payload,
+            [1, 2, 3, 4],
+        );
+        let mut reader = MessageReader::new(1 << 20, BytesMut::new());
+        let mut sent = 0;
+        let mut messages = 0;
+        while sent < wire.len() {
+            let buffer = reader.read_buffer();
+            let room = (buffer.capacity() - buffer.len()).min(wire.len() - sent);
+            buffer.put_slice(&wire[sent..sent + room]);
+            reader.note_read(room);
+            sent += room;
+            while let Some(message) = reader.next_message().unwrap() {
+                assert!(matches!(message, Incoming::Text(text) if text.len() == 60_000));
+                messages += 1;
+            }
+        }
+        assert_eq!(messages, 1);
+        // The client is quiet now: the next read waits in a small buffer.
+        assert!(reader.read_buffer().capacity() <= 4 * IDLE_READ_BUFFER);
     }
 }
