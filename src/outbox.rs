@@ -13,7 +13,9 @@
 //! A small frame is copied into the end of the queue's current buffer rather than shared: for a
 //! frame of a few dozen bytes the copy costs less than counting a shared reference up here and
 //! down after the write (every recipient's core touching the same counter), and the writer then
-//! hands the kernel one slice for many frames instead of one slice each.
+//! hands the kernel one slice for many frames instead of one slice each. At most
+//! [`COPY_BUDGET`] bytes are copied per queue: past that (a client that stopped reading), frames
+//! are shared again, so a slow reader holds no more than that of private copies.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -27,6 +29,7 @@ use crate::frame::{self, CloseReason, close_code};
 /// One client's queue of outgoing frames.
 ///
 /// One task waits on it: the connection's, whose writer and closing timer share its waker.
+/// It keeps one waker, so a second task waiting on the same outbox would not be woken.
 pub struct Outbox {
     state: Mutex<State>,
     /// Frames a client may have waiting before it counts as too slow.
@@ -35,6 +38,8 @@ pub struct Outbox {
 
 /// Frames up to this size are copied into the queue; larger ones are shared.
 const COPY_UP_TO: usize = 1024;
+/// Bytes a queue copies at most before it shares frames again (until the writer takes them).
+pub const COPY_BUDGET: usize = 64 * 1024;
 
 /// The frames waiting, in order: runs of small frames copied end to end into one buffer, larger
 /// frames as they are.
@@ -44,11 +49,14 @@ struct Queue {
     /// Small frames queued after the last chunk.
     tail: BytesMut,
     frames: usize,
+    /// Bytes copied since the writer last took the queue.
+    copied: usize,
 }
 
 impl Queue {
     fn push(&mut self, frame: &Bytes) {
-        if frame.len() <= COPY_UP_TO {
+        if frame.len() <= COPY_UP_TO && self.copied + frame.len() <= COPY_BUDGET {
+            self.copied += frame.len();
             // Starts small and doubles as frames arrive: a message to every idle connection
             // allocates little for each (what malloc keeps after a burst stays in the RSS).
             self.tail.extend_from_slice(frame);
@@ -74,6 +82,7 @@ impl Queue {
             self.chunks.shrink_to_fit();
         }
         self.frames = 0;
+        self.copied = 0;
     }
 }
 
@@ -353,6 +362,30 @@ mod tests {
         );
         assert_eq!(batch[2], &b"d"[..]);
         assert!(outbox.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_queue_copies_at_most_its_budget_then_shares() {
+        let frame = Bytes::from(vec![b'f'; COPY_UP_TO]);
+        let frames = COPY_BUDGET / COPY_UP_TO + 3;
+        let outbox = Outbox::new(frames);
+        let mut wakeups = Wakeups::default();
+        for _ in 0..frames {
+            outbox.push(&frame, &mut wakeups);
+        }
+        let mut batch = Vec::new();
+        assert_eq!(outbox.take(&mut batch).await, Next::Write);
+        assert_eq!(
+            batch[0].len(),
+            COPY_BUDGET,
+            "one copied run, as long as the budget"
+        );
+        assert_eq!(batch.len(), 4);
+        assert!(
+            batch[1..]
+                .iter()
+                .all(|shared| shared.as_ptr() == frame.as_ptr())
+        );
     }
 
     /// Counts how often its task was woken.
