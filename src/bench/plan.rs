@@ -52,8 +52,8 @@ pub struct Settings {
     pub size: usize,
     /// Messages per second (latency scenario only).
     pub rate: u32,
-    /// Most messages a publisher keeps unfinished (sent but not yet received by every
-    /// subscriber it is for).
+    /// Most messages a publisher keeps unfinished per room (sent but not yet received by every
+    /// subscriber of the room).
     pub window: usize,
     /// Seed of the room each message goes to.
     pub seed: u64,

@@ -231,6 +231,8 @@ impl Window {
                 continue;
             }
             writer.write_all(&batch).await?;
+            // Over wss, rustls may still hold some of it: out before the window is waited on.
+            writer.flush().await?;
             batch.clear();
         }
         writer.flush().await?;
