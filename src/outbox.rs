@@ -14,7 +14,7 @@
 //! frame of a few dozen bytes the copy costs less than counting a shared reference up here and
 //! down after the write (every recipient's core touching the same counter), and the writer then
 //! hands the kernel one slice for many frames instead of one slice each. At most
-//! [`COPY_BUDGET`] bytes are copied per queue: past that (a client that stopped reading), frames
+//! 64 KiB (`COPY_BUDGET`) are copied per queue: past that (a client that stopped reading), frames
 //! are shared again, so a slow reader holds no more than that of private copies.
 
 use std::collections::VecDeque;
@@ -39,7 +39,7 @@ pub struct Outbox {
 /// Frames up to this size are copied into the queue; larger ones are shared.
 const COPY_UP_TO: usize = 1024;
 /// Bytes a queue copies at most before it shares frames again (until the writer takes them).
-pub const COPY_BUDGET: usize = 64 * 1024;
+const COPY_BUDGET: usize = 64 * 1024;
 
 /// The frames waiting, in order: runs of small frames copied end to end into one buffer, larger
 /// frames as they are.
@@ -88,8 +88,8 @@ impl Queue {
 
 #[derive(Default)]
 struct State {
-    frames: Queue,
-    /// Set once the connection is closing: the close frame to write after `frames`, until taken.
+    queue: Queue,
+    /// Set once the connection is closing: the close frame to write after `queue`, until taken.
     close_frame: Option<Bytes>,
     /// Why the connection is closing, once it is.
     closing: Option<CloseReason>,
@@ -166,7 +166,7 @@ impl Outbox {
         if state.closing.is_some() {
             return Pushed::Closed;
         }
-        if state.frames.frames >= self.capacity {
+        if state.queue.frames >= self.capacity {
             drop(state);
             self.close(CloseReason::new(
                 close_code::TOO_MANY,
@@ -174,8 +174,8 @@ impl Outbox {
             ));
             return Pushed::Overflowed;
         }
-        let was_empty = state.frames.frames == 0;
-        state.frames.push(frame);
+        let was_empty = state.queue.frames == 0;
+        state.queue.push(frame);
         if was_empty && let Some(waiter) = state.waiter.take() {
             drop(state);
             wakeups.0.push(waiter);
@@ -190,7 +190,7 @@ impl Outbox {
         if state.closing.is_some() {
             return false;
         }
-        state.frames = Queue::default();
+        state.queue = Queue::default();
         state.close_frame = Some(frame::close_frame(&reason));
         state.closing = Some(reason);
         Outbox::wake_now(state);
@@ -214,7 +214,7 @@ impl Outbox {
 
     /// Number of frames waiting.
     pub fn len(&self) -> usize {
-        self.lock().frames.frames
+        self.lock().queue.frames
     }
 
     /// True when nothing is waiting.
@@ -229,8 +229,8 @@ impl Outbox {
             if state.aborted {
                 return Poll::Ready(Next::Abort);
             }
-            if state.frames.frames > 0 || state.close_frame.is_some() {
-                state.frames.drain_into(batch);
+            if state.queue.frames > 0 || state.close_frame.is_some() {
+                state.queue.drain_into(batch);
                 batch.extend(state.close_frame.take());
                 return Poll::Ready(Next::Write);
             }
