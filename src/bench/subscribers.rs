@@ -140,14 +140,22 @@ impl Board {
         self.received_below[lane * self.publishers + publisher].store(below, Ordering::Release);
     }
 
-    /// Number of publishers.
-    pub fn publishers(&self) -> usize {
-        self.publishers
+    /// What every subscriber of each room received, by room then publisher: a worker's
+    /// progress, read back by [`Board::set_worker_progress`] in the parent.
+    pub fn progress_by_room(&self) -> Vec<u64> {
+        (0..self.lanes_of_room.len())
+            .flat_map(|room| (0..self.publishers).map(move |publisher| (room, publisher)))
+            .map(|(room, publisher)| self.min_received_below(room, publisher))
+            .collect()
     }
 
-    /// Number of rooms.
-    pub fn rooms(&self) -> usize {
-        self.lanes_of_room.len()
+    /// Sets worker `worker`'s lanes (one per room) from its [`Board::progress_by_room`].
+    pub fn set_worker_progress(&self, worker: usize, progress: &[u64]) {
+        let first_lane = worker * self.lanes_of_room.len();
+        for (slot, &below) in progress.iter().enumerate() {
+            let lane = first_lane + slot / self.publishers;
+            self.set_received_below(lane, slot % self.publishers, below);
+        }
     }
 
     /// Sets a unit's count of received messages.

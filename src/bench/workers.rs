@@ -110,7 +110,6 @@ async fn run_job(
     let trust = super::trust(&job.settings);
     let target = Arc::new(Target::new(&job.settings.url, &trust, job.settings.sources).await?);
     let plan = Arc::new(Plan::new(job.settings));
-    let publishers = plan.publishers();
     let board = Arc::new(Board::for_subscribers(&plan, job.range.clone()));
     let subscribers = Subscribers::connect(plan, target, job.range, board.clone()).await?;
     let report = async {
@@ -120,10 +119,7 @@ async fn run_job(
                 connected: true,
                 ready: board.all_ready(),
                 received: board.received(),
-                received_below: (0..board.rooms())
-                    .flat_map(|room| (0..publishers).map(move |publisher| (room, publisher)))
-                    .map(|(room, publisher)| board.min_received_below(room, publisher))
-                    .collect(),
+                received_below: board.progress_by_room(),
             };
             if last.as_ref() != Some(&line) {
                 print_line(&line);
@@ -217,11 +213,7 @@ async fn follow(
                 received,
                 received_below,
             }) => {
-                // By room, then publisher; this worker's lanes are one per room.
-                for (slot, below) in received_below.into_iter().enumerate() {
-                    let lane = worker * board.rooms() + slot / board.publishers();
-                    board.set_received_below(lane, slot % board.publishers(), below);
-                }
+                board.set_worker_progress(worker, &received_below);
                 board.set_received(worker, received);
                 if now_connected && !connected {
                     connected = true;
