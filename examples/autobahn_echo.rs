@@ -13,13 +13,13 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tagcast::config::TlsConfig;
-use tagcast::connection::{read_head, run_websocket};
+use tagcast::connection::{Transport, read_head, run_websocket};
 use tagcast::frame::{self, CloseReason, Incoming, MessageReader, close_code};
 use tagcast::handshake;
 use tagcast::outbox::{Outbox, Wakeups};
 use tagcast::tags::TagLimits;
 use tagcast::tls::TlsAcceptor;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 /// Autobahn's largest messages are 16 MiB (cases 9.*).
@@ -71,7 +71,7 @@ async fn main() -> Result<(), Error> {
 }
 
 /// Upgrades one connection as the daemon does, then echoes until it closes.
-async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
+async fn echo<S: Transport>(mut stream: S) {
     let mut buffer = BytesMut::with_capacity(1024);
     let head = match read_head(&mut stream, &mut buffer).await {
         Ok(Some(head)) => head,

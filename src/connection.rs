@@ -2,19 +2,22 @@
 //!
 //! The task reads the request head and answers HTTP or upgrades to WebSocket. An upgraded
 //! connection runs two halves in the same task: the reader turns frames into requests and routes
-//! them through the hub; the writer drains the connection's [`Outbox`] into vectored writes. Every
-//! error closes this connection only, with the close code and reason of SPEC §1.
+//! them through the hub; the writer drains the connection's [`Outbox`] into vectored writes. Over
+//! plain TCP the router may also write to the socket itself ([`Transport`]). Every error closes
+//! this connection only, with the close code and reason of SPEC §1.
 
 use std::future::poll_fn;
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::{debug, info};
@@ -34,7 +37,7 @@ pub async fn serve<S>(
     listener: Listener,
     deadline: Instant,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: Transport,
 {
     // Boxed: the handshake's state is freed once it is over, so an open connection's task
     // carries only what the WebSocket needs. In a block, so that the task keeps no room for
@@ -243,10 +246,10 @@ pub fn run_websocket<'a, S, F>(
     on_message: F,
 ) -> impl Future<Output = Option<CloseReason>> + 'a
 where
-    S: AsyncRead + AsyncWrite + Unpin + 'a,
+    S: Transport + 'a,
     F: FnMut(Incoming, &mut Wakeups) -> Result<(), CloseReason> + 'a,
 {
-    let (read_half, write_half) = tokio::io::split(stream);
+    let (read_half, write_half) = stream.split_for(outbox);
     let reader = read_loop(read_half, outbox, messages, on_message);
     let writer = write_loop(write_half, outbox);
     let closing_deadline = async move {
@@ -261,6 +264,86 @@ where
         closing_deadline,
         reader_done: false,
         writer_done: false,
+    }
+}
+
+/// A stream a connection splits into its reader's and its writer's halves.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin {
+    /// What the reader reads from.
+    type Reader: AsyncRead + Unpin;
+    /// What the writer writes to.
+    type Writer: AsyncWrite + Unpin;
+
+    /// Splits the stream; a socket that pushes may write to at once is also handed to `outbox`
+    /// ([`Outbox::write_through`]).
+    fn split_for(self, outbox: &Outbox) -> (Self::Reader, Self::Writer);
+}
+
+/// Plain TCP: the router writes a lone request's frame to an idle client's socket itself.
+impl Transport for TcpStream {
+    type Reader = OwnedReadHalf;
+    type Writer = SharedWriteHalf;
+
+    fn split_for(self, outbox: &Outbox) -> (OwnedReadHalf, SharedWriteHalf) {
+        let (read_half, write_half) = self.into_split();
+        let write_half = Arc::new(write_half);
+        outbox.write_through(write_half.clone());
+        (read_half, SharedWriteHalf(write_half))
+    }
+}
+
+/// TLS: records are sealed by the stream's one session, so only the writer writes.
+impl<S: AsyncRead + AsyncWrite + Unpin> Transport for tokio_rustls::server::TlsStream<S> {
+    type Reader = ReadHalf<Self>;
+    type Writer = WriteHalf<Self>;
+
+    fn split_for(self, _: &Outbox) -> (ReadHalf<Self>, WriteHalf<Self>) {
+        tokio::io::split(self)
+    }
+}
+
+/// The writer's half of a TCP socket that the outbox shares ([`Outbox::write_through`]).
+pub struct SharedWriteHalf(Arc<OwnedWriteHalf>);
+
+impl AsyncWrite for SharedWriteHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        slices: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let socket: &TcpStream = (*self.0).as_ref();
+        loop {
+            ready!(socket.poll_write_ready(cx))?;
+            match socket.try_write_vectored(slices) {
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                written => return Poll::Ready(written),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// Shuts the write side down once the outbox let go of the socket (it does when closing);
+    /// otherwise the last of them to go does, when dropped.
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match Arc::get_mut(&mut self.0) {
+            Some(write_half) => Pin::new(write_half).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
 }
 
@@ -332,6 +415,9 @@ async fn read_loop<R, F>(
                     return;
                 }
             };
+            // A frame to a client that waits for nothing may be written at once, unless the
+            // read brought more requests: they are left to the writers, to write as one.
+            wakeups.set_write_through(!messages.has_unread());
             match incoming {
                 Incoming::Text(_) | Incoming::Binary(_) => {
                     if outbox.closing().is_some() {

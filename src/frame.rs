@@ -224,6 +224,11 @@ impl MessageReader {
         };
     }
 
+    /// True when bytes read are still waiting in the buffer: (part of) a next frame.
+    pub fn has_unread(&self) -> bool {
+        !self.buffer.is_empty()
+    }
+
     /// The next complete message or control frame in the buffer, `Ok(None)` when more bytes are
     /// needed, or the close code and reason the connection must be closed with.
     pub fn next_message(&mut self) -> Result<Option<Incoming>, CloseReason> {

@@ -272,12 +272,10 @@ where
                 .with_header("WWW-Authenticate", "Bearer");
         }
     };
-    match shared.handle_request(
-        text,
-        Source::Http,
-        credentials.as_ref(),
-        &mut Wakeups::default(),
-    ) {
+    // One request: its recipients' sockets may be written to at once.
+    let mut wakeups = Wakeups::default();
+    wakeups.set_write_through(true);
+    match shared.handle_request(text, Source::Http, credentials.as_ref(), &mut wakeups) {
         Ok(delivery) => Reply::json(200, serde_json::json!({ "delivered": delivery.delivered })),
         Err(reason) if reason.code == close_code::UNAUTHORIZED => {
             Reply::error(401, reason.reason).with_header("WWW-Authenticate", "Bearer")

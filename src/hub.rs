@@ -107,7 +107,7 @@ impl Hub {
         let mut delivery = Delivery::default();
         self.read()
             .for_each_match(tags, |_, peer| match peer.outbox.push(frame, wakeups) {
-                Pushed::Queued => delivery.delivered += 1,
+                Pushed::Accepted => delivery.delivered += 1,
                 Pushed::Overflowed => delivery.overflowed += 1,
                 Pushed::Closed => {}
             });

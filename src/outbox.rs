@@ -10,6 +10,14 @@
 //! publisher whose one read brought a hundred requests thus wakes each recipient once, and the
 //! recipient writes its hundred frames with one write instead of a hundred.
 //!
+//! When the reader hands the router the only request one read brought, a push to a client with
+//! nothing waiting and an idle writer writes the frame to its socket at once (plain TCP only,
+//! see [`Outbox::write_through`]): at low load, waking a writer task to write one frame costs
+//! as much as the write. A batch of requests is still left to the writers, each writing its
+//! client's share of the batch with one write; so are a lone request's recipients past the first
+//! `WRITE_THROUGH_PER_REQUEST`, so that a message to thousands is not written to each in turn
+//! by one task (the other runtime threads write their share, and the hub is not held as long).
+//!
 //! A small frame is copied into the end of the queue's current buffer rather than shared: for a
 //! frame of a few dozen bytes the copy costs less than counting a shared reference up here and
 //! down after the write (every recipient's core touching the same counter), and the writer then
@@ -19,10 +27,11 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
+use tokio::net::tcp::OwnedWriteHalf;
 
 use crate::frame::{self, CloseReason, close_code};
 
@@ -40,6 +49,8 @@ pub struct Outbox {
 const COPY_UP_TO: usize = 1024;
 /// Bytes a queue copies at most before it shares frames again (until the writer takes them).
 const COPY_BUDGET: usize = 64 * 1024;
+/// Recipients of a lone request that the router writes to itself, at most.
+const WRITE_THROUGH_PER_REQUEST: usize = 128;
 
 /// The frames waiting, in order: runs of small frames copied end to end into one buffer, larger
 /// frames as they are.
@@ -97,6 +108,10 @@ struct State {
     aborted: bool,
     /// The connection task while it waits for a change; taken by the change that wakes it.
     waiter: Option<Waker>,
+    /// The socket, while a push may write to it directly: plain TCP, until closing.
+    socket: Option<Arc<OwnedWriteHalf>>,
+    /// The writer took frames and has not finished writing them.
+    writing: bool,
 }
 
 impl State {
@@ -115,8 +130,8 @@ impl State {
 /// What [`Outbox::push`] did with a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
-    /// Queued for writing.
-    Queued,
+    /// Written to the socket at once, or queued for the writer.
+    Accepted,
     /// The queue was full: the connection is now closing with 4429 and the frame was dropped.
     Overflowed,
     /// The connection was already closing: the frame was dropped.
@@ -159,8 +174,14 @@ impl Outbox {
         }
     }
 
-    /// Queues a frame without waiting; see [`Pushed`]. The writer, when this frame is the
-    /// first one waiting, joins `wakeups`.
+    /// Lets a push write to `socket` itself when `wakeups` allows it, nothing is waiting and
+    /// the writer is idle; see the module docs. Until the connection starts closing.
+    pub fn write_through(&self, socket: Arc<OwnedWriteHalf>) {
+        self.lock().socket = Some(socket);
+    }
+
+    /// Queues a frame, or writes it at once (see [`Outbox::write_through`]), without waiting;
+    /// see [`Pushed`]. The writer, when this frame is the first one waiting, joins `wakeups`.
     pub fn push(&self, frame: &Bytes, wakeups: &mut Wakeups) -> Pushed {
         let mut state = self.lock();
         if state.closing.is_some() {
@@ -175,12 +196,24 @@ impl Outbox {
             return Pushed::Overflowed;
         }
         let was_empty = state.queue.frames == 0;
-        state.queue.push(frame);
+        match &state.socket {
+            Some(socket) if was_empty && wakeups.write_through > 0 && !state.writing => {
+                wakeups.write_through -= 1;
+                match socket.try_write(frame) {
+                    Ok(written) if written == frame.len() => return Pushed::Accepted,
+                    Ok(written) => state.queue.push(&frame.slice(written..)),
+                    // The socket's buffer is full (the writer waits for room) or the write
+                    // failed (the writer fails the same way and ends the connection).
+                    Err(_) => state.queue.push(frame),
+                }
+            }
+            _ => state.queue.push(frame),
+        }
         if was_empty && let Some(waiter) = state.waiter.take() {
             drop(state);
-            wakeups.0.push(waiter);
+            wakeups.wakers.push(waiter);
         }
-        Pushed::Queued
+        Pushed::Accepted
     }
 
     /// Starts closing with `reason`: frames still queued are dropped and the close frame is
@@ -191,6 +224,7 @@ impl Outbox {
             return false;
         }
         state.queue = Queue::default();
+        state.socket = None;
         state.close_frame = Some(frame::close_frame(&reason));
         state.closing = Some(reason);
         Outbox::wake_now(state);
@@ -201,6 +235,7 @@ impl Outbox {
     pub fn abort(&self) {
         let mut state = self.lock();
         state.aborted = true;
+        state.socket = None;
         if state.closing.is_none() {
             state.closing = Some(CloseReason::new(close_code::ABNORMAL, "aborted"));
         }
@@ -226,12 +261,15 @@ impl Outbox {
     pub async fn take(&self, batch: &mut Vec<Bytes>) -> Next {
         poll_fn(|cx| {
             let mut state = self.lock();
+            // Called again: what the last call took is written.
+            state.writing = false;
             if state.aborted {
                 return Poll::Ready(Next::Abort);
             }
             if state.queue.frames > 0 || state.close_frame.is_some() {
                 state.queue.drain_into(batch);
                 batch.extend(state.close_frame.take());
+                state.writing = true;
                 return Poll::Ready(Next::Write);
             }
             if state.closing.is_some() {
@@ -269,17 +307,33 @@ impl Outbox {
 /// The writers to wake once a router is done queuing a batch of frames; see the module docs.
 /// Dropping it wakes whoever is still in it, so no wake-up is ever lost.
 #[derive(Default)]
-pub struct Wakeups(Vec<Waker>);
+pub struct Wakeups {
+    wakers: Vec<Waker>,
+    /// How many more pushes may write to sockets at once (the router handles a lone request).
+    write_through: usize,
+}
 
 impl Wakeups {
+    /// Lets the pushes that follow write frames to idle clients' sockets at once (`true`, for
+    /// a request that came alone: up to `WRITE_THROUGH_PER_REQUEST` of them) or leaves every
+    /// frame to the writers (`false`, the default: more requests are coming, and each writer
+    /// will write its share with one write).
+    pub fn set_write_through(&mut self, allowed: bool) {
+        self.write_through = if allowed {
+            WRITE_THROUGH_PER_REQUEST
+        } else {
+            0
+        };
+    }
+
     /// Wakes every writer collected so far.
     pub fn wake_all(&mut self) {
-        for waker in self.0.drain(..) {
+        for waker in self.wakers.drain(..) {
             waker.wake();
         }
         // A broadcast to thousands grew it: do not keep that in an idle connection.
-        if self.0.capacity() > 1024 {
-            self.0 = Vec::new();
+        if self.wakers.capacity() > 1024 {
+            self.wakers = Vec::new();
         }
     }
 }
@@ -299,11 +353,11 @@ mod tests {
         let outbox = Outbox::new(2);
         assert_eq!(
             outbox.push(&Bytes::from_static(b"1"), &mut Wakeups::default()),
-            Pushed::Queued
+            Pushed::Accepted
         );
         assert_eq!(
             outbox.push(&Bytes::from_static(b"2"), &mut Wakeups::default()),
-            Pushed::Queued
+            Pushed::Accepted
         );
         assert_eq!(
             outbox.push(&Bytes::from_static(b"3"), &mut Wakeups::default()),
@@ -411,7 +465,7 @@ mod tests {
         for frame in [&b"1"[..], b"2", b"3"] {
             assert_eq!(
                 outbox.push(&Bytes::from_static(frame), &mut wakeups),
-                Pushed::Queued
+                Pushed::Accepted
             );
         }
         assert_eq!(woken(), 0, "pushes alone wake nobody");
@@ -426,5 +480,125 @@ mod tests {
         outbox.push(&Bytes::from_static(b"4"), &mut Wakeups::default());
         assert_eq!(woken(), 2, "dropping the wake-ups wakes whoever is in them");
         assert_eq!(take.as_mut().poll(&mut cx), Poll::Ready(Next::Write));
+    }
+
+    /// An outbox writing through to a real loopback socket, and the client's end of it.
+    async fn written_through() -> (Outbox, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (_, write_half) = server.into_split();
+        let outbox = Outbox::new(1000);
+        outbox.write_through(Arc::new(write_half));
+        (outbox, client)
+    }
+
+    fn lone_request() -> Wakeups {
+        let mut wakeups = Wakeups::default();
+        wakeups.set_write_through(true);
+        wakeups
+    }
+
+    /// Reads exactly `expected.len()` bytes from `client` (bounded) and compares them.
+    async fn client_reads(client: &mut tokio::net::TcpStream, expected: &[u8]) {
+        use tokio::io::AsyncReadExt;
+        let mut read = vec![0; expected.len()];
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            client.read_exact(&mut read),
+        )
+        .await
+        .expect("the bytes arrive")
+        .unwrap();
+        assert_eq!(read, expected);
+    }
+
+    #[tokio::test]
+    async fn a_lone_request_is_written_at_once_only_to_an_idle_writer_with_nothing_waiting() {
+        let (outbox, mut client) = written_through().await;
+        let frame = |text: &'static str| Bytes::from_static(text.as_bytes());
+        assert_eq!(
+            outbox.push(&frame("1"), &mut lone_request()),
+            Pushed::Accepted
+        );
+        assert!(outbox.is_empty(), "written, not queued");
+        client_reads(&mut client, b"1").await;
+
+        // A batch is left to the writer; a lone request behind it waits its turn.
+        outbox.push(&frame("2"), &mut Wakeups::default());
+        outbox.push(&frame("3"), &mut lone_request());
+        assert_eq!(outbox.len(), 2);
+        let mut batch = Vec::new();
+        assert_eq!(outbox.take(&mut batch).await, Next::Write);
+        assert_eq!(batch.concat(), b"23");
+        // The writer is writing what it took: what comes now waits behind it.
+        outbox.push(&frame("4"), &mut lone_request());
+        assert_eq!(outbox.len(), 1);
+        batch.clear();
+        assert_eq!(outbox.take(&mut batch).await, Next::Write);
+        assert_eq!(batch.concat(), b"4");
+
+        // Back in `take` with nothing waiting, the writer is idle: written at once again.
+        batch.clear();
+        let mut take = Box::pin(outbox.take(&mut batch));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(take.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(
+            outbox.push(&frame("5"), &mut lone_request()),
+            Pushed::Accepted
+        );
+        assert!(outbox.is_empty());
+        client_reads(&mut client, b"5").await;
+
+        // Closing lets go of the socket: only the writer writes the close frame.
+        outbox.close(CloseReason::new(close_code::NORMAL, ""));
+        assert_eq!(
+            outbox.push(&frame("6"), &mut lone_request()),
+            Pushed::Closed
+        );
+        assert_eq!(take.as_mut().poll(&mut cx), Poll::Ready(Next::Write));
+        assert!(outbox.lock().socket.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_lone_request_writes_through_to_a_bounded_number_of_recipients() {
+        let (outbox, mut client) = written_through().await;
+        let mut wakeups = lone_request();
+        for _ in 0..WRITE_THROUGH_PER_REQUEST {
+            assert_eq!(
+                outbox.push(&Bytes::from_static(b"w"), &mut wakeups),
+                Pushed::Accepted
+            );
+        }
+        assert!(outbox.is_empty());
+        client_reads(&mut client, &[b'w'; WRITE_THROUGH_PER_REQUEST]).await;
+        outbox.push(&Bytes::from_static(b"q"), &mut wakeups);
+        assert_eq!(
+            outbox.len(),
+            1,
+            "past the bound, frames are left to the writer"
+        );
+    }
+
+    #[tokio::test]
+    async fn what_the_socket_cannot_take_at_once_is_queued_for_the_writer() {
+        let (outbox, mut client) = written_through().await;
+        // Far more than loopback's socket buffers hold while the client does not read.
+        let frame = Bytes::from(
+            (0..64 << 20)
+                .map(|byte: u32| byte as u8)
+                .collect::<Vec<u8>>(),
+        );
+        assert_eq!(outbox.push(&frame, &mut lone_request()), Pushed::Accepted);
+        assert_eq!(outbox.len(), 1);
+        let mut batch = Vec::new();
+        assert_eq!(outbox.take(&mut batch).await, Next::Write);
+        let rest = batch.concat();
+        let written = frame.len() - rest.len();
+        assert!(written > 0 && !rest.is_empty());
+        assert_eq!(rest, frame[written..]);
+        client_reads(&mut client, &frame[..written]).await;
     }
 }
