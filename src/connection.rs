@@ -415,8 +415,8 @@ async fn read_loop<R, F>(
                     return;
                 }
             };
-            // A frame to a client that waits for nothing may be written at once, unless the
-            // read brought more requests: they are left to the writers, to write as one.
+            // The last request of what a read brought may be written at once to clients that
+            // wait for nothing; those before it are left to the writers, to write as one.
             wakeups.set_write_through(!messages.has_unread());
             match incoming {
                 Incoming::Text(_) | Incoming::Binary(_) => {

@@ -10,13 +10,16 @@
 //! publisher whose one read brought a hundred requests thus wakes each recipient once, and the
 //! recipient writes its hundred frames with one write instead of a hundred.
 //!
-//! When the reader hands the router the only request one read brought, a push to a client with
-//! nothing waiting and an idle writer writes the frame to its socket at once (plain TCP only,
-//! see [`Outbox::write_through`]): at low load, waking a writer task to write one frame costs
-//! as much as the write. A batch of requests is still left to the writers, each writing its
-//! client's share of the batch with one write; so are a lone request's recipients past the first
+//! When the reader hands the router the last request of what one read brought (at low load, the
+//! only one), a push of a frame of up to 16 KiB to a client with nothing waiting and an idle
+//! writer writes it to the client's socket at once (plain TCP only, see
+//! [`Outbox::write_through`]): waking a writer task to write one frame costs as much as the
+//! write. The requests before it are left to the writers, each writing its client's share of the
+//! batch with one write; so are a request's recipients past the first
 //! `WRITE_THROUGH_PER_REQUEST`, so that a message to thousands is not written to each in turn
 //! by one task (the other runtime threads write their share, and the hub is not held as long).
+//! What a socket does not take at once is queued for the writer; should the connection close
+//! meanwhile, that rest of a frame is still written before the close frame.
 //!
 //! A small frame is copied into the end of the queue's current buffer rather than shared: for a
 //! frame of a few dozen bytes the copy costs less than counting a shared reference up here and
@@ -49,13 +52,18 @@ pub struct Outbox {
 const COPY_UP_TO: usize = 1024;
 /// Bytes a queue copies at most before it shares frames again (until the writer takes them).
 const COPY_BUDGET: usize = 64 * 1024;
-/// Recipients of a lone request that the router writes to itself, at most.
+/// Recipients of one request that the router writes to itself, at most.
 const WRITE_THROUGH_PER_REQUEST: usize = 128;
+/// Frames up to this size may be written through; larger ones are left to the writer.
+const WRITE_THROUGH_UP_TO: usize = 16 * 1024;
 
 /// The frames waiting, in order: runs of small frames copied end to end into one buffer, larger
 /// frames as they are.
 #[derive(Default)]
 struct Queue {
+    /// The rest of a frame whose start was written through: first out, and kept when closing
+    /// drops the rest of the queue (the client is in the middle of it).
+    started: Option<Bytes>,
     chunks: VecDeque<Bytes>,
     /// Small frames queued after the last chunk.
     tail: BytesMut,
@@ -78,6 +86,22 @@ impl Queue {
         self.frames += 1;
     }
 
+    /// Queues what a write through left of `frame`; the queue is empty.
+    fn push_started(&mut self, rest: Bytes) {
+        self.started = Some(rest);
+        self.frames += 1;
+    }
+
+    /// Drops every frame but the rest of a started one.
+    fn drop_unstarted(&mut self) {
+        let started = self.started.take();
+        *self = Queue {
+            frames: usize::from(started.is_some()),
+            started,
+            ..Queue::default()
+        };
+    }
+
     fn seal_tail(&mut self) {
         if !self.tail.is_empty() {
             self.chunks
@@ -88,6 +112,7 @@ impl Queue {
     /// Moves every frame into `batch`, as few slices as there are chunks.
     fn drain_into(&mut self, batch: &mut Vec<Bytes>) {
         self.seal_tail();
+        batch.extend(self.started.take());
         batch.extend(self.chunks.drain(..));
         if self.chunks.capacity() > 64 {
             self.chunks.shrink_to_fit();
@@ -110,7 +135,8 @@ struct State {
     waiter: Option<Waker>,
     /// The socket, while a push may write to it directly: plain TCP, until closing.
     socket: Option<Arc<OwnedWriteHalf>>,
-    /// The writer took frames and has not finished writing them.
+    /// The writer took frames and has not finished writing them (stays set after a write that
+    /// failed or was abandoned: the writer is done).
     writing: bool,
 }
 
@@ -175,9 +201,13 @@ impl Outbox {
     }
 
     /// Lets a push write to `socket` itself when `wakeups` allows it, nothing is waiting and
-    /// the writer is idle; see the module docs. Until the connection starts closing.
+    /// the writer is idle; see the module docs. Until the connection starts closing (ignored
+    /// when it already has: only the writer writes, and shuts the socket down).
     pub fn write_through(&self, socket: Arc<OwnedWriteHalf>) {
-        self.lock().socket = Some(socket);
+        let mut state = self.lock();
+        if state.closing.is_none() {
+            state.socket = Some(socket);
+        }
     }
 
     /// Queues a frame, or writes it at once (see [`Outbox::write_through`]), without waiting;
@@ -197,11 +227,16 @@ impl Outbox {
         }
         let was_empty = state.queue.frames == 0;
         match &state.socket {
-            Some(socket) if was_empty && wakeups.write_through > 0 && !state.writing => {
+            Some(socket)
+                if was_empty
+                    && wakeups.write_through > 0
+                    && !state.writing
+                    && frame.len() <= WRITE_THROUGH_UP_TO =>
+            {
                 wakeups.write_through -= 1;
                 match socket.try_write(frame) {
                     Ok(written) if written == frame.len() => return Pushed::Accepted,
-                    Ok(written) => state.queue.push(&frame.slice(written..)),
+                    Ok(written) => state.queue.push_started(frame.slice(written..)),
                     // The socket's buffer is full (the writer waits for room) or the write
                     // failed (the writer fails the same way and ends the connection).
                     Err(_) => state.queue.push(frame),
@@ -216,14 +251,15 @@ impl Outbox {
         Pushed::Accepted
     }
 
-    /// Starts closing with `reason`: frames still queued are dropped and the close frame is
-    /// written next. Returns false when the outbox was already closing (the first reason wins).
+    /// Starts closing with `reason`: frames still queued are dropped (but the rest of one
+    /// partly written) and the close frame is written next. Returns false when the outbox was
+    /// already closing (the first reason wins).
     pub fn close(&self, reason: CloseReason) -> bool {
         let mut state = self.lock();
         if state.closing.is_some() {
             return false;
         }
-        state.queue = Queue::default();
+        state.queue.drop_unstarted();
         state.socket = None;
         state.close_frame = Some(frame::close_frame(&reason));
         state.closing = Some(reason);
@@ -309,15 +345,15 @@ impl Outbox {
 #[derive(Default)]
 pub struct Wakeups {
     wakers: Vec<Waker>,
-    /// How many more pushes may write to sockets at once (the router handles a lone request).
+    /// How many more pushes may write to sockets at once (for the request being routed).
     write_through: usize,
 }
 
 impl Wakeups {
     /// Lets the pushes that follow write frames to idle clients' sockets at once (`true`, for
-    /// a request that came alone: up to `WRITE_THROUGH_PER_REQUEST` of them) or leaves every
-    /// frame to the writers (`false`, the default: more requests are coming, and each writer
-    /// will write its share with one write).
+    /// the last request of a read, nothing more to batch it with: up to
+    /// `WRITE_THROUGH_PER_REQUEST` of them) or leaves every frame to the writers (`false`, the
+    /// default: more requests are coming, and each writer will write its share with one write).
     pub fn set_write_through(&mut self, allowed: bool) {
         self.write_through = if allowed {
             WRITE_THROUGH_PER_REQUEST
@@ -482,14 +518,26 @@ mod tests {
         assert_eq!(take.as_mut().poll(&mut cx), Poll::Ready(Next::Write));
     }
 
-    /// An outbox writing through to a real loopback socket, and the client's end of it.
-    async fn written_through() -> (Outbox, tokio::net::TcpStream) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+    /// A real loopback connection: the server's write half and the client's end. Both ends
+    /// have small socket buffers: a client that does not read soon blocks a write.
+    async fn connection() -> (OwnedWriteHalf, tokio::net::TcpStream) {
+        let listening = tokio::net::TcpSocket::new_v4().unwrap();
+        listening.set_send_buffer_size(4096).unwrap(); // inherited by accepted sockets
+        listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = listening.listen(1).unwrap();
+        let connecting = tokio::net::TcpSocket::new_v4().unwrap();
+        connecting.set_recv_buffer_size(4096).unwrap();
+        let client = connecting
+            .connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let (_, write_half) = server.into_split();
+        (server.into_split().1, client)
+    }
+
+    /// An outbox writing through to a real loopback socket, and the client's end of it.
+    async fn written_through() -> (Outbox, tokio::net::TcpStream) {
+        let (write_half, client) = connection().await;
         let outbox = Outbox::new(1000);
         outbox.write_through(Arc::new(write_half));
         (outbox, client)
@@ -583,22 +631,53 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn what_the_socket_cannot_take_at_once_is_queued_for_the_writer() {
+    async fn the_rest_of_a_frame_partly_written_through_is_written_even_when_closing() {
         let (outbox, mut client) = written_through().await;
-        // Far more than loopback's socket buffers hold while the client does not read.
-        let frame = Bytes::from(
-            (0..64 << 20)
-                .map(|byte: u32| byte as u8)
-                .collect::<Vec<u8>>(),
+        let mut written_through = Vec::new();
+        let mut rest = None;
+        // The client does not read: within a few frames the socket takes only part of one.
+        for fill in 0..64u8 {
+            let frame = Bytes::from(vec![fill; WRITE_THROUGH_UP_TO]);
+            assert_eq!(outbox.push(&frame, &mut lone_request()), Pushed::Accepted);
+            if outbox.is_empty() {
+                written_through.extend_from_slice(&frame);
+                continue;
+            }
+            // Closing drops what is queued, but not the end of a frame the client is reading.
+            outbox.close(CloseReason::new(close_code::TOO_MANY, "slow"));
+            let mut batch = Vec::new();
+            assert_eq!(outbox.take(&mut batch).await, Next::Write);
+            assert_eq!(
+                batch.len(),
+                2,
+                "the rest of the frame, then the close frame"
+            );
+            let written = frame.len() - batch[0].len();
+            assert!(written > 0, "a part of the frame was written through");
+            assert_eq!(batch[0], frame[written..]);
+            assert_eq!(&batch[1][2..4], &4429u16.to_be_bytes());
+            written_through.extend_from_slice(&frame[..written]);
+            rest = Some(batch);
+            break;
+        }
+        assert!(rest.is_some(), "the socket never refused a part of a frame");
+        client_reads(&mut client, &written_through).await;
+    }
+
+    #[tokio::test]
+    async fn large_frames_and_closed_connections_are_left_to_the_writer() {
+        let (outbox, _client) = written_through().await;
+        let large = Bytes::from(vec![b'L'; WRITE_THROUGH_UP_TO + 1]);
+        outbox.push(&large, &mut lone_request());
+        assert_eq!(outbox.len(), 1, "queued, not written through");
+
+        let closed = Outbox::new(10);
+        closed.close(CloseReason::new(close_code::NORMAL, ""));
+        let (write_half, _client) = connection().await;
+        closed.write_through(Arc::new(write_half));
+        assert!(
+            closed.lock().socket.is_none(),
+            "closing: only the writer writes"
         );
-        assert_eq!(outbox.push(&frame, &mut lone_request()), Pushed::Accepted);
-        assert_eq!(outbox.len(), 1);
-        let mut batch = Vec::new();
-        assert_eq!(outbox.take(&mut batch).await, Next::Write);
-        let rest = batch.concat();
-        let written = frame.len() - rest.len();
-        assert!(written > 0 && !rest.is_empty());
-        assert_eq!(rest, frame[written..]);
-        client_reads(&mut client, &frame[..written]).await;
     }
 }
