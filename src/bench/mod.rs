@@ -258,6 +258,8 @@ struct Report {
     first_send_ns: u64,
     last_receipt_ns: u64,
     latencies: Histogram,
+    /// How late the publishers sent (the latency scenario).
+    send_lag: Histogram,
     errors: (Vec<String>, usize),
     connect_seconds: f64,
     server_start: Option<Sample>,
@@ -366,6 +368,10 @@ async fn run_scenario(
         },
         connect_seconds,
         server_start,
+        send_lag: sent_result
+            .as_ref()
+            .map(|sent| sent.send_lag.clone())
+            .unwrap_or_default(),
         server_before: sent_result.and_then(|sent| sent.server_before),
         server_after,
         tool_cpu_s,
@@ -443,6 +449,19 @@ impl Report {
 
     fn latency_ms(&self, quantile: f64) -> f64 {
         self.latencies.quantile(quantile) as f64 / 1e6
+    }
+
+    /// p50, p99 and max of how late the publishers sent, in ms; `null` outside `latency`.
+    fn send_lag_ms(&self) -> serde_json::Value {
+        if self.send_lag.is_empty() {
+            return serde_json::Value::Null;
+        }
+        let ms = |ns: u64| ns as f64 / 1e6;
+        json!({
+            "p50": ms(self.send_lag.quantile(0.5)),
+            "p99": ms(self.send_lag.quantile(0.99)),
+            "max": ms(self.send_lag.max()),
+        })
     }
 
     fn row(&self) -> String {
@@ -526,6 +545,7 @@ impl Report {
                 "p99_9": self.latency_ms(0.999),
                 "max": self.latencies.max() as f64 / 1e6,
             },
+            "send_lag_ms": self.send_lag_ms(),
             "server": server,
             "tool_cpu_s": self.tool_cpu_s,
             "errors": self.errors.1,

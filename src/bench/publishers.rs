@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::BenchError;
 use super::client::{Stream, TEXT, Target, push_masked_frame};
+use super::histogram::Histogram;
 use super::plan::{Plan, Scenario};
 use super::probe::{self, Sample};
 use super::subscribers::{Board, wall_ns};
@@ -27,6 +28,8 @@ const WARM_UP_ROUND: Duration = Duration::from_millis(200);
 const BATCH_BYTES: usize = 32 * 1024;
 /// The latency scenario wakes this long before a send, then sleeps precisely to it.
 const COARSE_WAKE_EARLY: Duration = Duration::from_millis(2);
+/// ... and spins for the last of it: a thread woken from a sleep is tens of µs late.
+const SPIN_BEFORE_SEND: Duration = Duration::from_micros(50);
 
 /// What the publishers did.
 pub struct Sent {
@@ -36,6 +39,9 @@ pub struct Sent {
     pub last_send_ns: u64,
     /// The server just before the first message, when a pid was given.
     pub server_before: Option<Sample>,
+    /// How late each message left, in ns (the latency scenario; empty otherwise): the tool's
+    /// own lateness, counted in the latency like the server's.
+    pub send_lag: Histogram,
 }
 
 /// The publisher thread: `sent` reports when the last message is out; the connections stay
@@ -49,6 +55,8 @@ pub fn start(
 ) -> oneshot::Receiver<Result<Sent, BenchError>> {
     let (sent_tx, sent_rx) = oneshot::channel();
     std::thread::spawn(move || {
+        // Sleeps end when asked, not up to 50 µs later (the default timer slack); best effort.
+        let _ = nix::sys::prctl::set_timerslack(1);
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -115,8 +123,9 @@ async fn publish(
     warm_up(plan, board, &mut publishers[0]).await?;
     let server_before = pid.map(|pid| probe::sample(Some(pid))).transpose()?;
     let first_send_ns = wall_ns();
+    let mut send_lag = Histogram::default();
     match plan.settings.scenario {
-        Scenario::Latency => at_fixed_rate(plan, publishers).await?,
+        Scenario::Latency => send_lag = at_fixed_rate(plan, publishers).await?,
         _ => {
             let mut tasks = JoinSet::new();
             for (publisher, writer) in std::mem::take(publishers).into_iter().enumerate() {
@@ -138,6 +147,7 @@ async fn publish(
         first_send_ns,
         last_send_ns: wall_ns(),
         server_before,
+        send_lag,
     })
 }
 
@@ -242,15 +252,17 @@ impl Window {
 
 /// Sends message `i` at `start + i / rate`, stamped with that scheduled time, from publisher
 /// `i % P`: a slow server delays the sends but not the stamps, so its queueing is counted.
+/// Returns how late each message left (ns).
 async fn at_fixed_rate(
     plan: &Plan,
     publishers: &mut [WriteHalf<Stream>],
-) -> Result<(), BenchError> {
+) -> Result<Histogram, BenchError> {
     let interval_ns = 1e9 / f64::from(plan.settings.rate.max(1));
     let start = std::time::Instant::now() + Duration::from_millis(5);
     let start_ns = wall_ns() + 5_000_000;
     let mut request = Vec::with_capacity(plan.settings.size + 128);
     let mut frame = Vec::with_capacity(plan.settings.size + 256);
+    let mut send_lag = Histogram::default();
     for index in 0..plan.settings.messages {
         let offset = Duration::from_nanos((index as f64 * interval_ns) as u64);
         let due = start + offset;
@@ -259,7 +271,12 @@ async fn at_fixed_rate(
             tokio::time::sleep_until((due - COARSE_WAKE_EARLY).into()).await;
         }
         // The runtime's timer ticks in milliseconds; the thread sleeps the rest precisely.
-        std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+        std::thread::sleep(
+            due.saturating_duration_since(std::time::Instant::now() + SPIN_BEFORE_SEND),
+        );
+        while std::time::Instant::now() < due {
+            std::hint::spin_loop();
+        }
         request.clear();
         frame.clear();
         let stamp = start_ns + offset.as_nanos() as u64;
@@ -267,6 +284,7 @@ async fn at_fixed_rate(
         push_masked_frame(&mut frame, TEXT, &request, [0x5A, 0, 0xA5, 0x3C]);
         let publisher = index % publishers.len();
         publishers[publisher].write_all(&frame).await?;
+        send_lag.record(due.elapsed().as_nanos() as u64);
     }
-    Ok(())
+    Ok(send_lag)
 }
