@@ -644,6 +644,8 @@ mod tests {
                 continue;
             }
             // Closing drops what is queued, but not the end of a frame the client is reading.
+            outbox.push(&Bytes::from_static(b"dropped"), &mut lone_request());
+            assert_eq!(outbox.len(), 2);
             outbox.close(CloseReason::new(close_code::TOO_MANY, "slow"));
             let mut batch = Vec::new();
             assert_eq!(outbox.take(&mut batch).await, Next::Write);
@@ -669,7 +671,14 @@ mod tests {
         let (outbox, _client) = written_through().await;
         let large = Bytes::from(vec![b'L'; WRITE_THROUGH_UP_TO + 1]);
         outbox.push(&large, &mut lone_request());
-        assert_eq!(outbox.len(), 1, "queued, not written through");
+        let mut batch = Vec::new();
+        assert_eq!(outbox.take(&mut batch).await, Next::Write);
+        assert_eq!(batch.len(), 1);
+        assert_eq!(
+            batch[0].as_ptr(),
+            large.as_ptr(),
+            "queued whole, nothing written through"
+        );
 
         let closed = Outbox::new(10);
         closed.close(CloseReason::new(close_code::NORMAL, ""));

@@ -28,7 +28,8 @@ const WARM_UP_ROUND: Duration = Duration::from_millis(200);
 const BATCH_BYTES: usize = 32 * 1024;
 /// The latency scenario wakes this long before a send, then sleeps precisely to it.
 const COARSE_WAKE_EARLY: Duration = Duration::from_millis(2);
-/// ... and spins for the last of it: a thread woken from a sleep is tens of µs late.
+/// ... and spins for the last of it (at most a quarter of the interval between sends): a
+/// thread woken from a sleep is tens of µs late.
 const SPIN_BEFORE_SEND: Duration = Duration::from_micros(50);
 
 /// What the publishers did.
@@ -39,8 +40,9 @@ pub struct Sent {
     pub last_send_ns: u64,
     /// The server just before the first message, when a pid was given.
     pub server_before: Option<Sample>,
-    /// How late each message left, in ns (the latency scenario; empty otherwise): the tool's
-    /// own lateness, counted in the latency like the server's.
+    /// How late each message was written, in ns (the latency scenario; empty otherwise): the
+    /// tool's own lateness, and the server's back-pressure if the write had to wait, both
+    /// counted in the latency.
     pub send_lag: Histogram,
 }
 
@@ -258,6 +260,7 @@ async fn at_fixed_rate(
     publishers: &mut [WriteHalf<Stream>],
 ) -> Result<Histogram, BenchError> {
     let interval_ns = 1e9 / f64::from(plan.settings.rate.max(1));
+    let spin = SPIN_BEFORE_SEND.min(Duration::from_nanos(interval_ns as u64 / 4));
     let start = std::time::Instant::now() + Duration::from_millis(5);
     let start_ns = wall_ns() + 5_000_000;
     let mut request = Vec::with_capacity(plan.settings.size + 128);
@@ -271,9 +274,7 @@ async fn at_fixed_rate(
             tokio::time::sleep_until((due - COARSE_WAKE_EARLY).into()).await;
         }
         // The runtime's timer ticks in milliseconds; the thread sleeps the rest precisely.
-        std::thread::sleep(
-            due.saturating_duration_since(std::time::Instant::now() + SPIN_BEFORE_SEND),
-        );
+        std::thread::sleep(due.saturating_duration_since(std::time::Instant::now() + spin));
         while std::time::Instant::now() < due {
             std::hint::spin_loop();
         }
