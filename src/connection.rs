@@ -279,7 +279,7 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin {
     fn split_for(self, outbox: &Outbox) -> (Self::Reader, Self::Writer);
 }
 
-/// Plain TCP: the router writes a lone request's frame to an idle client's socket itself.
+/// Plain TCP: the router writes the last request of a read to idle clients' sockets itself.
 impl Transport for TcpStream {
     type Reader = OwnedReadHalf;
     type Writer = SharedWriteHalf;
