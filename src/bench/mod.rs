@@ -353,12 +353,16 @@ async fn run_scenario(
     };
     outcome?;
     let tool_cpu_s = probe::sample(None)?.cpu_seconds - tool_start;
+    let first_send_ns = sent_result.as_ref().map_or(0, |sent| sent.first_send_ns);
+    let (send_lag, server_before) = sent_result
+        .map(|sent| (sent.send_lag, sent.server_before))
+        .unwrap_or_default();
     let mut report = Report {
         workers,
         pid,
         expected,
         received: 0,
-        first_send_ns: sent_result.as_ref().map_or(0, |sent| sent.first_send_ns),
+        first_send_ns,
         last_receipt_ns: 0,
         latencies: Histogram::default(),
         // Here the board's errors are the outcome's; with workers, only its failures are new.
@@ -368,11 +372,8 @@ async fn run_scenario(
         },
         connect_seconds,
         server_start,
-        send_lag: sent_result
-            .as_ref()
-            .map(|sent| sent.send_lag.clone())
-            .unwrap_or_default(),
-        server_before: sent_result.and_then(|sent| sent.server_before),
+        send_lag,
+        server_before,
         server_after,
         tool_cpu_s,
         settings,

@@ -125,9 +125,8 @@ async fn publish(
     warm_up(plan, board, &mut publishers[0]).await?;
     let server_before = pid.map(|pid| probe::sample(Some(pid))).transpose()?;
     let first_send_ns = wall_ns();
-    let mut send_lag = Histogram::default();
-    match plan.settings.scenario {
-        Scenario::Latency => send_lag = at_fixed_rate(plan, publishers).await?,
+    let send_lag = match plan.settings.scenario {
+        Scenario::Latency => at_fixed_rate(plan, publishers).await?,
         _ => {
             let mut tasks = JoinSet::new();
             for (publisher, writer) in std::mem::take(publishers).into_iter().enumerate() {
@@ -143,8 +142,9 @@ async fn publish(
                 let writer = joined.map_err(|error| BenchError::Worker(error.to_string()))??;
                 publishers.push(writer);
             }
+            Histogram::default()
         }
-    }
+    };
     Ok(Sent {
         first_send_ns,
         last_send_ns: wall_ns(),
@@ -254,7 +254,7 @@ impl Window {
 
 /// Sends message `i` at `start + i / rate`, stamped with that scheduled time, from publisher
 /// `i % P`: a slow server delays the sends but not the stamps, so its queueing is counted.
-/// Returns how late each message left (ns).
+/// Returns how late each message was written (ns).
 async fn at_fixed_rate(
     plan: &Plan,
     publishers: &mut [WriteHalf<Stream>],
