@@ -8,12 +8,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::client::{self, ClientError, Stream, Target};
 use super::histogram::Histogram;
-use super::plan::{Payload, Plan, parse_payload};
+use super::plan::{Payload, Plan, Scenario, parse_payload};
 
 /// Nanoseconds since the Unix epoch: comparable between the load tool's processes.
 pub fn wall_ns() -> u64 {
@@ -241,12 +242,45 @@ impl Board {
 /// Subscribers `range` of `plan`, connected and reading. Dropping it closes them.
 pub struct Subscribers {
     tasks: JoinSet<()>,
+    /// The `latency` scenario's own runtime, which runs these subscribers.
+    runtime: Option<Runtime>,
 }
 
 impl Subscribers {
     /// Connects subscribers `range` (their global numbers pick rooms and source addresses);
     /// the board's units are `0..range.len()`. Fails on the first connection that fails.
+    ///
+    /// In the `latency` scenario they run on a runtime of their own with one thread: between
+    /// two messages every subscriber is idle, and one thread takes all of a message's receipts
+    /// from one `epoll` wake-up, where two threads would wake each other to share them. The
+    /// throughput scenarios need the caller's threads to keep up (PERFORMANCE.md).
     pub async fn connect(
+        plan: Arc<Plan>,
+        target: Arc<Target>,
+        range: Range<usize>,
+        board: Arc<Board>,
+    ) -> Result<Subscribers, ClientError> {
+        if plan.settings.scenario != Scenario::Latency {
+            return Subscribers::connect_here(plan, target, range, board).await;
+        }
+        let io_error = |what| move |source| ClientError::Io { what, source };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("tagcast-bench-receiver")
+            .enable_all()
+            .build()
+            .map_err(io_error("starting the receivers' runtime"))?;
+        // Sockets are registered with the runtime that connects them: connect on the new one.
+        let connecting = runtime.spawn(Subscribers::connect_here(plan, target, range, board));
+        let mut subscribers = connecting
+            .await
+            .map_err(|joined| io_error("connecting subscribers")(joined.into()))??;
+        subscribers.runtime = Some(runtime);
+        Ok(subscribers)
+    }
+
+    /// Connects the subscribers on the current runtime.
+    async fn connect_here(
         plan: Arc<Plan>,
         target: Arc<Target>,
         range: Range<usize>,
@@ -280,12 +314,24 @@ impl Subscribers {
             };
             tasks.spawn(receiver.run(stream, leftover));
         }
-        Ok(Subscribers { tasks })
+        Ok(Subscribers {
+            tasks,
+            runtime: None,
+        })
     }
 
     /// Closes every subscriber.
     pub fn close(mut self) {
         self.tasks.abort_all();
+    }
+}
+
+impl Drop for Subscribers {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            // Dropping a runtime would block, which async code must not.
+            runtime.shutdown_background();
+        }
     }
 }
 
