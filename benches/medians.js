@@ -17,8 +17,8 @@ for (const line of lines) {
   groups.get(key).push(line);
 }
 const fixed = (value, digits) => (value === null ? '-' : value.toFixed(digits));
-console.log('| scenario | server | runs | deliveries/s | loss | p50 ms | p99 ms | p99.9 ms | max ms | server CPU s/M | RSS MiB | RSS KiB/conn |');
-console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
+console.log('| scenario | server | runs | deliveries/s | loss | p50 ms | p99 ms | p99.9 ms | max ms | arrival p99 ms | server CPU s/M | RSS MiB | RSS KiB/conn |');
+console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
 for (const [key, group] of groups) {
   const [scenario, server] = key.split('\t');
   const pick = (get) => median(group.map(get));
@@ -27,6 +27,7 @@ for (const [key, group] of groups) {
   console.log(`| ${scenario} | ${server} | ${group.length} | ${scenario === 'conns' ? '-' : (rate / 1e6).toFixed(3) + ' M'} | ` +
     `${Math.max(...group.map((line) => line.loss))} | ` +
     ['p50', 'p99', 'p99_9', 'max'].map((q) => fixed(pick((line) => line.latency_ms[q]), 2)).join(' | ') + ' | ' +
+    `${fixed(pick((line) => line.arrival_ms && line.arrival_ms.p99), 2)} | ` +
     `${fixed(pick((line) => line.server && line.server.cpu_s_per_million), 3)} | ${fixed(rss === null ? null : rss / 1024, 1)} | ` +
     `${fixed(pick((line) => line.server && line.server.rss_per_connection_kib), 2)} |`);
 }

@@ -82,22 +82,50 @@ async fn every_scenario_delivers_everything_and_prints_a_json_line() {
     assert_eq!(lines[2]["messages"], 50);
     assert!(lines[0]["latency_ms"]["max"].as_f64().unwrap() > 0.0);
     assert!(lines[0]["server"]["cpu_s_per_million"].is_number());
+    assert_arrivals_precede_reads(&lines[2]);
+    for line in [&lines[0], &lines[1], &lines[3]] {
+        assert!(line["arrival_ms"].is_null(), "{line}");
+    }
     // The subscribers are gone once it exits.
     server.wait_for_connections(0).await;
+}
+
+/// The `latency` scenario over ws: every delivery's kernel arrival stamp is reported
+/// (`arrival_ms`), and a message reaches the socket before the tool reads it.
+fn assert_arrivals_precede_reads(line: &Value) {
+    assert_eq!(line["scenario"], "latency");
+    let (arrival, read) = (&line["arrival_ms"], &line["latency_ms"]);
+    assert!(arrival["p50"].as_f64().unwrap() > 0.0, "{line}");
+    for quantile in ["p50", "p99", "p99_9", "max"] {
+        assert!(
+            arrival[quantile].as_f64().unwrap() <= read[quantile].as_f64().unwrap(),
+            "{quantile}: {line}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_processes_share_the_subscribers() {
     let server = TestServer::start("").await;
     let mut args = TINY.to_vec();
-    args.extend(["--workers", "2", "--sources", "3", "fanout", "conns"]);
+    args.extend([
+        "--workers",
+        "2",
+        "--sources",
+        "3",
+        "fanout",
+        "latency",
+        "conns",
+    ]);
     let lines = bench(&server, &args).await;
-    assert_eq!(lines.len(), 2);
+    assert_eq!(lines.len(), 3);
     for line in &lines {
         assert_eq!(line["workers"], 2, "{line}");
         assert_eq!(line["loss"], 0, "{line}");
         assert_eq!(line["errors"], 0, "{line}");
     }
+    // The workers' arrival stamps reach the parent.
+    assert_arrivals_precede_reads(&lines[1]);
     server.wait_for_connections(0).await;
 }
 
@@ -183,10 +211,15 @@ async fn wss_urls_work_with_a_ca_file() {
         "5",
         "fanout",
         "broadcast",
+        "latency",
         "--subscribers",
         "12",
         "--rooms",
         "3",
+        "--rate",
+        "200",
+        "--seconds",
+        "0.25",
     ];
     let output = run_bench(
         &url,
@@ -199,12 +232,14 @@ async fn wss_urls_work_with_a_ca_file() {
         String::from_utf8_lossy(&output.stderr)
     );
     let lines = json_lines(&output);
-    assert_eq!(lines.len(), 2);
+    assert_eq!(lines.len(), 3);
     assert!(
         lines
             .iter()
             .all(|line| line["loss"] == 0 && line["received"].as_u64() > Some(0))
     );
+    // Read through TLS, a message has no kernel arrival stamp.
+    assert!(lines[2]["arrival_ms"].is_null(), "{}", lines[2]);
     // Without a CA the certificate is refused, and the error says what to pass.
     let output = run_bench(&url, &args).await;
     assert!(!output.status.success());

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -376,6 +377,60 @@ impl AsyncWrite for Stream {
             Stream::Tls(stream) => Pin::new(stream).poll_shutdown(cx),
         }
     }
+}
+
+impl Stream {
+    /// Asks the kernel to stamp each arrival on a `ws://` stream (`SO_TIMESTAMPNS`), for
+    /// [`Stream::read_stamped`]. A `wss://` stream is read through TLS and gets no stamps.
+    pub fn stamp_arrivals(&self) -> Result<(), ClientError> {
+        match self {
+            Stream::Plain(stream) => nix::sys::socket::setsockopt(
+                stream,
+                nix::sys::socket::sockopt::ReceiveTimestampns,
+                &true,
+            )
+            .map_err(|errno| ClientError::Io {
+                what: "SO_TIMESTAMPNS",
+                source: errno.into(),
+            }),
+            Stream::Tls(_) => Ok(()),
+        }
+    }
+
+    /// Reads into `buffer`; also returns when the last of the bytes read reached the socket
+    /// (ns since the epoch, the kernel's stamp) on a `ws://` stream set by
+    /// [`Stream::stamp_arrivals`].
+    pub async fn read_stamped(&mut self, buffer: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
+        let stream = match self {
+            Stream::Plain(stream) => stream,
+            Stream::Tls(stream) => return Ok((stream.read(buffer).await?, None)),
+        };
+        loop {
+            stream.readable().await?;
+            let received = stream.try_io(tokio::io::Interest::READABLE, || {
+                receive_stamped(stream.as_raw_fd(), buffer)
+            });
+            match received {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                received => return received,
+            }
+        }
+    }
+}
+
+/// One `recvmsg` with the arrival stamp of the last bytes read, if the kernel gave one.
+fn receive_stamped(socket: RawFd, buffer: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut parts = [io::IoSliceMut::new(buffer)];
+    let mut control = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    let message = recvmsg::<()>(socket, &mut parts, Some(&mut control), MsgFlags::empty())?;
+    let stamp = message.cmsgs()?.find_map(|control| match control {
+        ControlMessageOwned::ScmTimestampns(time) => {
+            Some(time.tv_sec() as u64 * 1_000_000_000 + time.tv_nsec() as u64)
+        }
+        _ => None,
+    });
+    Ok((message.bytes, stamp))
 }
 
 /// First byte of a whole text frame (FIN and opcode 1).

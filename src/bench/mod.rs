@@ -258,6 +258,8 @@ struct Report {
     first_send_ns: u64,
     last_receipt_ns: u64,
     latencies: Histogram,
+    /// Latencies to arrival (the latency scenario over ws).
+    arrivals: Histogram,
     /// How late the publishers sent (the latency scenario).
     send_lag: Histogram,
     errors: (Vec<String>, usize),
@@ -365,6 +367,7 @@ async fn run_scenario(
         first_send_ns,
         last_receipt_ns: 0,
         latencies: Histogram::default(),
+        arrivals: Histogram::default(),
         // Here the board's errors are the outcome's; with workers, only its failures are new.
         errors: match workers {
             0 | 1 => (Vec::new(), 0),
@@ -387,6 +390,9 @@ async fn run_scenario(
         report
             .latencies
             .merge(&Histogram::from_sparse(&outcome.latencies));
+        report
+            .arrivals
+            .merge(&Histogram::from_sparse(&outcome.arrivals));
         report.errors.0.extend(outcome.errors.0);
         report.errors.1 += outcome.errors.1;
     }
@@ -396,7 +402,7 @@ async fn run_scenario(
 
 fn table_header() -> String {
     format!(
-        "{:<9} {:>6} {:>5} {:>7} {:>5} {:>10} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}",
+        "{:<9} {:>6} {:>5} {:>7} {:>5} {:>10} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8}",
         "scenario",
         "subs",
         "rooms",
@@ -410,7 +416,8 @@ fn table_header() -> String {
         "max ms",
         "srv s/M",
         "srv MiB",
-        "tool s/M"
+        "tool s/M",
+        "arr p99"
     )
 }
 
@@ -452,19 +459,6 @@ impl Report {
         self.latencies.quantile(quantile) as f64 / 1e6
     }
 
-    /// p50, p99 and max of how late the publishers sent, in ms; `null` outside `latency`.
-    fn send_lag_ms(&self) -> serde_json::Value {
-        if self.send_lag.is_empty() {
-            return serde_json::Value::Null;
-        }
-        let ms = |ns: u64| ns as f64 / 1e6;
-        json!({
-            "p50": ms(self.send_lag.quantile(0.5)),
-            "p99": ms(self.send_lag.quantile(0.99)),
-            "max": ms(self.send_lag.max()),
-        })
-    }
-
     fn row(&self) -> String {
         let settings = &self.settings;
         let optional = |value: Option<f64>, precision: usize| {
@@ -487,7 +481,7 @@ impl Report {
             );
         }
         format!(
-            "{:<9} {:>6} {:>5} {:>7} {:>5} {:>10.0} {:>6} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>9} {:>9} {:>9}",
+            "{:<9} {:>6} {:>5} {:>7} {:>5} {:>10.0} {:>6} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>9} {:>9} {:>9} {:>8}",
             settings.scenario.name(),
             settings.subscribers,
             settings.rooms,
@@ -502,6 +496,10 @@ impl Report {
             optional(self.server_cpu_per_million(), 3),
             optional(rss_mib, 1),
             optional(self.tool_cpu_per_million(), 3),
+            optional(
+                (!self.arrivals.is_empty()).then(|| self.arrivals.quantile(0.99) as f64 / 1e6),
+                3
+            ),
         )
     }
 
@@ -540,13 +538,9 @@ impl Report {
             "loss": self.expected as i64 - self.received as i64,
             "seconds": self.seconds(),
             "deliveries_per_s": self.rate(),
-            "latency_ms": {
-                "p50": self.latency_ms(0.5),
-                "p99": self.latency_ms(0.99),
-                "p99_9": self.latency_ms(0.999),
-                "max": self.latencies.max() as f64 / 1e6,
-            },
-            "send_lag_ms": self.send_lag_ms(),
+            "latency_ms": summary_ms(&self.latencies),
+            "arrival_ms": (!self.arrivals.is_empty()).then(|| summary_ms(&self.arrivals)),
+            "send_lag_ms": (!self.send_lag.is_empty()).then(|| summary_ms(&self.send_lag)),
             "server": server,
             "tool_cpu_s": self.tool_cpu_s,
             "errors": self.errors.1,
@@ -554,6 +548,17 @@ impl Report {
         })
         .to_string()
     }
+}
+
+/// p50, p99, p99.9 and max of `histogram` (ns) in ms.
+fn summary_ms(histogram: &Histogram) -> serde_json::Value {
+    let ms = |ns: u64| ns as f64 / 1e6;
+    json!({
+        "p50": ms(histogram.quantile(0.5)),
+        "p99": ms(histogram.quantile(0.99)),
+        "p99_9": ms(histogram.quantile(0.999)),
+        "max": ms(histogram.max()),
+    })
 }
 
 /// The progress line on stderr: rewritten in place on a terminal, every 2 s otherwise.

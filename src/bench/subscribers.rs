@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -50,7 +50,7 @@ pub struct Board {
     /// When the first and the last message arrived (ns since the epoch).
     first_receipt: AtomicU64,
     last_receipt: AtomicU64,
-    latencies: Vec<Mutex<Histogram>>,
+    latencies: Vec<Mutex<Latencies>>,
     errors: Mutex<(Vec<String>, usize)>,
     /// A worker failed: the scenario cannot go on.
     failed: AtomicBool,
@@ -184,28 +184,29 @@ impl Board {
         (first != u64::MAX).then(|| (first, self.last_receipt.load(Ordering::Acquire)))
     }
 
-    /// Adds latencies measured elsewhere (a subscriber's batch, a worker's histogram).
-    pub fn merge_latencies(&self, shard: usize, histogram: &Histogram) {
-        self.latencies[shard % SHARDS]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .merge(histogram);
-    }
-
-    fn record_latencies(&self, shard: usize, latencies: &[u64]) {
-        let mut histogram = self.latencies[shard % SHARDS]
+    /// Records a subscriber's batch: latencies to its read and, if stamped, to arrival.
+    fn record_latencies(&self, shard: usize, read: &[u64], arrival: &[u64]) {
+        let mut shard = self.latencies[shard % SHARDS]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        for &latency in latencies {
-            histogram.record(latency);
+        let latencies = &mut *shard;
+        for (histogram, values) in [
+            (&mut latencies.read, read),
+            (&mut latencies.arrival, arrival),
+        ] {
+            for &value in values {
+                histogram.record(value);
+            }
         }
     }
 
     /// All latencies recorded.
-    pub fn latencies(&self) -> Histogram {
-        let mut all = Histogram::default();
+    pub fn latencies(&self) -> Latencies {
+        let mut all = Latencies::default();
         for shard in &self.latencies {
-            all.merge(&shard.lock().unwrap_or_else(PoisonError::into_inner));
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            all.read.merge(&shard.read);
+            all.arrival.merge(&shard.arrival);
         }
         all
     }
@@ -237,6 +238,16 @@ impl Board {
     pub fn failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
     }
+}
+
+/// Delivery latencies, ns from each message's (scheduled) send time.
+#[derive(Default)]
+pub struct Latencies {
+    /// Until the tool read the message.
+    pub read: Histogram,
+    /// Until the message reached the subscriber's socket, by the kernel's stamp: the server's
+    /// part without the tool's own delay in reading (`latency` over `ws://` only).
+    pub arrival: Histogram,
 }
 
 /// Subscribers `range` of `plan`, connected and reading. Dropping it closes them.
@@ -347,6 +358,12 @@ struct Receiver {
 
 impl Receiver {
     async fn run(self, mut stream: Stream, leftover: Vec<u8>) {
+        if self.plan.settings.scenario == Scenario::Latency
+            && let Err(error) = stream.stamp_arrivals()
+        {
+            self.board.error(format!("subscriber: {error}"));
+            return;
+        }
         let mut buffer = leftover;
         let mut filled = buffer.len();
         buffer.resize(READ_BUFFER.max(filled * 2), 0);
@@ -354,6 +371,9 @@ impl Receiver {
         let mut received = 0u64;
         let mut ready = false;
         let mut latencies = Vec::with_capacity(64);
+        let mut arrivals = Vec::with_capacity(64);
+        // When the bytes of the last read reached the socket, if the kernel stamps them.
+        let mut arrival: Option<u64> = None;
         loop {
             let now = wall_ns();
             let mut start = 0;
@@ -370,6 +390,9 @@ impl Receiver {
                         Some(Payload::Message { index, stamp_ns }) => {
                             self.check_order(index, &mut counts);
                             latencies.push(now.saturating_sub(stamp_ns));
+                            if let Some(arrival) = arrival {
+                                arrivals.push(arrival.saturating_sub(stamp_ns));
+                            }
                             received += 1;
                             touched = true;
                         }
@@ -399,21 +422,25 @@ impl Receiver {
                 start += frame.length;
             }
             if touched {
-                self.post(received, &counts, &latencies, now);
+                self.post(received, &counts, (&latencies, &arrivals), now);
                 latencies.clear();
+                arrivals.clear();
             }
             buffer.copy_within(start..filled, 0);
             filled -= start;
             if filled * 2 > buffer.len() {
                 buffer.resize(buffer.len() * 2, 0);
             }
-            match stream.read(&mut buffer[filled..]).await {
-                Ok(0) => {
+            match stream.read_stamped(&mut buffer[filled..]).await {
+                Ok((0, _)) => {
                     self.board
                         .error("server closed a subscriber's connection".into());
                     return;
                 }
-                Ok(read) => filled += read,
+                Ok((read, stamp)) => {
+                    filled += read;
+                    arrival = stamp;
+                }
                 Err(error) => {
                     self.board.error(format!("subscriber read failed: {error}"));
                     return;
@@ -434,12 +461,14 @@ impl Receiver {
         counts[publisher] += 1;
     }
 
-    fn post(&self, received: u64, counts: &[usize], latencies: &[u64], now: u64) {
+    /// Posts progress and a batch of (read, arrival) latencies.
+    fn post(&self, received: u64, counts: &[usize], latencies: (&[u64], &[u64]), now: u64) {
         for (publisher, &count) in counts.iter().enumerate() {
             let below = self.plan.received_below(self.room, publisher, count);
             self.board.set_received_below(self.unit, publisher, below);
         }
-        self.board.record_latencies(self.unit, latencies);
+        self.board
+            .record_latencies(self.unit, latencies.0, latencies.1);
         self.board.set_received(self.unit, received);
         self.board.note_receipts(now, now);
     }

@@ -57,8 +57,10 @@ pub struct Outcome {
     pub received: u64,
     /// First and last receipt, ns since the epoch.
     pub receipts: Option<(u64, u64)>,
-    /// Latencies, ns.
+    /// Latencies to the tool's reads, ns.
     pub latencies: SparseHistogram,
+    /// Latencies to arrival (see [`Latencies`]), ns.
+    pub arrivals: SparseHistogram,
     /// The first errors, and how many there were.
     pub errors: (Vec<String>, usize),
     /// CPU seconds this process spent.
@@ -68,10 +70,12 @@ pub struct Outcome {
 impl Outcome {
     /// Reads the board of a process's subscribers.
     pub fn from_board(board: &Board, cpu_s: f64) -> Outcome {
+        let latencies = board.latencies();
         Outcome {
             received: board.received(),
             receipts: board.receipts(),
-            latencies: board.latencies().to_sparse(),
+            latencies: latencies.read.to_sparse(),
+            arrivals: latencies.arrival.to_sparse(),
             errors: board.errors(),
             cpu_s,
         }
