@@ -95,7 +95,8 @@ async fn every_scenario_delivers_everything_and_prints_a_json_line() {
 fn assert_arrivals_precede_reads(line: &Value) {
     assert_eq!(line["scenario"], "latency");
     let (arrival, read) = (&line["arrival_ms"], &line["latency_ms"]);
-    assert!(arrival["p50"].as_f64().unwrap() > 0.0, "{line}");
+    assert_eq!(arrival["count"], line["received"], "{line}");
+    assert_eq!(read["count"], line["received"], "{line}");
     for quantile in ["p50", "p99", "p99_9", "max"] {
         assert!(
             arrival[quantile].as_f64().unwrap() <= read[quantile].as_f64().unwrap(),
@@ -127,6 +128,26 @@ async fn worker_processes_share_the_subscribers() {
     // The workers' arrival stamps reach the parent.
     assert_arrivals_precede_reads(&lines[1]);
     server.wait_for_connections(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_refuses_connections_is_an_error_not_a_panic() {
+    // The latency scenario's subscribers connect on a runtime of their own, which must be
+    // shut down cleanly when connecting fails: in this process and in worker processes.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}", closed.local_addr().unwrap());
+    drop(closed);
+    for workers in ["1", "2"] {
+        let output = run_bench(
+            &url,
+            &["latency", "--subscribers", "4", "--workers", workers],
+        )
+        .await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "workers {workers}: {stderr}");
+        assert!(stderr.contains("refused"), "workers {workers}: {stderr}");
+        assert!(!stderr.contains("panicked"), "workers {workers}: {stderr}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
@@ -397,9 +398,9 @@ impl Stream {
         }
     }
 
-    /// Reads into `buffer`; also returns when the last of the bytes read reached the socket
-    /// (ns since the epoch, the kernel's stamp) on a `ws://` stream set by
-    /// [`Stream::stamp_arrivals`].
+    /// Reads into `buffer`; also returns about when the last of the bytes read reached the
+    /// socket (ns since the epoch: the kernel's stamp of the last segment the read touched,
+    /// never later than the read) on a `ws://` stream set by [`Stream::stamp_arrivals`].
     pub async fn read_stamped(&mut self, buffer: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
         let stream = match self {
             Stream::Plain(stream) => stream,
@@ -418,17 +419,20 @@ impl Stream {
     }
 }
 
-/// One `recvmsg` with the arrival stamp of the last bytes read, if the kernel gave one.
+/// One `recvmsg` with the arrival stamp of the last bytes read, if the kernel gave one (the
+/// bytes are read either way).
 fn receive_stamped(socket: RawFd, buffer: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     let mut parts = [io::IoSliceMut::new(buffer)];
     let mut control = nix::cmsg_space!(nix::sys::time::TimeSpec);
     let message = recvmsg::<()>(socket, &mut parts, Some(&mut control), MsgFlags::empty())?;
-    let stamp = message.cmsgs()?.find_map(|control| match control {
-        ControlMessageOwned::ScmTimestampns(time) => {
-            Some(time.tv_sec() as u64 * 1_000_000_000 + time.tv_nsec() as u64)
-        }
-        _ => None,
+    let stamp = message.cmsgs().ok().and_then(|mut controls| {
+        controls.find_map(|control| match control {
+            ControlMessageOwned::ScmTimestampns(time) => {
+                Some(Duration::from(time).as_nanos() as u64)
+            }
+            _ => None,
+        })
     });
     Ok((message.bytes, stamp))
 }

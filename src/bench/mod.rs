@@ -456,7 +456,7 @@ impl Report {
     }
 
     fn latency_ms(&self, quantile: f64) -> f64 {
-        self.latencies.quantile(quantile) as f64 / 1e6
+        ms(self.latencies.quantile(quantile))
     }
 
     fn row(&self) -> String {
@@ -492,12 +492,12 @@ impl Report {
             self.latency_ms(0.5),
             self.latency_ms(0.99),
             self.latency_ms(0.999),
-            self.latencies.max() as f64 / 1e6,
+            ms(self.latencies.max()),
             optional(self.server_cpu_per_million(), 3),
             optional(rss_mib, 1),
             optional(self.tool_cpu_per_million(), 3),
             optional(
-                (!self.arrivals.is_empty()).then(|| self.arrivals.quantile(0.99) as f64 / 1e6),
+                (!self.arrivals.is_empty()).then(|| ms(self.arrivals.quantile(0.99))),
                 3
             ),
         )
@@ -550,10 +550,15 @@ impl Report {
     }
 }
 
-/// p50, p99, p99.9 and max of `histogram` (ns) in ms.
+/// Nanoseconds as milliseconds.
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// How many values `histogram` (ns) holds, and their p50, p99, p99.9 and max in ms.
 fn summary_ms(histogram: &Histogram) -> serde_json::Value {
-    let ms = |ns: u64| ns as f64 / 1e6;
     json!({
+        "count": histogram.len(),
         "p50": ms(histogram.quantile(0.5)),
         "p99": ms(histogram.quantile(0.99)),
         "p99_9": ms(histogram.quantile(0.999)),

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -186,10 +186,10 @@ impl Board {
 
     /// Records a subscriber's batch: latencies to its read and, if stamped, to arrival.
     fn record_latencies(&self, shard: usize, read: &[u64], arrival: &[u64]) {
-        let mut shard = self.latencies[shard % SHARDS]
+        let mut guard = self.latencies[shard % SHARDS]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let latencies = &mut *shard;
+        let latencies = &mut *guard;
         for (histogram, values) in [
             (&mut latencies.read, read),
             (&mut latencies.arrival, arrival),
@@ -254,7 +254,19 @@ pub struct Latencies {
 pub struct Subscribers {
     tasks: JoinSet<()>,
     /// The `latency` scenario's own runtime, which runs these subscribers.
-    runtime: Option<Runtime>,
+    runtime: Option<ReceiverRuntime>,
+}
+
+/// A runtime of the subscribers' own. Dropped, it shuts down without blocking (which async
+/// code must not), however the scenario ends.
+struct ReceiverRuntime(Option<Runtime>);
+
+impl Drop for ReceiverRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Subscribers {
@@ -264,7 +276,8 @@ impl Subscribers {
     /// In the `latency` scenario they run on a runtime of their own with one thread: between
     /// two messages every subscriber is idle, and one thread takes all of a message's receipts
     /// from one `epoll` wake-up, where two threads would wake each other to share them. The
-    /// throughput scenarios need the caller's threads to keep up (PERFORMANCE.md).
+    /// throughput scenarios need the caller's threads to keep up (PERFORMANCE.md). Only the
+    /// `latency` scenario's subscribers ask for arrival stamps (see [`Latencies`]).
     pub async fn connect(
         plan: Arc<Plan>,
         target: Arc<Target>,
@@ -272,30 +285,36 @@ impl Subscribers {
         board: Arc<Board>,
     ) -> Result<Subscribers, ClientError> {
         if plan.settings.scenario != Scenario::Latency {
-            return Subscribers::connect_here(plan, target, range, board).await;
+            return Subscribers::connect_here(plan, target, range, board, false).await;
         }
-        let io_error = |what| move |source| ClientError::Io { what, source };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("tagcast-bench-receiver")
             .enable_all()
             .build()
-            .map_err(io_error("starting the receivers' runtime"))?;
+            .map_err(|source| ClientError::Io {
+                what: "starting the receivers' runtime",
+                source,
+            })?;
         // Sockets are registered with the runtime that connects them: connect on the new one.
-        let connecting = runtime.spawn(Subscribers::connect_here(plan, target, range, board));
-        let mut subscribers = connecting
-            .await
-            .map_err(|joined| io_error("connecting subscribers")(joined.into()))??;
+        let connecting = runtime.spawn(Subscribers::connect_here(plan, target, range, board, true));
+        let runtime = ReceiverRuntime(Some(runtime));
+        let connected = connecting.await.map_err(|joined| ClientError::Io {
+            what: "connecting subscribers",
+            source: joined.into(),
+        })?;
+        let mut subscribers = connected?;
         subscribers.runtime = Some(runtime);
         Ok(subscribers)
     }
 
-    /// Connects the subscribers on the current runtime.
+    /// Connects the subscribers on the current runtime; with `stamp`, they record arrivals.
     async fn connect_here(
         plan: Arc<Plan>,
         target: Arc<Target>,
         range: Range<usize>,
         board: Arc<Board>,
+        stamp: bool,
     ) -> Result<Subscribers, ClientError> {
         let slots = Arc::new(Semaphore::new(CONNECTING_AT_ONCE));
         let mut connecting = JoinSet::new();
@@ -312,6 +331,9 @@ impl Subscribers {
         while let Some(joined) = connecting.join_next().await {
             let Ok(connected) = joined else { continue };
             let (unit, subscriber, stream, leftover) = connected?;
+            if stamp {
+                stream.stamp_arrivals()?;
+            }
             let room = plan.room_of(subscriber);
             for publisher in 0..plan.publishers() {
                 board.set_received_below(unit, publisher, plan.received_below(room, publisher, 0));
@@ -322,6 +344,7 @@ impl Subscribers {
                 board: board.clone(),
                 unit,
                 room,
+                stamp,
             };
             tasks.spawn(receiver.run(stream, leftover));
         }
@@ -337,15 +360,6 @@ impl Subscribers {
     }
 }
 
-impl Drop for Subscribers {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            // Dropping a runtime would block, which async code must not.
-            runtime.shutdown_background();
-        }
-    }
-}
-
 /// The smallest read buffer; it grows to hold a frame larger than half of it.
 const READ_BUFFER: usize = 4096;
 
@@ -354,16 +368,12 @@ struct Receiver {
     board: Arc<Board>,
     unit: usize,
     room: usize,
+    /// Reads return arrival stamps ([`Stream::stamp_arrivals`] was called).
+    stamp: bool,
 }
 
 impl Receiver {
     async fn run(self, mut stream: Stream, leftover: Vec<u8>) {
-        if self.plan.settings.scenario == Scenario::Latency
-            && let Err(error) = stream.stamp_arrivals()
-        {
-            self.board.error(format!("subscriber: {error}"));
-            return;
-        }
         let mut buffer = leftover;
         let mut filled = buffer.len();
         buffer.resize(READ_BUFFER.max(filled * 2), 0);
@@ -422,7 +432,7 @@ impl Receiver {
                 start += frame.length;
             }
             if touched {
-                self.post(received, &counts, (&latencies, &arrivals), now);
+                self.post(received, &counts, &latencies, &arrivals, now);
                 latencies.clear();
                 arrivals.clear();
             }
@@ -431,7 +441,11 @@ impl Receiver {
             if filled * 2 > buffer.len() {
                 buffer.resize(buffer.len() * 2, 0);
             }
-            match stream.read_stamped(&mut buffer[filled..]).await {
+            let read = match self.stamp {
+                true => stream.read_stamped(&mut buffer[filled..]).await,
+                false => (stream.read(&mut buffer[filled..]).await).map(|read| (read, None)),
+            };
+            match read {
                 Ok((0, _)) => {
                     self.board
                         .error("server closed a subscriber's connection".into());
@@ -461,14 +475,13 @@ impl Receiver {
         counts[publisher] += 1;
     }
 
-    /// Posts progress and a batch of (read, arrival) latencies.
-    fn post(&self, received: u64, counts: &[usize], latencies: (&[u64], &[u64]), now: u64) {
+    /// Posts progress and a batch of latencies, to the read and to arrival.
+    fn post(&self, received: u64, counts: &[usize], read: &[u64], arrival: &[u64], now: u64) {
         for (publisher, &count) in counts.iter().enumerate() {
             let below = self.plan.received_below(self.room, publisher, count);
             self.board.set_received_below(self.unit, publisher, below);
         }
-        self.board
-            .record_latencies(self.unit, latencies.0, latencies.1);
+        self.board.record_latencies(self.unit, read, arrival);
         self.board.set_received(self.unit, received);
         self.board.note_receipts(now, now);
     }
