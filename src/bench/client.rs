@@ -382,19 +382,21 @@ impl AsyncWrite for Stream {
 
 impl Stream {
     /// Asks the kernel to stamp each arrival on a `ws://` stream (`SO_TIMESTAMPNS`), for
-    /// [`Stream::read_stamped`]. A `wss://` stream is read through TLS and gets no stamps.
-    pub fn stamp_arrivals(&self) -> Result<(), ClientError> {
+    /// [`Stream::read_stamped`]; true if it will. A `wss://` stream is read through TLS and
+    /// gets no stamps.
+    pub fn stamp_arrivals(&self) -> Result<bool, ClientError> {
         match self {
             Stream::Plain(stream) => nix::sys::socket::setsockopt(
                 stream,
                 nix::sys::socket::sockopt::ReceiveTimestampns,
                 &true,
             )
+            .map(|()| true)
             .map_err(|errno| ClientError::Io {
                 what: "SO_TIMESTAMPNS",
                 source: errno.into(),
             }),
-            Stream::Tls(_) => Ok(()),
+            Stream::Tls(_) => Ok(false),
         }
     }
 

@@ -331,9 +331,7 @@ impl Subscribers {
         while let Some(joined) = connecting.join_next().await {
             let Ok(connected) = joined else { continue };
             let (unit, subscriber, stream, leftover) = connected?;
-            if stamp {
-                stream.stamp_arrivals()?;
-            }
+            let stamp = stamp && stream.stamp_arrivals()?;
             let room = plan.room_of(subscriber);
             for publisher in 0..plan.publishers() {
                 board.set_received_below(unit, publisher, plan.received_below(room, publisher, 0));
@@ -368,7 +366,7 @@ struct Receiver {
     board: Arc<Board>,
     unit: usize,
     room: usize,
-    /// Reads return arrival stamps ([`Stream::stamp_arrivals`] was called).
+    /// Reads return arrival stamps ([`Stream::stamp_arrivals`] said they will).
     stamp: bool,
 }
 
@@ -392,7 +390,10 @@ impl Receiver {
                 let payload = &buffer[start + frame.payload_start..start + frame.length];
                 match frame.opcode {
                     0x1 => match parse_payload(payload) {
-                        Some(Payload::WarmUp) if !ready => {
+                        // Stamping subscribers wait for a stamped warm-up: the kernel turns
+                        // stamping on a moment after it is asked, and every measured message
+                        // must have its stamp.
+                        Some(Payload::WarmUp) if !ready && (!self.stamp || arrival.is_some()) => {
                             ready = true;
                             self.board.add_ready();
                         }
