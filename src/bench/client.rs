@@ -400,13 +400,18 @@ impl Stream {
         }
     }
 
-    /// Reads into `buffer`; also returns about when the last of the bytes read reached the
-    /// socket (ns since the epoch: the kernel's stamp of the last segment the read touched,
-    /// never later than the read) on a `ws://` stream set by [`Stream::stamp_arrivals`].
-    pub async fn read_stamped(&mut self, buffer: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
+    /// Reads into `buffer`. With `stamped` (when [`Stream::stamp_arrivals`] said reads will
+    /// be), also returns about when the last of the bytes read reached the socket (ns since
+    /// the epoch: the kernel's stamp of the last segment the read touched, never later than
+    /// the read).
+    pub async fn read_stamped(
+        &mut self,
+        buffer: &mut [u8],
+        stamped: bool,
+    ) -> io::Result<(usize, Option<u64>)> {
         let stream = match self {
-            Stream::Plain(stream) => stream,
-            Stream::Tls(stream) => return Ok((stream.read(buffer).await?, None)),
+            Stream::Plain(stream) if stamped => stream,
+            _ => return Ok((self.read(buffer).await?, None)),
         };
         loop {
             stream.readable().await?;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -442,11 +442,7 @@ impl Receiver {
             if filled * 2 > buffer.len() {
                 buffer.resize(buffer.len() * 2, 0);
             }
-            let read = match self.stamp {
-                true => stream.read_stamped(&mut buffer[filled..]).await,
-                false => (stream.read(&mut buffer[filled..]).await).map(|read| (read, None)),
-            };
-            match read {
+            match stream.read_stamped(&mut buffer[filled..], self.stamp).await {
                 Ok((0, _)) => {
                     self.board
                         .error("server closed a subscriber's connection".into());
