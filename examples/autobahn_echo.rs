@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tagcast::config::TlsConfig;
-use tagcast::connection::{Transport, read_head, run_websocket};
-use tagcast::frame::{self, CloseReason, Incoming, MessageReader, close_code};
-use tagcast::handshake;
-use tagcast::outbox::{Outbox, Wakeups};
+use tagcast::net::connection::{Transport, read_head, run_websocket};
+use tagcast::net::tls::TlsAcceptor;
+use tagcast::ops::config::TlsConfig;
+use tagcast::routing::outbox::{Outbox, Wakeups};
 use tagcast::tags::TagLimits;
-use tagcast::tls::TlsAcceptor;
+use tagcast::wire::frame::{self, CloseReason, Incoming, MessageReader, close_code};
+use tagcast::wire::handshake;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 

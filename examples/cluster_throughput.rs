@@ -14,8 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use tagcast::config::Config;
-use tagcast::server::{Listeners, Server};
+use tagcast::net::server::{Listeners, Server};
+use tagcast::ops::config::Config;
 use tokio_tungstenite::tungstenite::Message;
 
 /// How long any step may take before the measurement gives up.

@@ -24,8 +24,8 @@
 //! not ignore gets a new `v`. An envelope a node cannot read is logged (at most every few
 //! seconds) and dropped.
 //!
-//! [`Shared::accept_request`]: crate::server::Shared::accept_request
-//! [`Shared::route`]: crate::server::Shared::route
+//! [`Shared::accept_request`]: crate::net::server::Shared::accept_request
+//! [`Shared::route`]: crate::net::server::Shared::route
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,10 +40,10 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::config::ClusterConfig;
-use crate::metrics::{Metrics, Source};
-use crate::outbox::Wakeups;
-use crate::server::Shared;
+use crate::net::server::Shared;
+use crate::ops::config::ClusterConfig;
+use crate::ops::metrics::{Metrics, Source};
+use crate::routing::outbox::Wakeups;
 use crate::tags::{TagLimits, Tags, TagsError};
 
 /// The envelope version this node writes and reads.

@@ -55,27 +55,20 @@
 //! and the mock, without the daemon's dependencies.
 //!
 //! # Layout
-//! - [`tags`]: tags and the tag index — the matching rule everything else relies on.
-//! - [`request`]: a client's request (`message`, `tags`, `metadata`) parsed from JSON.
-//! - [`parser`]: the [`MessageParser`](parser::MessageParser) trait and the built-in parsers.
-//! - [`frame`]: RFC 6455 frames: server frames built once, client frames reassembled.
-//! - [`outbox`]: one client's bounded queue of frames to write.
-//! - [`hub`]: every open connection, and routing a request to the matching ones.
-//! - [`handshake`]: the HTTP request head: upgrade, rejection, responses.
-//! - [`connection`]: one client's task: handshake, reader, writer.
-//! - [`server`]: listeners, accept loops, connection cap, shutdown.
+//! The folders follow a message's path, from the socket it arrives on to the sockets it leaves by:
+//! - [`net`]: the edges — listeners, one task per connection, HTTP endpoints, TLS.
+//! - [`wire`]: the formats read and written there — the upgrade head, RFC 6455 frames, the
+//!   Gomoob request and the message parsers. Pure: no IO.
+//! - [`tags`]: tags and the tag index — the matching rule everything else relies on (shared with
+//!   the client library).
+//! - [`routing`]: an accepted request's way to every matching connection — the hub and each
+//!   client's outbox.
 //! - [`cluster`]: several nodes sharing one Redis: publishing and receiving accepted requests.
-//! - [`config`]: `tagcast.toml`, validated.
-//! - [`auth`]: who may open and send: the applications file, checked and reloaded.
-//! - [`watch`]: noticing that a file changed, however it was replaced.
-//! - [`http`]: plain HTTP requests: `POST /publish`, `GET /healthz`, `GET /metrics`.
-//! - [`metrics`]: the Prometheus metrics.
-//! - [`tls`]: the wss certificate: rustls config from PEM files, swapped on reload.
+//! - [`ops`]: running the daemon — config, the auth file and its watcher, systemd, logging,
+//!   metrics.
 //! - [`client`]: the Rust client library: requests, [`RequestSender`](client::RequestSender),
 //!   `WebSocketClient`, `Listener` (features `client`, `mock`).
 //! - [`mock`]: `WebSocketClientMock` for users' unit tests (feature `mock`).
-//! - [`systemd`]: readiness, status, reload, stop and watchdog messages to systemd.
-//! - [`logging`]: logs to the journal under systemd, to stderr otherwise.
 //! - [`bench`]: `tagcast bench`, the load tool for any server speaking this protocol.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -88,38 +81,14 @@ pub mod client;
 pub mod mock;
 
 #[cfg(feature = "server")]
-pub mod auth;
-#[cfg(feature = "server")]
 pub mod bench;
 #[cfg(feature = "server")]
 pub mod cluster;
 #[cfg(feature = "server")]
-pub mod config;
+pub mod net;
 #[cfg(feature = "server")]
-pub mod connection;
+pub mod ops;
 #[cfg(feature = "server")]
-pub mod frame;
+pub mod routing;
 #[cfg(feature = "server")]
-pub mod handshake;
-#[cfg(feature = "server")]
-pub mod http;
-#[cfg(feature = "server")]
-pub mod hub;
-#[cfg(feature = "server")]
-pub mod logging;
-#[cfg(feature = "server")]
-pub mod metrics;
-#[cfg(feature = "server")]
-pub mod outbox;
-#[cfg(feature = "server")]
-pub mod parser;
-#[cfg(feature = "server")]
-pub mod request;
-#[cfg(feature = "server")]
-pub mod server;
-#[cfg(feature = "server")]
-pub mod systemd;
-#[cfg(feature = "server")]
-pub mod tls;
-#[cfg(feature = "server")]
-pub mod watch;
+pub mod wire;

@@ -7,9 +7,9 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use serde_json::value::RawValue;
 use tagcast::client::{ClientError, Endpoint, WebSocketRequest};
-use tagcast::config::Config;
-use tagcast::server::{Listeners, Server};
-use tagcast::{logging, systemd};
+use tagcast::net::server::{Listeners, Server};
+use tagcast::ops::config::Config;
+use tagcast::ops::{logging, systemd};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// sysexits' EX_CONFIG: the configuration is unusable (systemd does not restart on it).

@@ -169,7 +169,11 @@ async fn a_client_that_never_reads_is_closed_with_4429_and_memory_stays_bounded(
         for _ in 0..20 {
             overflowed += server
                 .shared
-                .route(&tags, &big, &mut tagcast::outbox::Wakeups::default())
+                .route(
+                    &tags,
+                    &big,
+                    &mut tagcast::routing::outbox::Wakeups::default(),
+                )
                 .overflowed;
         }
         for client in &mut bystanders.clients {

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use common::{Client, Daemon, RawClient, TAGCAST, TestServer, upgrade_request, wait_until};
-use tagcast::auth::AuthReload;
-use tagcast::config::Config;
-use tagcast::request::Credentials;
-use tagcast::server::Server;
+use tagcast::net::server::Server;
+use tagcast::ops::auth::AuthReload;
+use tagcast::ops::config::Config;
+use tagcast::wire::request::Credentials;
 
 /// SHA-256 of "hashed-secret", for the `secretSha256` form.
 const HASHED_SECRET_DIGEST: &str =

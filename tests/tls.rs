@@ -13,8 +13,8 @@ use common::{Client, Daemon, RawClient, TAGCAST, TestServer, WAIT, address_of, t
 use rcgen::{CertificateParams, KeyPair};
 use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
-use tagcast::config::Config;
-use tagcast::server::Server;
+use tagcast::net::server::Server;
+use tagcast::ops::config::Config;
 use tempfile::TempDir;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -397,7 +397,10 @@ async fn reload_serves_a_renewed_certificate_to_new_clients_and_keeps_open_ones(
     files.install(&new.cert_pem, &old.key_pem);
     let refused = server.shared.tls.as_ref().expect("tls").reload();
     assert!(
-        matches!(refused, Err(tagcast::tls::TlsError::KeyMismatch { .. })),
+        matches!(
+            refused,
+            Err(tagcast::net::tls::TlsError::KeyMismatch { .. })
+        ),
         "{refused:?}"
     );
     server.shared.reload(); // the SIGHUP path logs the same refusal

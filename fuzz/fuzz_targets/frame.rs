@@ -4,7 +4,7 @@
 
 use bytes::BufMut;
 use libfuzzer_sys::fuzz_target;
-use tagcast::frame::{Incoming, MessageReader};
+use tagcast::wire::frame::{Incoming, MessageReader};
 
 const MAX_MESSAGE: usize = 4096;
 

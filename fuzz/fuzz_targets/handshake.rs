@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tagcast::config::LimitsConfig;
-use tagcast::handshake::{check_upgrade, parse_head};
+use tagcast::ops::config::LimitsConfig;
+use tagcast::wire::handshake::{check_upgrade, parse_head};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(Some((head, length))) = parse_head(data) else {

@@ -5,11 +5,11 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use tagcast::config::LimitsConfig;
-use tagcast::parser::{
+use tagcast::ops::config::LimitsConfig;
+use tagcast::wire::parser::{
     GomoobMessageParser, JsonParser, JsonSchemaParser, MessageParser, StringParser,
 };
-use tagcast::request::Request;
+use tagcast::wire::request::Request;
 
 /// A schema with the keywords most likely to misbehave (patterns, formats, bounds).
 const SCHEMA: &str = r#"{"anyOf": [

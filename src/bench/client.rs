@@ -517,7 +517,7 @@ mod tests {
     fn server_frames_split_at_every_length_form() {
         for size in [0, 5, 125, 126, 300, 70_000] {
             let payload = vec![b'a'; size];
-            let frame = crate::frame::text_frame(std::str::from_utf8(&payload).unwrap());
+            let frame = crate::wire::frame::text_frame(std::str::from_utf8(&payload).unwrap());
             let mut buffer = frame.to_vec();
             assert_eq!(split_server_frame(&buffer[..buffer.len() - 1]), None);
             buffer.extend_from_slice(b"\x88\x00");
@@ -531,10 +531,11 @@ mod tests {
     fn masked_frames_read_back_through_the_server_reader() {
         let mut out = Vec::new();
         push_masked_frame(&mut out, TEXT, b"hello", [9, 8, 7, 6]);
-        let mut reader = crate::frame::MessageReader::new(1024, bytes::BytesMut::from(&out[..]));
+        let mut reader =
+            crate::wire::frame::MessageReader::new(1024, bytes::BytesMut::from(&out[..]));
         assert_eq!(
             reader.next_message(),
-            Ok(Some(crate::frame::Incoming::Text(
+            Ok(Some(crate::wire::frame::Incoming::Text(
                 bytes::Bytes::from_static(b"hello")
             )))
         );

@@ -10,9 +10,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tagcast::config::Config;
-use tagcast::hub::Hub;
-use tagcast::server::{Listeners, Server, Shared};
+use tagcast::net::server::{Listeners, Server, Shared};
+use tagcast::ops::config::Config;
+use tagcast::routing::hub::Hub;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;

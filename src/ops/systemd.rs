@@ -21,7 +21,7 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 use tracing::{debug, info, warn};
 
-use crate::server::Shared;
+use crate::net::server::Shared;
 
 /// How often the status line is recomputed (SPEC §6: within 5 s of a change).
 const STATUS_EVERY: Duration = Duration::from_secs(1);

@@ -36,7 +36,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::{Bytes, BytesMut};
 use tokio::net::tcp::OwnedWriteHalf;
 
-use crate::frame::{self, CloseReason, close_code};
+use crate::wire::frame::{self, CloseReason, close_code};
 
 /// One client's queue of outgoing frames.
 ///

@@ -11,10 +11,10 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 
-use crate::frame::CloseReason;
-use crate::outbox::{Outbox, Pushed, Wakeups};
-use crate::request::Credentials;
+use crate::routing::outbox::{Outbox, Pushed, Wakeups};
 use crate::tags::{TagIndex, Tags};
+use crate::wire::frame::CloseReason;
+use crate::wire::request::Credentials;
 
 /// A connection's number, unique for the life of the process (shown in logs as `conn`).
 pub type ConnectionId = u64;

@@ -3,7 +3,7 @@
 //!
 //! Parsing is pure and happens once per request, whoever sent it (a WebSocket frame, an HTTP
 //! publish, another node). The message is kept as raw JSON for the configured
-//! [`MessageParser`](crate::parser::MessageParser) to check and re-encode.
+//! [`MessageParser`](crate::wire::parser::MessageParser) to check and re-encode.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;

@@ -12,7 +12,7 @@
 //!
 //! The applications table sits behind an [`ArcSwap`]: every check reads it without a lock, and
 //! [`Auth::reload`] replaces it whole. A reload is the one path for SIGHUP and for the file
-//! watcher ([`crate::watch`]); after each successful one every open connection is judged again
+//! watcher ([`crate::ops::watch`]); after each successful one every open connection is judged again
 //! with the credentials it opened with, and those a new open would refuse are closed with 4403.
 
 mod file;
@@ -26,11 +26,11 @@ use tracing::{error, info, warn};
 
 pub use file::{Application, Applications, AuthError, Secret};
 
-use crate::config::AuthConfig;
-use crate::frame::{CloseReason, close_code};
-use crate::handshake::Rejection;
-use crate::hub::{Hub, Peer};
-use crate::request::Credentials;
+use crate::ops::config::AuthConfig;
+use crate::routing::hub::{Hub, Peer};
+use crate::wire::frame::{CloseReason, close_code};
+use crate::wire::handshake::Rejection;
+use crate::wire::request::Credentials;
 
 /// The authorization policy in force.
 pub struct Auth {

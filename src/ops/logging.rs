@@ -13,7 +13,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::{LogConfig, LogTarget};
+use crate::ops::config::{LogConfig, LogTarget};
 
 /// The journal's `SYSLOG_IDENTIFIER` (what `journalctl -t tagcast` selects).
 const IDENTIFIER: &str = "tagcast";

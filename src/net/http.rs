@@ -23,14 +23,14 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::config::Config;
-use crate::connection::read_head;
-use crate::frame::close_code;
-use crate::handshake::{self, Head};
-use crate::metrics::{self, Rejected, Source};
-use crate::outbox::Wakeups;
-use crate::request::Credentials;
-use crate::server::{Shared, handshake_deadline};
+use crate::net::connection::read_head;
+use crate::net::server::{Shared, handshake_deadline};
+use crate::ops::config::Config;
+use crate::ops::metrics::{self, Rejected, Source};
+use crate::routing::outbox::Wakeups;
+use crate::wire::frame::close_code;
+use crate::wire::handshake::{self, Head};
+use crate::wire::request::Credentials;
 
 /// Longest time spent writing an answer.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);

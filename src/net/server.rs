@@ -21,19 +21,19 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use crate::auth::{Auth, AuthError, AuthReload};
 use crate::cluster::{Cluster, ClusterError, Outgoing};
-use crate::config::{Config, ConfigError};
-use crate::frame::{self, CloseReason, close_code};
-use crate::hub::{Delivery, Hub, Listener};
-use crate::metrics::{Metrics, Rejected, Source};
-use crate::outbox::Wakeups;
-use crate::parser::{self, MessageParser};
-use crate::request::{Credentials, Request};
+use crate::net::tls::{TlsAcceptor, TlsError};
+use crate::net::{connection, http};
+use crate::ops::auth::{Auth, AuthError, AuthReload};
+use crate::ops::config::{Config, ConfigError};
+use crate::ops::metrics::{Metrics, Rejected, Source};
+use crate::ops::watch;
+use crate::routing::hub::{Delivery, Hub, Listener};
+use crate::routing::outbox::Wakeups;
 use crate::tags::Tags;
-use crate::tls::{TlsAcceptor, TlsError};
-use crate::watch;
-use crate::{connection, http};
+use crate::wire::frame::{self, CloseReason, close_code};
+use crate::wire::parser::{self, MessageParser};
+use crate::wire::request::{Credentials, Request};
 
 /// A server that cannot start. The message names the file or address at fault.
 #[derive(Debug, thiserror::Error)]

@@ -8,8 +8,8 @@
 use base64::Engine;
 use sha1::{Digest, Sha1};
 
-use crate::request::Credentials;
 use crate::tags::{TagLimits, Tags};
+use crate::wire::request::Credentials;
 
 /// Largest request head accepted; a larger one gets 431.
 pub const MAX_HEAD: usize = 16 * 1024;

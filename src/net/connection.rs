@@ -22,12 +22,12 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use crate::frame::{self, CloseReason, Incoming, MessageReader, close_code};
-use crate::handshake::{self, Head, Rejection, Upgrade};
-use crate::hub::{Listener, Peer};
-use crate::metrics::{Rejected, Source};
-use crate::outbox::{Next, Outbox, Wakeups};
-use crate::server::Shared;
+use crate::net::server::Shared;
+use crate::ops::metrics::{Rejected, Source};
+use crate::routing::hub::{Listener, Peer};
+use crate::routing::outbox::{Next, Outbox, Wakeups};
+use crate::wire::frame::{self, CloseReason, Incoming, MessageReader, close_code};
+use crate::wire::handshake::{self, Head, Rejection, Upgrade};
 
 /// Serves one accepted stream until it closes. `deadline` bounds the handshake.
 pub async fn serve<S>(
@@ -169,8 +169,8 @@ where
         }
     };
     if !head.wants_websocket() {
-        let endpoints = crate::http::Endpoints::main(&shared.config);
-        crate::http::respond(shared, &head, stream, buffer, endpoints, deadline).await;
+        let endpoints = crate::net::http::Endpoints::main(&shared.config);
+        crate::net::http::respond(shared, &head, stream, buffer, endpoints, deadline).await;
         return None;
     }
     let upgrade = handshake::check_upgrade(

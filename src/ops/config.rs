@@ -468,7 +468,7 @@ mod tests {
     /// and uncommenting the optional sections gives a valid config too.
     #[test]
     fn the_example_config_is_the_defaults() {
-        let example = include_str!("../etc/tagcast.toml");
+        let example = include_str!("../../etc/tagcast.toml");
         let mut parsed = Config::parse(example, None).unwrap();
         assert_eq!(
             parsed.auth.file.take().as_deref(),

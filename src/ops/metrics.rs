@@ -13,8 +13,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::{Metric, Registry, Unit};
 
-use crate::frame::close_code;
-use crate::hub::Listener;
+use crate::routing::hub::Listener;
+use crate::wire::frame::close_code;
 
 /// The `Content-Type` of [`Metrics::encode`]'s text: the Prometheus text format 0.0.4, which
 /// every Prometheus-compatible scraper reads.

@@ -10,12 +10,12 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::config::{MessagesConfig, ParserKind};
+use crate::ops::config::{MessagesConfig, ParserKind};
 
 /// Checks a request's message and encodes what clients receive.
 ///
 /// ```
-/// use tagcast::parser::{MessageParser, Rejected};
+/// use tagcast::wire::parser::{MessageParser, Rejected};
 /// use serde_json::value::RawValue;
 ///
 /// /// Accepts only numbers.

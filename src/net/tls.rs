@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::server::TlsStream;
 
-use crate::config::TlsConfig;
+use crate::ops::config::TlsConfig;
 
 /// A certificate or key file that cannot be used. The message names the file.
 #[derive(Debug, thiserror::Error)]

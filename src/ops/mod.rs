@@ -1,0 +1,15 @@
+//! Running the daemon: what an operator configures, watches and reads.
+//!
+//! - [`config`]: `tagcast.toml`, validated.
+//! - [`auth`]: who may open and send: the applications file, checked and reloaded.
+//! - [`watch`]: noticing that a file changed, however it was replaced.
+//! - [`systemd`]: readiness, status, reload, stop and watchdog messages to systemd.
+//! - [`logging`]: logs to the journal under systemd, to stderr otherwise.
+//! - [`metrics`]: the Prometheus metrics.
+
+pub mod auth;
+pub mod config;
+pub mod logging;
+pub mod metrics;
+pub mod systemd;
+pub mod watch;

@@ -1,0 +1,9 @@
+//! Where a request's message goes: from an accepted request to the queues of the connections
+//! whose tags match it.
+//!
+//! - [`hub`]: every open connection, and routing a request to the matching ones through the tag
+//!   index ([`crate::tags::TagIndex`]).
+//! - [`outbox`]: one client's bounded queue of frames to write.
+
+pub mod hub;
+pub mod outbox;

@@ -1,0 +1,11 @@
+//! What travels on the wire, as pure formats: nothing here does IO or waits.
+//!
+//! - [`handshake`]: the HTTP request head: upgrade, rejection, responses.
+//! - [`frame`]: RFC 6455 frames: server frames built once, client frames reassembled.
+//! - [`request`]: a client's request (`message`, `tags`, `metadata`) parsed from JSON.
+//! - [`parser`]: the [`MessageParser`](parser::MessageParser) trait and the built-in parsers.
+
+pub mod frame;
+pub mod handshake;
+pub mod parser;
+pub mod request;
