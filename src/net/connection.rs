@@ -559,3 +559,44 @@ impl RateLimit {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Admits until the bucket is empty, counting the requests it took.
+    fn admitted_in_a_row(limit: &mut RateLimit) -> u32 {
+        let mut admitted = 0;
+        while limit.admit().is_ok() {
+            admitted += 1;
+        }
+        admitted
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_bucket_admits_one_second_of_requests_then_refuses_with_4429() {
+        let mut limit = RateLimit::new(5);
+        assert_eq!(admitted_in_a_row(&mut limit), 5);
+        let refused = limit.admit().unwrap_err();
+        assert_eq!(refused.code, close_code::TOO_MANY);
+        assert_eq!(refused.reason, "too many requests: at most 5 per second");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_bucket_refills_with_time_and_never_beyond_one_second() {
+        let mut limit = RateLimit::new(10);
+        assert_eq!(admitted_in_a_row(&mut limit), 10);
+        tokio::time::advance(Duration::from_millis(300)).await;
+        assert_eq!(admitted_in_a_row(&mut limit), 3);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(admitted_in_a_row(&mut limit), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn zero_means_no_limit() {
+        let mut limit = RateLimit::new(0);
+        for _ in 0..100_000 {
+            assert!(limit.admit().is_ok());
+        }
+    }
+}
