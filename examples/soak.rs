@@ -90,7 +90,7 @@ async fn main() -> Result<(), Error> {
                 while !stop.load(Ordering::Relaxed) {
                     // Spread over 127.0.0.2-41: sockets in TIME_WAIT hold ephemeral ports.
                     let source = 2 + (n % 40) as u8;
-                    match churn_once(&url, address, source, n % 2 == 0).await {
+                    match churn_once(&url, address, source, n.is_multiple_of(2)).await {
                         Ok(true) => {}
                         Ok(false) => {
                             lost.fetch_add(1, Ordering::Relaxed);

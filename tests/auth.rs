@@ -549,7 +549,7 @@ async fn no_delivery_is_lost_while_the_file_is_rewritten_50_times() {
     fn version(round: usize) -> String {
         yaml(&[
             ("sender", "s-sender", false),
-            ("rotating", &format!("s-{round}"), round % 2 == 0),
+            ("rotating", &format!("s-{round}"), round.is_multiple_of(2)),
         ])
     }
     let file = Arc::new(AuthDir::new(&version(0)));

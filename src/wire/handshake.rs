@@ -163,18 +163,16 @@ pub fn check_upgrade(
                 .is_ok_and(|decoded| decoded.len() == 16)
         })
         .ok_or_else(|| Rejection::new(400, "missing or invalid Sec-WebSocket-Key"))?;
-    if !allowed_origins.is_empty() {
-        if let Some(origin) = head.header("origin") {
-            if !allowed_origins
-                .iter()
-                .any(|allowed| allowed.eq_ignore_ascii_case(origin))
-            {
-                return Err(Rejection::new(
-                    403,
-                    format!("origin {origin} is not allowed"),
-                ));
-            }
-        }
+    if !allowed_origins.is_empty()
+        && let Some(origin) = head.header("origin")
+        && !allowed_origins
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(origin))
+    {
+        return Err(Rejection::new(
+            403,
+            format!("origin {origin} is not allowed"),
+        ));
     }
     let mut tags = Tags::default();
     let mut credentials = Credentials::default();
