@@ -14,6 +14,20 @@
 //! An application gives its secret either in clear (`secret`) or as the SHA-256 digest of it in
 //! hexadecimal (`secretSha256`), so that the file need not hold the secret itself.
 //!
+//! Signed tags' tokens (SPEC §3) of an application are verified with its `tokenPublicKey` (a PEM
+//! public key, EC P-256 for ES256 or Ed25519 for EdDSA) when it has one, else HS256 with its
+//! clear `secret`; a `secretSha256`-only application without a public key verifies no token.
+//!
+//! ```yaml
+//!   - key: application3
+//!     secretSha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+//!     authorizeOpen: false
+//!     tokenPublicKey: |
+//!       -----BEGIN PUBLIC KEY-----
+//!       MCowBQYDK2VwAyEA...
+//!       -----END PUBLIC KEY-----
+//! ```
+//!
 //! Errors never quote the file's text: a misplaced secret must not end up in a log.
 
 use std::collections::HashMap;
@@ -23,6 +37,8 @@ use serde::Deserialize;
 use serde_saphyr::{MessageFormatter, Spanned, UserMessageFormatter};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+use crate::token::{TokenError, TokenKey};
 
 /// An auth file that cannot be used. The message names the file and, when known, the line.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +107,9 @@ pub struct Application {
     pub secret: Secret,
     /// True: its key alone opens a connection (the secret is not checked), as in Gomoob.
     pub authorize_open: bool,
+    /// What verifies its signed tags' tokens: its `tokenPublicKey`, else its clear secret;
+    /// none for a `secretSha256`-only application without a public key.
+    pub token_key: Option<TokenKey>,
 }
 
 /// The applications of one valid auth file, by key.
@@ -138,6 +157,7 @@ impl Applications {
                 secret,
                 secret_sha256,
                 authorize_open,
+                token_public_key,
             } = entry.value;
             let Some(key) = key else {
                 return Err(invalid(app_line, "an application has no `key`".into()));
@@ -153,6 +173,18 @@ impl Applications {
             if key.is_empty() {
                 return Err(invalid(Some(key_line), "`key` must not be empty".into()));
             }
+            let token_key = match (&token_public_key, &secret) {
+                (Some(pem), _) => {
+                    Some(TokenKey::from_public_pem(&pem.value).map_err(|problem| {
+                        invalid(
+                            Some(pem.referenced.line()),
+                            format!("application `{key}`: `tokenPublicKey`: {problem}"),
+                        )
+                    })?)
+                }
+                (None, Some(clear)) => Some(TokenKey::hs256(&clear.value)),
+                (None, None) => None,
+            };
             let secret = match (secret, secret_sha256) {
                 (Some(_), Some(_)) => {
                     return Err(invalid(
@@ -197,6 +229,7 @@ impl Applications {
                 Application {
                     secret,
                     authorize_open,
+                    token_key,
                 },
             );
         }
@@ -206,6 +239,15 @@ impl Applications {
     /// The application with this key.
     pub fn get(&self, key: &str) -> Option<&Application> {
         self.by_key.get(key)
+    }
+
+    /// What verifies the tokens whose `kid` is `key`.
+    pub fn token_key(&self, key: &str) -> Result<&TokenKey, TokenError> {
+        let application = self.get(key).ok_or(TokenError::UnknownKid)?;
+        application
+            .token_key
+            .as_ref()
+            .ok_or_else(|| TokenError::NoKey(key.to_owned()))
     }
 
     /// Number of applications.
@@ -240,6 +282,8 @@ struct RawApplication {
     secret_sha256: Option<Spanned<String>>,
     #[serde(default)]
     authorize_open: Option<bool>,
+    #[serde(default)]
+    token_public_key: Option<Spanned<String>>,
 }
 
 #[cfg(test)]
