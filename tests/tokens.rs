@@ -14,10 +14,12 @@ use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use common::{Client, Daemon, RawClient, TAGCAST, TestServer, tags_query, upgrade_request};
+use common::{
+    Client, Daemon, RawClient, TAGCAST, TestServer, open_status, tags_query, upgrade_request,
+};
 use serde_json::{Value, json};
-use tagcast::auth::AuthReload;
 use tagcast::client::Endpoint;
+use tagcast::ops::auth::AuthReload;
 use tagcast::tags::{TagLimits, Tags};
 use tagcast::token::{self, Clock, SigningKey};
 
@@ -265,19 +267,6 @@ fn pyjwt(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("run pyjwt_tool.py")
-}
-
-/// The status of a WebSocket open with `query` (already encoded) and the body's text.
-async fn open_status(server: &TestServer, query: &str) -> (u16, String) {
-    let mut client =
-        RawClient::send_request(server.address, &upgrade_request(&format!("/{query}"))).await;
-    let head = client.read_head().await;
-    let status = head[9..12].parse().expect("status code");
-    if status == 101 {
-        return (status, String::new());
-    }
-    let body = String::from_utf8_lossy(&client.read_to_end().await).into_owned();
-    (status, body.trim().to_owned())
 }
 
 /// `?token=...&tags=...`, either may be absent.
@@ -791,34 +780,37 @@ fn tagcast_token(args: &[&str], secret: Option<&str>) -> String {
         .to_owned()
 }
 
-/// Writes the PEM private keys beside the auth file; returns their paths (EC, Ed).
-fn private_key_files(setup: &Setup) -> (String, String) {
+/// What `tagcast token` reads, written beside the auth file: a `tagcast.toml` naming it, and
+/// the PEM private keys of `es-app` and `ed-app`.
+struct TokenFiles {
+    config: String,
+    es_pem: String,
+    ed_pem: String,
+}
+
+fn token_files(setup: &Setup) -> TokenFiles {
     let directory = setup.auth_path.parent().expect("directory");
-    let write = |name: &str, pem: &str| {
+    let write = |name: &str, text: &str| {
         let path = directory.join(name);
-        std::fs::write(&path, pem).expect("write key");
+        std::fs::write(&path, text).expect("write");
         path.display().to_string()
     };
-    (
-        write("es.pem", &keys().es.private),
-        write("ed.pem", &keys().ed.private),
-    )
+    let auth = setup.auth_path.display().to_string();
+    TokenFiles {
+        config: write("tagcast.toml", &format!("[auth]\nfile = {auth:?}\n")),
+        es_pem: write("es.pem", &keys().es.private),
+        ed_pem: write("ed.pem", &keys().ed.private),
+    }
 }
 
 #[tokio::test]
 async fn tagcast_token_output_opens() {
     let setup = start("authorize_open = false\nsigned_tags = [\"userId\"]").await;
-    let config = setup.auth_path.with_file_name("tagcast.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[auth]\nfile = {:?}\n",
-            setup.auth_path.display().to_string()
-        ),
-    )
-    .expect("write");
-    let config = config.display().to_string();
-    let (es_pem, ed_pem) = private_key_files(&setup);
+    let TokenFiles {
+        config,
+        es_pem,
+        ed_pem,
+    } = token_files(&setup);
     let tokens = [
         tagcast_token(
             &["--config", &config, "--key", "hs-app", "--tag", "userId=42"],
@@ -875,17 +867,11 @@ async fn tagcast_token_output_opens() {
 #[ignore = "needs python3-venv + PyJWT"]
 async fn tagcast_token_output_is_verified_by_pyjwt() {
     let setup = start("").await;
-    let config = setup.auth_path.with_file_name("tagcast.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[auth]\nfile = {:?}\n",
-            setup.auth_path.display().to_string()
-        ),
-    )
-    .expect("write");
-    let config = config.display().to_string();
-    let (es_pem, ed_pem) = private_key_files(&setup);
+    let TokenFiles {
+        config,
+        es_pem,
+        ed_pem,
+    } = token_files(&setup);
     let keys = keys();
     let checks = [
         (

@@ -273,17 +273,14 @@ impl Auth {
         limits: TagLimits,
     ) -> Result<Tags, OpenRefusal> {
         let signed = verified.map(|verified| &verified.tags);
-        if let Some(signed) = signed {
-            if let Some((name, _)) = signed
-                .iter()
-                .find(|(name, value)| tags.get(name).is_some_and(|own| own != *value))
-            {
-                return Err(OpenRefusal::new(
-                    RefusedOpen::TokenTags,
-                    403,
-                    format!("tag `{name}`: the URL's value differs from the token's"),
-                ));
-            }
+        let differs =
+            |(name, value): &(&str, &str)| tags.get(name).is_some_and(|own| own != *value);
+        if let Some((name, _)) = signed.and_then(|signed| signed.iter().find(differs)) {
+            return Err(OpenRefusal::new(
+                RefusedOpen::TokenTags,
+                403,
+                format!("tag `{name}`: the URL's value differs from the token's"),
+            ));
         }
         let all: Tags = tags
             .iter()

@@ -401,6 +401,85 @@ mod tests {
             .contains("line 5: application `b` has no `authorizeOpen`"));
     }
 
+    /// `tokenPublicKey: |` with `pem`, indented under an application.
+    fn with_public_key(pem: &str) -> String {
+        let mut text = String::from(
+            "applications:\n  - key: a\n    secret: s\n    authorizeOpen: true\n    tokenPublicKey: |\n",
+        );
+        for line in pem.lines() {
+            text.push_str(&format!("      {line}\n"));
+        }
+        text
+    }
+
+    const EC_P256: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEEQZbf1Sm4naSvZ5Uj4t1tq7stD7Q
+TH130rAKb21EOesS0iVxxe9uHLO6Qje8/P0FMyfjvsuenznFA4TprnxPuQ==
+-----END PUBLIC KEY-----";
+    const ED25519: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAV0j8Jsyw0Rz/Hae6gkeTWdipu7E9TYOlQKyvcaijGsk=
+-----END PUBLIC KEY-----";
+
+    #[test]
+    fn each_application_has_the_token_key_its_entry_gives() {
+        let algorithm = |text: &str| {
+            parse(text)
+                .unwrap()
+                .token_key("a")
+                .map(|key| key.algorithm())
+                .map_err(|error| error.to_string())
+        };
+        assert_eq!(algorithm(&with_public_key(EC_P256)), Ok("ES256"));
+        assert_eq!(algorithm(&with_public_key(ED25519)), Ok("EdDSA"));
+        assert_eq!(
+            algorithm("applications:\n  - key: a\n    secret: s\n    authorizeOpen: true\n"),
+            Ok("HS256")
+        );
+        let hashed = format!(
+            "applications:\n  - key: a\n    secretSha256: {}\n    authorizeOpen: true\n",
+            "0".repeat(64)
+        );
+        assert!(
+            algorithm(&hashed)
+                .unwrap_err()
+                .contains("cannot verify tokens")
+        );
+        assert!(
+            parse(&hashed)
+                .unwrap()
+                .token_key("b")
+                .unwrap_err()
+                .to_string()
+                .contains("not the key of an application")
+        );
+    }
+
+    #[test]
+    fn a_token_public_key_that_cannot_be_used_names_its_line() {
+        const P384: &str = "-----BEGIN PUBLIC KEY-----
+MHYwEAYHKoZIzj0CAQYFK4EEACIDYgAEpycGzKli/MKWtSQNXzMWTwbGn5NBXUwh
+rAeClCBhEeR5BJ/0PLyxoYdp1e5mtBGi5nijdPgtiCUTNvkANN+aogBIF51xqQVM
+U5m65AOCYCHx3Bt3cPlhKwMRwi3A8V25
+-----END PUBLIC KEY-----";
+        // A private key where the public one belongs: refused, and never quoted.
+        const PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIH0h1kS6V6Yh2ZbgW9rYk2Hc0b7bV7w4yQ7e3sR9m2pa
+-----END PRIVATE KEY-----";
+        for (pem, expected) in [
+            ("nope", "not a PEM public key"),
+            (PRIVATE, "not a PEM public key"),
+            (P384, "must be on the P-256 curve"),
+        ] {
+            let message = error(&with_public_key(pem));
+            assert!(
+                message.contains("line 6: application `a`: `tokenPublicKey`: "),
+                "{message}"
+            );
+            assert!(message.contains(expected), "{message}");
+            assert!(!message.contains("MC4CAQAw"), "{message}");
+        }
+    }
+
     #[test]
     fn errors_never_quote_a_secret() {
         let message = error(
