@@ -171,6 +171,8 @@ pub struct Verified {
 struct RawHeader {
     alg: Option<serde_json::Value>,
     kid: Option<serde_json::Value>,
+    /// Extensions the verifier must understand (RFC 7515 §4.1.11): none are, so any is refused.
+    crit: Option<serde_json::Value>,
 }
 
 /// The claims a token must carry. `exp`, `nbf` and `iat` must be numbers: a string would not
@@ -233,6 +235,11 @@ pub fn verify<'k>(
     limits: TagLimits,
 ) -> Result<Verified, TokenError> {
     let header = read_header(token)?;
+    if header.crit.is_some() {
+        return Err(TokenError::Malformed(
+            "`crit` header extensions are not supported",
+        ));
+    }
     let kid = match header.kid {
         Some(serde_json::Value::String(kid)) => kid,
         Some(_) => return Err(TokenError::Malformed("`kid` must be a string")),
@@ -398,6 +405,11 @@ mod tests {
             ("a.b.c.d", "three parts"),
             ("!!.e30.x", "base64url"),
             ("bm9wZQ.e30.x", "JSON object"),
+            // {"alg":"HS256","kid":"a","crit":["exp"]}
+            (
+                "eyJhbGciOiJIUzI1NiIsImtpZCI6ImEiLCJjcml0IjpbImV4cCJdfQ.e30.x",
+                "`crit`",
+            ),
         ] {
             let refused = verify(token, |_| Ok(&key), NOW, LIMITS).unwrap_err();
             assert!(refused.to_string().contains(expected), "{token}: {refused}");

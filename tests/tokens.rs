@@ -1023,3 +1023,23 @@ fn the_log_names_the_reason_and_the_kid_never_the_token() {
         );
     }
 }
+
+#[tokio::test]
+async fn without_an_auth_file_a_token_is_refused_and_tags_are_free() {
+    let server = TestServer::start("").await;
+    let token = hs_token(&[("userId", "42")]);
+    let (status, reason) = open_status(&server, &query(Some(&token), "")).await;
+    assert_eq!(
+        (status, reason.as_str()),
+        (
+            403,
+            "token refused: this server has no auth file to verify it"
+        )
+    );
+    assert_eq!(
+        open_status(&server, &query(None, r#"{"userId":"42"}"#))
+            .await
+            .0,
+        101
+    );
+}
