@@ -355,7 +355,7 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot read {}", path.display()))?;
         SigningKey::from_private_pem(&pem).with_context(|| path.display().to_string())?
     } else if let Ok(secret) = std::env::var("TAGCAST_SECRET") {
-        SigningKey::hs256(&secret)
+        SigningKey::hs256(&secret).context("TAGCAST_SECRET")?
     } else {
         let config = Config::load_or_default(args.config.config.as_deref())?;
         let Some(path) = &config.auth.file else {

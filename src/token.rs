@@ -81,12 +81,12 @@ pub struct TokenKey {
 }
 
 impl TokenKey {
-    /// HS256 with an application's clear secret.
-    pub fn hs256(secret: &str) -> TokenKey {
-        TokenKey {
+    /// HS256 with an application's clear secret; an empty one is refused.
+    pub fn hs256(secret: &str) -> Result<TokenKey, TokenError> {
+        Ok(TokenKey {
             algorithm: Algorithm::HS256,
-            key: DecodingKey::from_secret(secret.as_bytes()),
-        }
+            key: DecodingKey::from_secret(secret.as_bytes()).map_err(|_| empty_secret())?,
+        })
     }
 
     /// ES256 or EdDSA with a PEM public key (`-----BEGIN PUBLIC KEY-----`): an EC P-256 key
@@ -121,9 +121,13 @@ impl TokenKey {
     /// The key that makes the tokens this one verifies, when it is a secret (HS256): what
     /// `tagcast token` signs with. `None` for a public key.
     pub fn signing_key(&self) -> Option<SigningKey> {
-        (self.algorithm == Algorithm::HS256).then(|| SigningKey {
+        if self.algorithm != Algorithm::HS256 {
+            return None;
+        }
+        let secret = self.key.try_get_as_bytes().ok()?;
+        Some(SigningKey {
             algorithm: Algorithm::HS256,
-            key: EncodingKey::from_secret(self.key.as_bytes()),
+            key: EncodingKey::from_secret(secret).ok()?,
         })
     }
 }
@@ -133,6 +137,10 @@ impl std::fmt::Debug for TokenKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "TokenKey({})", self.algorithm())
     }
+}
+
+fn empty_secret() -> TokenError {
+    TokenError::SigningKey("an HS256 secret must not be empty".into())
 }
 
 fn algorithm_name(algorithm: Algorithm) -> &'static str {
@@ -310,12 +318,13 @@ pub struct SigningKey {
 }
 
 impl SigningKey {
-    /// HS256 with an application's secret (the clear one of `auth.yml`).
-    pub fn hs256(secret: &str) -> SigningKey {
-        SigningKey {
+    /// HS256 with an application's secret (the clear one of `auth.yml`); an empty one is
+    /// refused.
+    pub fn hs256(secret: &str) -> Result<SigningKey, TokenError> {
+        Ok(SigningKey {
             algorithm: Algorithm::HS256,
-            key: EncodingKey::from_secret(secret.as_bytes()),
-        }
+            key: EncodingKey::from_secret(secret.as_bytes()).map_err(|_| empty_secret())?,
+        })
     }
 
     /// ES256 or EdDSA with a PKCS#8 PEM private key (`-----BEGIN PRIVATE KEY-----`), EC P-256
@@ -379,17 +388,17 @@ mod tests {
     fn a_minted_hs256_token_verifies_with_the_same_secret_only() {
         let token = mint(
             "app",
-            &SigningKey::hs256("s3cret"),
+            &SigningKey::hs256("s3cret").unwrap(),
             &tags(&[("userId", "42")]),
             Duration::from_secs(60),
         )
         .unwrap();
-        let key = TokenKey::hs256("s3cret");
+        let key = TokenKey::hs256("s3cret").unwrap();
         let verified = verify(&token, |_| Ok(&key), NOW, LIMITS).unwrap();
         assert_eq!(verified.kid, "app");
         assert_eq!(verified.tags.get("userId"), Some("42"));
         assert_eq!(key_id(&token).as_deref(), Some("app"));
-        let other = TokenKey::hs256("other");
+        let other = TokenKey::hs256("other").unwrap();
         assert_eq!(
             verify(&token, |_| Ok(&other), NOW, LIMITS),
             Err(TokenError::Signature)
@@ -398,7 +407,7 @@ mod tests {
 
     #[test]
     fn malformed_tokens_say_why_without_quoting_them() {
-        let key = TokenKey::hs256("s");
+        let key = TokenKey::hs256("s").unwrap();
         for (token, expected) in [
             ("", "three parts"),
             ("a.b", "three parts"),
@@ -420,7 +429,7 @@ mod tests {
     fn an_alg_other_than_the_keys_is_refused_before_the_signature() {
         // {"alg":"none","kid":"app"} . {"tags":{},"exp":99999999999} . (no signature)
         let token = "eyJhbGciOiJub25lIiwia2lkIjoiYXBwIn0.eyJ0YWdzIjp7fSwiZXhwIjo5OTk5OTk5OTk5OX0.";
-        let key = TokenKey::hs256("s");
+        let key = TokenKey::hs256("s").unwrap();
         let refused = verify(token, |_| Ok(&key), NOW, LIMITS).unwrap_err();
         assert_eq!(
             refused.to_string(),
@@ -431,13 +440,15 @@ mod tests {
     #[test]
     fn keys_hide_their_material() {
         assert_eq!(
-            format!("{:?}", TokenKey::hs256("s3cret")),
+            format!("{:?}", TokenKey::hs256("s3cret").unwrap()),
             "TokenKey(HS256)"
         );
         assert_eq!(
-            format!("{:?}", SigningKey::hs256("s3cret")),
+            format!("{:?}", SigningKey::hs256("s3cret").unwrap()),
             "SigningKey(HS256)"
         );
+        assert!(SigningKey::hs256("").is_err());
+        assert!(TokenKey::hs256("").is_err());
         assert!(TokenKey::from_public_pem("nope").is_err());
         assert!(SigningKey::from_private_pem("nope").is_err());
     }

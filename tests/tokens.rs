@@ -200,11 +200,11 @@ fn rust_mint(spec: &Spec) -> String {
     let (algorithm, key) = match spec.alg {
         Alg::Hs256 | Alg::Hs256Raw => (
             Algorithm::HS256,
-            EncodingKey::from_secret(spec.key.as_bytes()),
+            EncodingKey::from_secret(spec.key.as_bytes()).expect("secret"),
         ),
         Alg::Hs384 => (
             Algorithm::HS384,
-            EncodingKey::from_secret(spec.key.as_bytes()),
+            EncodingKey::from_secret(spec.key.as_bytes()).expect("secret"),
         ),
         Alg::Es256 => (
             Algorithm::ES256,
@@ -550,7 +550,7 @@ fn hs_token(tags: &[(&str, &str)]) -> String {
     let tags: Tags = tags.iter().copied().collect();
     token::mint(
         "hs-app",
-        &SigningKey::hs256(HS_SECRET),
+        &SigningKey::hs256(HS_SECRET).expect("secret"),
         &tags,
         Duration::from_secs(600),
     )
@@ -634,7 +634,7 @@ async fn a_token_alone_opens_when_authorize_open_is_false() {
     );
     let forged = token::mint(
         "hs-app",
-        &SigningKey::hs256(OTHER_SECRET),
+        &SigningKey::hs256(OTHER_SECRET).expect("secret"),
         &Tags::default(),
         Duration::from_secs(600),
     )
@@ -997,7 +997,7 @@ fn the_log_names_the_reason_and_the_kid_never_the_token() {
     let address = daemon.ws_address();
     let forged = token::mint(
         "hs-app",
-        &SigningKey::hs256(OTHER_SECRET),
+        &SigningKey::hs256(OTHER_SECRET).expect("secret"),
         &[("userId", "42")].into_iter().collect(),
         Duration::from_secs(600),
     )

@@ -23,7 +23,7 @@ fn keys() -> &'static [(&'static str, TokenKey); 3] {
     static KEYS: OnceLock<[(&str, TokenKey); 3]> = OnceLock::new();
     KEYS.get_or_init(|| {
         [
-            ("hs", TokenKey::hs256("fuzz-secret")),
+            ("hs", TokenKey::hs256("fuzz-secret").expect("secret")),
             ("es", TokenKey::from_public_pem(ES_PUBLIC).expect("EC key")),
             ("ed", TokenKey::from_public_pem(ED_PUBLIC).expect("Ed key")),
         ]

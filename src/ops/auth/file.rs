@@ -182,7 +182,12 @@ impl Applications {
                         )
                     })?)
                 }
-                (None, Some(clear)) => Some(TokenKey::hs256(&clear.value)),
+                (None, Some(clear)) => Some(TokenKey::hs256(&clear.value).map_err(|_| {
+                    invalid(
+                        Some(clear.referenced.line()),
+                        format!("application `{key}`: `secret` must not be empty"),
+                    )
+                })?),
                 (None, None) => None,
             };
             let secret = match (secret, secret_sha256) {
