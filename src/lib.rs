@@ -66,6 +66,8 @@
 //! - [`cluster`]: several nodes sharing one Redis: publishing and receiving accepted requests.
 //! - [`ops`]: running the daemon — config, the auth file and its watcher, systemd, logging,
 //!   metrics.
+//! - [`token`]: signed tags' tokens (JWT): verified at open, made by `tagcast token` and clients
+//!   (shared with the client library).
 //! - [`client`]: the Rust client library: requests, [`RequestSender`](client::RequestSender),
 //!   `WebSocketClient`, `Listener` (features `client`, `mock`).
 //! - [`mock`]: `WebSocketClientMock` for users' unit tests (feature `mock`).
@@ -74,6 +76,8 @@
 #![warn(missing_docs)]
 
 pub mod tags;
+#[cfg(any(feature = "server", feature = "client"))]
+pub mod token;
 
 #[cfg(any(feature = "client", feature = "mock"))]
 pub mod client;

@@ -37,6 +37,8 @@ enum Command {
     Send(SendArgs),
     /// Connect with tags and print every message that arrives, one per line.
     Listen(ListenArgs),
+    /// Print a token for signed tags (auth.signed_tags): a JWT a page opens with as ?token=.
+    Token(TokenArgs),
     /// Measure a server speaking this protocol: deliveries/s, loss, latency, CPU, memory.
     Bench(tagcast::bench::BenchArgs),
 }
@@ -89,6 +91,45 @@ struct ListenArgs {
     secret: Option<String>,
 }
 
+/// Signs HS256 with the application's secret: `TAGCAST_SECRET` when set, else the clear
+/// `secret` of the configured auth file; or ES256/EdDSA with `--private-key`.
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// Application key (the token's kid).
+    #[arg(long)]
+    key: String,
+    /// A tag the token signs (repeatable).
+    #[arg(long = "tag", value_name = "NAME=VALUE", value_parser = parse_tag)]
+    tags: Vec<(String, String)>,
+    /// How long the token is valid: seconds, or a number with s, m, h or d.
+    #[arg(long, default_value = "60s", value_parser = parse_ttl)]
+    ttl: std::time::Duration,
+    /// PKCS#8 PEM private key (EC P-256 or Ed25519) matching the application's tokenPublicKey:
+    /// sign ES256/EdDSA instead of HS256.
+    #[arg(long, value_name = "PEM", conflicts_with = "config")]
+    private_key: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
+    let digits = text.trim_end_matches(['s', 'm', 'h', 'd']);
+    let unit: u64 = match &text[digits.len()..] {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("{text:?} is not a duration like 60s, 5m, 1h or 1d")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .filter(|&count| count > 0)
+        .and_then(|count| count.checked_mul(unit))
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is not a duration like 60s, 5m, 1h or 1d"))
+}
+
 fn parse_tag(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(name, value)| (name.to_owned(), value.to_owned()))
@@ -111,6 +152,7 @@ fn main() -> ExitCode {
             Command::Check(args) => check(args),
             Command::Send(args) => report(send(args).await),
             Command::Listen(args) => report(listen(args).await),
+            Command::Token(args) => report(token(args)),
             Command::Bench(args) => report(tagcast::bench::run(args).await.map_err(Into::into)),
         }
     })
@@ -302,5 +344,43 @@ async fn listen(args: ListenArgs) -> anyhow::Result<()> {
         writeln!(stdout, "{}", message.get())?;
         stdout.flush()?;
     }
+    Ok(())
+}
+
+/// `tagcast token`: prints a token for `--key` holding the `--tag`s.
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    use tagcast::token::SigningKey;
+    let signing = if let Some(path) = &args.private_key {
+        let pem = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        SigningKey::from_private_pem(&pem).with_context(|| path.display().to_string())?
+    } else if let Ok(secret) = std::env::var("TAGCAST_SECRET") {
+        SigningKey::hs256(&secret).context("TAGCAST_SECRET")?
+    } else {
+        let config = Config::load_or_default(args.config.config.as_deref())?;
+        let Some(path) = &config.auth.file else {
+            bail!("no auth file configured (auth.file): set TAGCAST_SECRET or --private-key");
+        };
+        let applications = tagcast::ops::auth::Applications::load(path)?;
+        if applications.get(&args.key).is_none() {
+            bail!("{}: no application `{}`", path.display(), args.key);
+        }
+        let key = applications
+            .token_key(&args.key)
+            .with_context(|| format!("{}", path.display()))?;
+        key.signing_key().with_context(|| {
+            format!(
+                "{}: application `{}` takes {} tokens: sign them with --private-key",
+                path.display(),
+                args.key,
+                key.algorithm()
+            )
+        })?
+    };
+    let tags: tagcast::tags::Tags = args.tags.into_iter().collect();
+    println!(
+        "{}",
+        tagcast::token::mint(&args.key, &signing, &tags, args.ttl)?
+    );
     Ok(())
 }

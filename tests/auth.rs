@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use common::{Client, Daemon, RawClient, TAGCAST, TestServer, upgrade_request, wait_until};
+use common::{Client, Daemon, TAGCAST, TestServer, open_status, wait_until};
 use tagcast::net::server::Server;
 use tagcast::ops::auth::AuthReload;
 use tagcast::ops::config::Config;
@@ -75,19 +75,6 @@ fn query(key: Option<&str>, secret: Option<&str>) -> String {
         pairs.append_pair("secret", secret);
     }
     format!("?{}", pairs.finish())
-}
-
-/// The HTTP status a WebSocket open with `query` gets, and the body's first line.
-async fn open_status(server: &TestServer, query: &str) -> (u16, String) {
-    let mut client =
-        RawClient::send_request(server.address, &upgrade_request(&format!("/{query}"))).await;
-    let head = client.read_head().await;
-    let status = head[9..12].parse().expect("status code");
-    if status == 101 {
-        return (status, String::new());
-    }
-    let body = String::from_utf8_lossy(&client.read_to_end().await).into_owned();
-    (status, body.trim().to_owned())
 }
 
 /// Opens a connection with credentials in the URL; waits until the hub counts it.

@@ -106,6 +106,14 @@ impl Endpoint {
         self
     }
 
+    /// Opens connections with a signed tags' token (URL parameter `token`, SPEC §3 "Signed
+    /// tags"), e.g. one made by [`crate::token::mint`]: the connection holds the token's tags
+    /// besides its own, and the token opens when `auth.authorize_open` is false.
+    pub fn token(mut self, token: &str) -> Endpoint {
+        self.url = with_query_param(&self.url, "token", token);
+        self
+    }
+
     /// Connects a client that sends requests.
     pub async fn connect(&self) -> Result<WebSocketClient, ClientError> {
         let connection = Connection::open(self).await?;

@@ -23,9 +23,11 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::net::server::Shared;
+use crate::ops::auth::OpenRefusal;
 use crate::ops::metrics::{Rejected, Source};
 use crate::routing::hub::{Listener, Peer};
 use crate::routing::outbox::{Next, Outbox, Wakeups};
+use crate::token;
 use crate::wire::frame::{self, CloseReason, Incoming, MessageReader, close_code};
 use crate::wire::handshake::{self, Head, Rejection, Upgrade};
 
@@ -56,6 +58,7 @@ pub async fn serve<S>(
             address,
             listener,
             credentials: upgrade.credentials,
+            token: upgrade.token,
             outbox: Outbox::new(shared.config.limits.send_queue),
         });
         debug!(conn = peer.id, peer = %address, tags = %upgrade.tags, listener = listener.as_str(), "connection opened");
@@ -123,8 +126,9 @@ fn peer_span(shared: &Shared, peer: &Peer) -> tracing::Span {
     let tags = shared.hub.tags_of(peer.id).unwrap_or_default();
     let span = tracing::info_span!("conn", conn = peer.id, peer = %peer.address, tags = %tags,
         app = tracing::field::Empty);
-    if let Some(key) = &peer.credentials.key {
-        span.record("app", key.as_str());
+    let kid = peer.token.as_deref().and_then(token::key_id);
+    if let Some(app) = peer.credentials.key.as_deref().or(kid.as_deref()) {
+        span.record("app", app);
     }
     span
 }
@@ -173,30 +177,35 @@ where
         crate::net::http::respond(shared, &head, stream, buffer, endpoints, deadline).await;
         return None;
     }
-    let upgrade = handshake::check_upgrade(
-        &head,
-        shared.config.limits.tag_limits(),
-        &shared.config.server.allowed_origins,
-    )
-    .and_then(|upgrade| {
-        shared
-            .auth
-            .check_open(&upgrade.credentials)
-            .map(|()| upgrade)
-    });
-    let upgrade = match upgrade {
-        Ok(upgrade) => upgrade,
-        Err(rejection) => {
-            info!(peer = %address, status = rejection.status, reason = %rejection.reason, "handshake refused");
+    let limits = shared.config.limits.tag_limits();
+    let opening = handshake::check_upgrade(&head, limits, &shared.config.server.allowed_origins)
+        .map_err(OpenRefusal::of_upgrade)
+        .and_then(|upgrade| {
+            let tags = shared.auth.check_open(
+                &upgrade.tags,
+                &upgrade.credentials,
+                upgrade.token.as_deref(),
+                limits,
+            )?;
+            Ok(Upgrade { tags, ..upgrade })
+        })
+        .and_then(|upgrade| {
+            let slot = shared.connection_slots.clone().try_acquire_owned();
+            slot.map(|slot| (upgrade, slot))
+                .map_err(|_| OpenRefusal::full())
+        });
+    let (upgrade, slot) = match opening {
+        Ok(opening) => opening,
+        Err(refusal) => {
+            shared.metrics.open_refused(refusal.reason);
+            let OpenRefusal { rejection, kid, .. } = refusal;
+            // A client's mistake (or a full server), not the server's fault: notice, never an
+            // error. The token itself is never logged: only its application's key.
+            info!(peer = %address, status = rejection.status, reason = %rejection.reason,
+                app = kid.as_deref().unwrap_or(""), "handshake refused");
             let _ = stream.write_all(&rejection.to_response()).await;
             return None;
         }
-    };
-    let Ok(slot) = shared.connection_slots.clone().try_acquire_owned() else {
-        info!(peer = %address, "connection limit reached");
-        let refusal = Rejection::new(503, "connection limit reached, try again later");
-        let _ = stream.write_all(&refusal.to_response()).await;
-        return None;
     };
     Some(Opened {
         upgrade,

@@ -119,8 +119,13 @@ fn default_tls_port() -> u16 {
 pub struct AuthConfig {
     /// The Gomoob `auth.yml`; none: anyone may open and send.
     pub file: Option<PathBuf>,
-    /// True: anyone may open a connection; false: the URL must carry credentials.
+    /// True: anyone may open a connection; false: the URL must carry credentials (or a token).
     pub authorize_open: bool,
+    /// Tag names a connection may hold only from a valid token (SPEC §3 "Signed tags");
+    /// `["*"]`: every name; empty: none (Gomoob's behaviour).
+    pub signed_tags: Vec<String>,
+    /// Seconds of clock skew allowed when judging a token's `exp` and `nbf`.
+    pub token_leeway_s: u64,
 }
 
 impl Default for AuthConfig {
@@ -128,7 +133,18 @@ impl Default for AuthConfig {
         AuthConfig {
             file: None,
             authorize_open: true,
+            signed_tags: Vec::new(),
+            token_leeway_s: 30,
         }
+    }
+}
+
+impl AuthConfig {
+    /// True when tag `name` may only come from a valid token.
+    pub fn is_signed(&self, name: &str) -> bool {
+        self.signed_tags
+            .iter()
+            .any(|signed| signed == "*" || signed == name)
     }
 }
 
@@ -423,6 +439,18 @@ impl Config {
                 "false needs auth.file: without applications nobody could open".into(),
             ));
         }
+        if !config.auth.signed_tags.is_empty() && config.auth.file.is_none() {
+            return Err(invalid(
+                "auth.signed_tags",
+                "needs auth.file: tokens are verified with the applications' keys".into(),
+            ));
+        }
+        if config.auth.signed_tags.iter().any(String::is_empty) {
+            return Err(invalid(
+                "auth.signed_tags",
+                "a tag name must not be empty (\"*\": every name)".into(),
+            ));
+        }
         if config.cluster.channel.is_empty() {
             return Err(invalid("cluster.channel", "must not be empty".into()));
         }
@@ -536,5 +564,10 @@ mod tests {
         assert!(error("[http]\nadmin_address = \"x\"\n").contains("http.admin_address"));
         assert!(error("[tls]\nport = 1\n").contains("cert"));
         assert!(error("[auth]\nauthorize_open = false\n").contains("auth.authorize_open"));
+        assert!(error("[auth]\nsigned_tags = [\"userId\"]\n").contains("auth.signed_tags"));
+        assert!(
+            error("[auth]\nfile = \"/a.yml\"\nsigned_tags = [\"\"]\n").contains("auth.signed_tags")
+        );
+        assert!(error("[auth]\ntoken_leeway_s = -1\n").contains("token_leeway_s"));
     }
 }

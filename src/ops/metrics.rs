@@ -74,6 +74,59 @@ impl Rejected {
     }
 }
 
+/// Why a WebSocket open was refused before the upgrade (the `reason` label of
+/// `tagcast_opens_refused_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedOpen {
+    /// A malformed upgrade request or bad `tags` (HTTP 4xx but 401/403).
+    BadRequest,
+    /// An `Origin` not in `server.allowed_origins` (403).
+    Origin,
+    /// No key, or no secret where one is needed (401).
+    CredentialsMissing,
+    /// An unknown key or a wrong secret (403).
+    CredentialsWrong,
+    /// A signed tag without a token (401).
+    TokenMissing,
+    /// A forged or unreadable token: kid, alg, signature, claims (403).
+    TokenInvalid,
+    /// A token outside its time: expired or not yet valid (403).
+    TokenExpired,
+    /// A valid token whose tags do not cover the URL's (403).
+    TokenTags,
+    /// `limits.max_connections` reached (503).
+    Full,
+}
+
+impl RefusedOpen {
+    const ALL: [RefusedOpen; 9] = [
+        RefusedOpen::BadRequest,
+        RefusedOpen::Origin,
+        RefusedOpen::CredentialsMissing,
+        RefusedOpen::CredentialsWrong,
+        RefusedOpen::TokenMissing,
+        RefusedOpen::TokenInvalid,
+        RefusedOpen::TokenExpired,
+        RefusedOpen::TokenTags,
+        RefusedOpen::Full,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusedOpen::BadRequest => "bad_request",
+            RefusedOpen::Origin => "origin",
+            RefusedOpen::CredentialsMissing => "credentials_missing",
+            RefusedOpen::CredentialsWrong => "credentials_wrong",
+            RefusedOpen::TokenMissing => "token_missing",
+            RefusedOpen::TokenInvalid => "token_invalid",
+            RefusedOpen::TokenExpired => "token_expired",
+            RefusedOpen::TokenTags => "token_tags",
+            RefusedOpen::Full => "full",
+        }
+    }
+}
+
 /// The close codes counted by their own label; any other code counts as `other`.
 const CLOSE_CODES: [(u16, &str); 12] = [
     (close_code::NORMAL, "1000"),
@@ -100,6 +153,8 @@ pub struct Metrics {
     /// By [`Listener`], in the order of `LISTENERS`.
     connections: [Gauge; 2],
     opened: Counter,
+    /// By reason, in the order of `RefusedOpen::ALL`.
+    opens_refused: [Counter; RefusedOpen::ALL.len()],
     /// By close code, in the order of `CLOSE_CODES`, then `other`.
     closed: [Counter; CLOSE_CODES.len() + 1],
     /// By [`Source`], in the order of `Source::ALL`.
@@ -153,6 +208,13 @@ impl Metrics {
             &mut registry,
             "tagcast_connections_opened",
             "WebSocket connections opened (upgraded)",
+        );
+        let opens_refused = family(
+            &mut registry,
+            "tagcast_opens_refused",
+            "WebSocket opens refused before the upgrade, by reason",
+            "reason",
+            RefusedOpen::ALL.map(RefusedOpen::as_str),
         );
         let mut codes = [""; CLOSE_CODES.len() + 1];
         for (slot, (_, label)) in codes.iter_mut().zip(CLOSE_CODES) {
@@ -217,6 +279,7 @@ impl Metrics {
             registry,
             connections,
             opened,
+            opens_refused,
             closed,
             requests,
             deliveries,
@@ -235,6 +298,11 @@ impl Metrics {
         let gauge = &self.connections[listener_index(listener)];
         gauge.inc();
         OpenConnection { gauge }
+    }
+
+    /// A WebSocket open was refused before the upgrade.
+    pub fn open_refused(&self, reason: RefusedOpen) {
+        self.opens_refused[reason as usize].inc();
     }
 
     /// A WebSocket connection closed with `code` (1006 when the peer vanished).

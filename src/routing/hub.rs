@@ -48,6 +48,8 @@ pub struct Peer {
     pub listener: Listener,
     /// The credentials from its URL, judged again when the auth file changes.
     pub credentials: Credentials,
+    /// The signed tags' token from its URL, judged again (but for its time) with them.
+    pub token: Option<String>,
     /// Its queue of frames to write.
     pub outbox: Outbox,
 }

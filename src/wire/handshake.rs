@@ -135,6 +135,8 @@ pub struct Upgrade {
     pub tags: Tags,
     /// The credentials from `?key=` and `?secret=`.
     pub credentials: Credentials,
+    /// The signed tags' token from `?token=` (SPEC §3 "Signed tags"), not yet verified.
+    pub token: Option<String>,
     /// The `Sec-WebSocket-Accept` value for the 101 answer.
     pub accept: String,
 }
@@ -176,6 +178,7 @@ pub fn check_upgrade(
     }
     let mut tags = Tags::default();
     let mut credentials = Credentials::default();
+    let mut token = None;
     if let Some(query) = &head.query {
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {
             match name.as_ref() {
@@ -185,6 +188,7 @@ pub fn check_upgrade(
                 }
                 "key" => credentials.key = Some(value.into_owned()),
                 "secret" => credentials.secret = Some(value.into_owned()),
+                "token" => token = Some(value.into_owned()),
                 _ => {}
             }
         }
@@ -192,6 +196,7 @@ pub fn check_upgrade(
     Ok(Upgrade {
         tags,
         credentials,
+        token,
         accept: accept_key(key),
     })
 }
@@ -284,7 +289,7 @@ mod tests {
     fn tags_and_credentials_from_the_query() {
         let upgrade = check_upgrade(
             &head(
-                "/any/path?tags=%7B%22language%22%3A%22FR%22%2C%22id%22%3A42%7D&key=k&secret=s",
+                "/any/path?tags=%7B%22language%22%3A%22FR%22%2C%22id%22%3A42%7D&key=k&secret=s&token=a.b.c",
                 "",
             ),
             LIMITS,
@@ -295,6 +300,7 @@ mod tests {
         assert_eq!(upgrade.tags.get("id"), Some("42"));
         assert_eq!(upgrade.credentials.key.as_deref(), Some("k"));
         assert_eq!(upgrade.credentials.secret.as_deref(), Some("s"));
+        assert_eq!(upgrade.token.as_deref(), Some("a.b.c"));
     }
 
     fn rejected(target: &str, extra: &str, origins: &[String]) -> Rejection {

@@ -107,6 +107,19 @@ pub fn tags_query(tags: &str) -> String {
     format!("?tags={encoded}")
 }
 
+/// The HTTP status a WebSocket open with `query` gets, and the body's first line.
+pub async fn open_status(server: &TestServer, query: &str) -> (u16, String) {
+    let mut client =
+        RawClient::send_request(server.address, &upgrade_request(&format!("/{query}"))).await;
+    let head = client.read_head().await;
+    let status = head[9..12].parse().expect("status code");
+    if status == 101 {
+        return (status, String::new());
+    }
+    let body = String::from_utf8_lossy(&client.read_to_end().await).into_owned();
+    (status, body.trim().to_owned())
+}
+
 /// Polls `condition` every few milliseconds until it holds; panics after [`WAIT`].
 pub async fn wait_until(condition: impl Fn() -> bool, what: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;

@@ -14,6 +14,20 @@
 //! An application gives its secret either in clear (`secret`) or as the SHA-256 digest of it in
 //! hexadecimal (`secretSha256`), so that the file need not hold the secret itself.
 //!
+//! Signed tags' tokens (SPEC §3) of an application are verified with its `tokenPublicKey` (a PEM
+//! public key, EC P-256 for ES256 or Ed25519 for EdDSA) when it has one, else HS256 with its
+//! clear `secret`; a `secretSha256`-only application without a public key verifies no token.
+//!
+//! ```yaml
+//!   - key: application3
+//!     secretSha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+//!     authorizeOpen: false
+//!     tokenPublicKey: |
+//!       -----BEGIN PUBLIC KEY-----
+//!       MCowBQYDK2VwAyEA...
+//!       -----END PUBLIC KEY-----
+//! ```
+//!
 //! Errors never quote the file's text: a misplaced secret must not end up in a log.
 
 use std::collections::HashMap;
@@ -23,6 +37,8 @@ use serde::Deserialize;
 use serde_saphyr::{MessageFormatter, Spanned, UserMessageFormatter};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+use crate::token::{TokenError, TokenKey};
 
 /// An auth file that cannot be used. The message names the file and, when known, the line.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +107,9 @@ pub struct Application {
     pub secret: Secret,
     /// True: its key alone opens a connection (the secret is not checked), as in Gomoob.
     pub authorize_open: bool,
+    /// What verifies its signed tags' tokens: its `tokenPublicKey`, else its clear secret;
+    /// none for a `secretSha256`-only application without a public key.
+    pub token_key: Option<TokenKey>,
 }
 
 /// The applications of one valid auth file, by key.
@@ -138,6 +157,7 @@ impl Applications {
                 secret,
                 secret_sha256,
                 authorize_open,
+                token_public_key,
             } = entry.value;
             let Some(key) = key else {
                 return Err(invalid(app_line, "an application has no `key`".into()));
@@ -153,6 +173,23 @@ impl Applications {
             if key.is_empty() {
                 return Err(invalid(Some(key_line), "`key` must not be empty".into()));
             }
+            let token_key = match (&token_public_key, &secret) {
+                (Some(pem), _) => {
+                    Some(TokenKey::from_public_pem(&pem.value).map_err(|problem| {
+                        invalid(
+                            Some(pem.referenced.line()),
+                            format!("application `{key}`: `tokenPublicKey`: {problem}"),
+                        )
+                    })?)
+                }
+                (None, Some(clear)) => Some(TokenKey::hs256(&clear.value).map_err(|_| {
+                    invalid(
+                        Some(clear.referenced.line()),
+                        format!("application `{key}`: `secret` must not be empty"),
+                    )
+                })?),
+                (None, None) => None,
+            };
             let secret = match (secret, secret_sha256) {
                 (Some(_), Some(_)) => {
                     return Err(invalid(
@@ -197,6 +234,7 @@ impl Applications {
                 Application {
                     secret,
                     authorize_open,
+                    token_key,
                 },
             );
         }
@@ -206,6 +244,15 @@ impl Applications {
     /// The application with this key.
     pub fn get(&self, key: &str) -> Option<&Application> {
         self.by_key.get(key)
+    }
+
+    /// What verifies the tokens whose `kid` is `key`.
+    pub fn token_key(&self, key: &str) -> Result<&TokenKey, TokenError> {
+        let application = self.get(key).ok_or(TokenError::UnknownKid)?;
+        application
+            .token_key
+            .as_ref()
+            .ok_or_else(|| TokenError::NoKey(key.to_owned()))
     }
 
     /// Number of applications.
@@ -240,6 +287,8 @@ struct RawApplication {
     secret_sha256: Option<Spanned<String>>,
     #[serde(default)]
     authorize_open: Option<bool>,
+    #[serde(default)]
+    token_public_key: Option<Spanned<String>>,
 }
 
 #[cfg(test)]
@@ -355,6 +404,85 @@ mod tests {
         }
         assert!(error("applications:\n  - key: a\n    secret: s\n    authorizeOpen: true\n  - key: b\n    secret: t\n")
             .contains("line 5: application `b` has no `authorizeOpen`"));
+    }
+
+    /// `tokenPublicKey: |` with `pem`, indented under an application.
+    fn with_public_key(pem: &str) -> String {
+        let mut text = String::from(
+            "applications:\n  - key: a\n    secret: s\n    authorizeOpen: true\n    tokenPublicKey: |\n",
+        );
+        for line in pem.lines() {
+            text.push_str(&format!("      {line}\n"));
+        }
+        text
+    }
+
+    const EC_P256: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEEQZbf1Sm4naSvZ5Uj4t1tq7stD7Q
+TH130rAKb21EOesS0iVxxe9uHLO6Qje8/P0FMyfjvsuenznFA4TprnxPuQ==
+-----END PUBLIC KEY-----";
+    const ED25519: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAV0j8Jsyw0Rz/Hae6gkeTWdipu7E9TYOlQKyvcaijGsk=
+-----END PUBLIC KEY-----";
+
+    #[test]
+    fn each_application_has_the_token_key_its_entry_gives() {
+        let algorithm = |text: &str| {
+            parse(text)
+                .unwrap()
+                .token_key("a")
+                .map(|key| key.algorithm())
+                .map_err(|error| error.to_string())
+        };
+        assert_eq!(algorithm(&with_public_key(EC_P256)), Ok("ES256"));
+        assert_eq!(algorithm(&with_public_key(ED25519)), Ok("EdDSA"));
+        assert_eq!(
+            algorithm("applications:\n  - key: a\n    secret: s\n    authorizeOpen: true\n"),
+            Ok("HS256")
+        );
+        let hashed = format!(
+            "applications:\n  - key: a\n    secretSha256: {}\n    authorizeOpen: true\n",
+            "0".repeat(64)
+        );
+        assert!(
+            algorithm(&hashed)
+                .unwrap_err()
+                .contains("cannot verify tokens")
+        );
+        assert!(
+            parse(&hashed)
+                .unwrap()
+                .token_key("b")
+                .unwrap_err()
+                .to_string()
+                .contains("not the key of an application")
+        );
+    }
+
+    #[test]
+    fn a_token_public_key_that_cannot_be_used_names_its_line() {
+        const P384: &str = "-----BEGIN PUBLIC KEY-----
+MHYwEAYHKoZIzj0CAQYFK4EEACIDYgAEpycGzKli/MKWtSQNXzMWTwbGn5NBXUwh
+rAeClCBhEeR5BJ/0PLyxoYdp1e5mtBGi5nijdPgtiCUTNvkANN+aogBIF51xqQVM
+U5m65AOCYCHx3Bt3cPlhKwMRwi3A8V25
+-----END PUBLIC KEY-----";
+        // A private key where the public one belongs: refused, and never quoted.
+        const PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIH0h1kS6V6Yh2ZbgW9rYk2Hc0b7bV7w4yQ7e3sR9m2pa
+-----END PRIVATE KEY-----";
+        for (pem, expected) in [
+            ("nope", "not a PEM public key"),
+            (PRIVATE, "not a PEM public key"),
+            (P384, "must be on the P-256 curve"),
+        ] {
+            let message = error(&with_public_key(pem));
+            assert!(
+                message.contains("line 6: application `a`: `tokenPublicKey`: "),
+                "{message}"
+            );
+            assert!(message.contains(expected), "{message}");
+            assert!(!message.contains("MC4CAQAw"), "{message}");
+        }
     }
 
     #[test]
