@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use tagcast::client::{ClientError, Endpoint, WebSocketRequest};
 use tagcast::net::server::{Listeners, Server};
 use tagcast::ops::config::Config;
-use tagcast::ops::{logging, systemd};
+use tagcast::ops::{control, logging, systemd};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// sysexits' EX_CONFIG: the configuration is unusable (systemd does not restart on it).
@@ -33,6 +33,9 @@ enum Command {
     Serve(ConfigArg),
     /// Validate the config and the files it names; exit 78 naming the problem.
     Check(ConfigArg),
+    /// Reload the running daemon and wait for the outcome (systemctl reload runs this); exit 1
+    /// naming what failed to reload.
+    Reload(ReloadArgs),
     /// Send one request, then close. Exit 1 when the server refuses it.
     Send(SendArgs),
     /// Connect with tags and print every message that arrives, one per line.
@@ -46,6 +49,19 @@ struct ConfigArg {
     /// Config file [default: /etc/tagcast/tagcast.toml when it exists, else built-in defaults]
     #[arg(long, short, value_name = "PATH")]
     config: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ReloadArgs {
+    /// The daemon's runtime directory, where its control socket is (systemd's
+    /// RuntimeDirectory=).
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "RUNTIME_DIRECTORY",
+        default_value = "/run/tagcast"
+    )]
+    runtime_dir: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -109,6 +125,7 @@ fn main() -> ExitCode {
         match command {
             Command::Serve(args) => serve(args).await,
             Command::Check(args) => check(args),
+            Command::Reload(args) => reload(args).await,
             Command::Send(args) => report(send(args).await),
             Command::Listen(args) => report(listen(args).await),
             Command::Bench(args) => report(tagcast::bench::run(args).await.map_err(Into::into)),
@@ -212,15 +229,57 @@ async fn serve(args: ConfigArg) -> ExitCode {
     let (reloader, shared) = (service.clone(), server.shared());
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
-            reloader.reload(|| shared.reload().into_result());
+            reloader.reload(|| shared.reload().outcome());
         }
     });
+    // `tagcast reload` (the unit's ExecReload=) when run by systemd with RuntimeDirectory=.
+    if let Some(directory) = std::env::var_os("RUNTIME_DIRECTORY") {
+        let path = control::socket_path(directory.as_ref());
+        match control::bind(&path) {
+            Ok(socket) => {
+                let (reloader, shared) = (service.clone(), server.shared());
+                let reload = move || reloader.reload(|| shared.reload().outcome());
+                tokio::spawn(control::serve(socket, reload, server.shutdown_token()));
+            }
+            Err(error) => tracing::error!(
+                "cannot listen on {}: {error}; `tagcast reload` will not reach this daemon",
+                path.display()
+            ),
+        }
+    }
     service.ready();
     tokio::spawn(service.keep_status());
     tokio::spawn(systemd::watchdog());
     server.run(listeners).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// `tagcast reload`: prints the keys that need a restart, then whether the reload was done.
+async fn reload(args: ReloadArgs) -> ExitCode {
+    let path = control::socket_path(&args.runtime_dir);
+    let outcome = match control::request_reload(&path).await {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            eprintln!("tagcast: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !outcome.needs_restart.is_empty() {
+        println!(
+            "needs restart: {} (changed in tagcast.toml; applies at the next restart)",
+            outcome.needs_restart.join(", ")
+        );
+    }
+    if outcome.succeeded() {
+        println!("reload done");
+        return ExitCode::SUCCESS;
+    }
+    for failure in &outcome.failures {
+        eprintln!("tagcast: reload failed: {failure}");
+    }
+    eprintln!("tagcast: the previous settings stay in force");
+    ExitCode::FAILURE
 }
 
 /// Where `send` and `listen` connect: the URL, opened with the credentials when given.

@@ -168,12 +168,38 @@ check "tagcast.toml keeps the admin's edit" grep -q "edited by the admin" "$ROOT
 check "auth.yml is left as it was" test "$(sha256sum <"$AUTH")" = "$auth_before"
 check "the service runs after the upgrade" eventually active
 
-echo "=== a broken tagcast.toml: reload reports it, restart fails naming the key, no restart loop"
-cp "$ROOT/etc/tagcast/tagcast.toml" "$WORK/tagcast.toml"
-printf '[server]\nprot = 8080\n' >"$ROOT/etc/tagcast/tagcast.toml"
+echo "=== a broken auth.yml: systemctl reload fails with the reason, the old secret still works"
 PID=$(prop MainPID)
-check "systemctl reload returns (the running server goes on)" \
-    timeout 10 "$SDBOX" exec "$BOX" systemctl reload tagcast
+cp "$AUTH" "$WORK/auth.yml"
+printf 'applications:\n  - key: application1\n    authorizeOpen: true\n' >"$AUTH"
+since=$(box date '+%Y-%m-%d %H:%M:%S')
+check "systemctl reload fails" eval '! timeout 10 "$SDBOX" exec "$BOX" systemctl reload tagcast'
+status_text=$(box systemctl status tagcast --no-pager -n 20 2>&1 || true)
+check "systemctl status shows why (file, line, key)" \
+    grep -q "reload failed: /etc/tagcast/auth.yml: line 2: .*secret" <<<"$status_text"
+check "STATUS= tells the reload failed" eventually status_has "last reload failed.*auth.yml"
+check "the old secret still works" send --key application1 --secret "$NEW_SECRET" hello-4
+check "same MainPID, still active" test "$(prop MainPID) $(box systemctl is-active tagcast)" = "$PID active"
+cp "$WORK/auth.yml" "$AUTH"
+check "systemctl reload succeeds once repaired" timeout 10 "$SDBOX" exec "$BOX" systemctl reload tagcast
+
+echo "=== a changed port: the reload names it as needing a restart"
+cp "$ROOT/etc/tagcast/tagcast.toml" "$WORK/tagcast.toml"
+sed -i 's/^port = 8080/port = 8081/' "$ROOT/etc/tagcast/tagcast.toml"
+grep -q '^port = 8081' "$ROOT/etc/tagcast/tagcast.toml" || die "etc/tagcast.toml has no 'port = 8080' line"
+since=$(box date '+%Y-%m-%d %H:%M:%S')
+check "systemctl reload succeeds" timeout 10 "$SDBOX" exec "$BOX" systemctl reload tagcast
+check "the reload command's output says needs restart: server.port" \
+    eventually journal_has "needs restart: server.port (changed in tagcast.toml"
+check "the daemon logs needs restart: server.port" \
+    eventually journal_has "tagcast.toml: needs restart: server.port"
+check "still on 8080" send --key application1 --secret "$NEW_SECRET" hello-5
+cp "$WORK/tagcast.toml" "$ROOT/etc/tagcast/tagcast.toml"
+
+echo "=== a broken tagcast.toml: reload fails naming the key, restart fails, no restart loop"
+printf '[server]\nprot = 8080\n' >"$ROOT/etc/tagcast/tagcast.toml"
+check "systemctl reload fails (the running server goes on)" \
+    eval '! timeout 10 "$SDBOX" exec "$BOX" systemctl reload tagcast'
 check "STATUS= tells the reload failed, naming the key" eventually status_has "last reload failed.*prot"
 check "same MainPID, still active" test "$(prop MainPID) $(box systemctl is-active tagcast)" = "$PID active"
 since=$(box date '+%Y-%m-%d %H:%M:%S')
