@@ -21,10 +21,13 @@ const EXIT_CONFIG: u8 = 78;
 /// {"message": "Bonjour !", "tags": {"language": "FR"}} and every connection tagged
 /// language=FR receives "Bonjour !".
 #[derive(Parser)]
-#[command(version, about, long_about)]
+#[command(version, about, long_about, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Without a command: `serve`'s options (`tagcast --config PATH` runs the server).
+    #[command(flatten)]
+    serve: ConfigArg,
 }
 
 #[derive(Subcommand)]
@@ -44,10 +47,10 @@ enum Command {
     Bench(tagcast::bench::BenchArgs),
 }
 
-#[derive(clap::Args, Default)]
+#[derive(clap::Args)]
 struct ConfigArg {
     /// Config file [default: /etc/tagcast/tagcast.toml when it exists, else built-in defaults]
-    #[arg(long, short, value_name = "PATH")]
+    #[arg(long, short, value_name = "PATH", env = "TAGCAST_CONFIG")]
     config: Option<PathBuf>,
 }
 
@@ -75,8 +78,8 @@ struct SendArgs {
     /// Application key, sent in metadata.
     #[arg(long, requires = "secret")]
     key: Option<String>,
-    /// Application secret, sent in metadata.
-    #[arg(long, requires = "key")]
+    /// Application secret, sent in metadata (used with --key).
+    #[arg(long, env = "TAGCAST_SECRET", hide_env_values = true)]
     secret: Option<String>,
     /// Parse MESSAGE as JSON instead of sending it as a JSON string.
     #[arg(long)]
@@ -100,8 +103,8 @@ struct ListenArgs {
     /// Application key to open with (when the server requires it).
     #[arg(long)]
     key: Option<String>,
-    /// Application secret to open with.
-    #[arg(long)]
+    /// Application secret to open with (used with --key).
+    #[arg(long, env = "TAGCAST_SECRET", hide_env_values = true)]
     secret: Option<String>,
 }
 
@@ -120,7 +123,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let command = cli.command.unwrap_or(Command::Serve(ConfigArg::default()));
+    let command = cli.command.unwrap_or(Command::Serve(cli.serve));
     runtime.block_on(async {
         match command {
             Command::Serve(args) => serve(args).await,
