@@ -9,7 +9,8 @@ use serde_json::value::RawValue;
 use tagcast::client::{ClientError, Endpoint, WebSocketRequest};
 use tagcast::net::server::{Listeners, Server};
 use tagcast::ops::config::Config;
-use tagcast::ops::{control, logging, systemd};
+use tagcast::ops::logging::{self, message_id};
+use tagcast::ops::{control, systemd};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// sysexits' EX_CONFIG: the configuration is unusable (systemd does not restart on it).
@@ -185,6 +186,17 @@ async fn serve(args: ConfigArg) -> ExitCode {
         Err(code) => return code,
     };
     logging::init(&config.log);
+    let source = config
+        .source
+        .as_ref()
+        .map(|path| path.display().to_string());
+    tracing::info!(
+        message_id = message_id::STARTED,
+        version = env!("CARGO_PKG_VERSION"),
+        config = source.as_deref().unwrap_or("built-in defaults"),
+        "tagcast {} starting",
+        env!("CARGO_PKG_VERSION")
+    );
     // Listen for signals before anything can send them (SIGHUP's default action ends the
     // process; systemd may send SIGHUP or SIGTERM as soon as READY=1 is out).
     let signals = (
@@ -222,10 +234,14 @@ async fn serve(args: ConfigArg) -> ExitCode {
     let service = systemd::Service::new(server.shared());
     let (stopper, shutdown) = (service.clone(), server.shutdown_token());
     tokio::spawn(async move {
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!("SIGTERM received"),
-            _ = interrupt.recv() => tracing::info!("SIGINT received"),
-        }
+        let signal = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        tracing::info!(
+            message_id = message_id::SHUTDOWN,
+            "{signal} received: shutting down, closing every connection with 1001"
+        );
         stopper.stopping();
         shutdown.cancel();
     });
@@ -250,6 +266,7 @@ async fn serve(args: ConfigArg) -> ExitCode {
             ),
         }
     }
+    tracing::info!(message_id = message_id::READY, "ready");
     service.ready();
     tokio::spawn(service.keep_status());
     tokio::spawn(systemd::watchdog());

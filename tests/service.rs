@@ -311,3 +311,50 @@ async fn tagcast_reload_waits_for_the_outcome_and_fails_with_the_reason() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains("cannot reach the daemon"), "{stderr}");
 }
+
+#[tokio::test]
+async fn key_events_carry_their_message_id() {
+    use tagcast::ops::logging::message_id;
+    let with_id = |id: &str| format!("message_id=\"{id}\"");
+    let mut service = Service::start(
+        "[log]\ntarget = \"stderr\"\n[limits]\nsend_queue = 1\n",
+        &[],
+        false,
+    );
+    service.daemon.wait_for_line(&with_id(message_id::STARTED));
+    let address = service.daemon.ws_address();
+    service.daemon.wait_for_line(&with_id(message_id::READY));
+
+    // A client that never reads, and messages until its socket buffers and its queue are full.
+    let _stalled =
+        common::RawClient::upgrade(address, &format!("/{}", tags_query(r#"{"room":"a"}"#))).await;
+    let mut publisher = Client::connect(&format!("ws://{address}/")).await;
+    let big = format!("\"{}\"", "x".repeat(60_000));
+    let slow_line = with_id(message_id::SLOW_CLIENT_CLOSED);
+    let slow_closed = |daemon: &mut common::Daemon| {
+        daemon
+            .log_so_far()
+            .iter()
+            .any(|line| line.contains(&slow_line))
+    };
+    for _ in 0..2_000 {
+        if slow_closed(&mut service.daemon) {
+            break;
+        }
+        publisher.publish(&big, r#"{"room":"a"}"#).await;
+    }
+    let line = service.daemon.wait_for_line(&slow_line);
+    assert!(line.contains("slow client closed with 4429"), "{line}");
+
+    service.daemon.signal("HUP");
+    service
+        .daemon
+        .wait_for_line(&with_id(message_id::RELOAD_DONE));
+    write_config(&service.config, &config_text("[log]\nlevle = \"x\"\n"));
+    service.daemon.signal("HUP");
+    service
+        .daemon
+        .wait_for_line(&with_id(message_id::RELOAD_FAILED));
+    service.daemon.signal("TERM");
+    service.daemon.wait_for_line(&with_id(message_id::SHUTDOWN));
+}

@@ -21,6 +21,7 @@ use sd_notify::NotifyState;
 use tracing::{debug, info, warn};
 
 use crate::net::server::{ReloadOutcome, Shared};
+use crate::ops::logging::message_id;
 
 /// How often the status line is recomputed (SPEC §6: within 5 s of a change).
 const STATUS_EVERY: Duration = Duration::from_secs(1);
@@ -68,12 +69,15 @@ impl Service {
         let outcome = reload();
         let failure = match outcome.succeeded() {
             true => {
-                info!("reload done");
+                info!(message_id = message_id::RELOAD_DONE, "reload done");
                 None
             }
             false => {
                 let failures = outcome.failures.join("; ");
-                warn!("reload failed, the previous settings stay in force: {failures}");
+                warn!(
+                    message_id = message_id::RELOAD_FAILED,
+                    "reload failed, the previous settings stay in force: {failures}"
+                );
                 Some(failures)
             }
         };

@@ -149,8 +149,18 @@ check "a bad request is closed with 4400" bad_request
 box journalctl -u tagcast -o json --no-pager >"$WORK/journal.json"
 refusal() { jq -e 'select((.MESSAGE | startswith("request refused with 4400")) and .CODE == "4400"
     and .CONN != null and (.PEER | startswith("127.0.0.1:")) and .TAGS != null
-    and .APP == "application1" and .PRIORITY == "5")' "$WORK/journal.json" >/dev/null; }
-check "journal entry with CONN, PEER, TAGS, APP, CODE at notice priority" refusal
+    and .APP == "application1" and .PRIORITY == "6")' "$WORK/journal.json" >/dev/null; }
+check "journal entry with CONN, PEER, TAGS, APP, CODE at info priority (6)" refusal
+info_events() { box journalctl -u tagcast -p info -o cat --no-pager | grep -q "^tagcast .* starting$"; }
+check "journalctl -p info shows info events (the start)" info_events
+check "journalctl -p notice does not (info is 6, not 5)" eval '! box journalctl -u tagcast -p notice -o cat --no-pager | grep -q " starting$"'
+by_id() { # by_id ID TEXT: journalctl MESSAGE_ID=ID selects tagcast's entries, one with TEXT
+    box journalctl "MESSAGE_ID=$1" -o json --no-pager | jq -se --arg text "$2" \
+        'length > 0 and all(.[]; .SYSLOG_IDENTIFIER == "tagcast") and any(.[]; .MESSAGE | contains($text))' >/dev/null
+}
+check "MESSAGE_ID= selects the start" by_id 5701cb616f2f43fea13b42793d2419db "starting"
+check "MESSAGE_ID= selects ready" by_id 9d3a15de849d42ee8fa3d9fd89dada6a '"MESSAGE":"ready"'
+check "MESSAGE_ID= selects reload done" by_id dff14ef3f50146e8b671e0ec6dd3305f "reload done"
 box journalctl -o json --no-pager >"$WORK/all.json"
 no_secret() { ! grep -qF -e "$SECRET" -e "$NEW_SECRET" -e "$SECOND_SECRET" "$WORK/all.json"; }
 check "no secret anywhere in the journal" no_secret
@@ -159,6 +169,7 @@ echo "=== systemctl stop: close 1001"
 check "systemctl stop tagcast succeeds" box systemctl stop tagcast
 check "the listener got close 1001" eventually grep -q 1001 "$WORK/first.err"
 check "the service is inactive" test "$(box systemctl is-active tagcast)" = inactive
+check "MESSAGE_ID= selects the shutdown" by_id 750f232eca9d48dc81ee30acb0e39d00 "SIGTERM received"
 
 echo "=== an upgrade (here a reinstall) keeps the admin's edits"
 printf '\n# edited by the admin\n' >>"$ROOT/etc/tagcast/tagcast.toml"
@@ -178,6 +189,7 @@ status_text=$(box systemctl status tagcast --no-pager -n 20 2>&1 || true)
 check "systemctl status shows why (file, line, key)" \
     grep -q "reload failed: /etc/tagcast/auth.yml: line 2: .*secret" <<<"$status_text"
 check "STATUS= tells the reload failed" eventually status_has "last reload failed.*auth.yml"
+check "MESSAGE_ID= selects the failed reload" by_id 9832264f5ad1495487f3a62df6391b83 "reload failed"
 check "the old secret still works" send --key application1 --secret "$NEW_SECRET" hello-4
 check "same MainPID, still active" test "$(prop MainPID) $(box systemctl is-active tagcast)" = "$PID active"
 cp "$WORK/auth.yml" "$AUTH"
