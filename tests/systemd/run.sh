@@ -224,11 +224,23 @@ check "no restart (NRestarts=0, failed, exit 78)" \
 cp "$WORK/tagcast.toml" "$ROOT/etc/tagcast/tagcast.toml"
 check "restart with the config repaired" box systemctl restart tagcast
 
-echo "=== purge"
+echo "=== remove keeps every file in /etc/tagcast; purge keeps only the admin's"
+mkdir -p "$ROOT/etc/tagcast/tls"
+echo "an admin's key" >"$ROOT/etc/tagcast/tls/server.key"
+auth_before=$(sha256sum <"$AUTH")
+check "apt-get remove succeeds" box apt-get remove -y tagcast
+check "remove leaves auth.yml and tagcast.toml" \
+    test "$(sha256sum <"$AUTH")" = "$auth_before" -a -e "$ROOT/etc/tagcast/tagcast.toml"
 check "apt-get purge succeeds" box apt-get purge -y tagcast
-check "/etc/tagcast is gone" test ! -e "$ROOT/etc/tagcast"
+check "purge removes auth.yml and tagcast.toml" \
+    test ! -e "$AUTH" -a ! -e "$ROOT/etc/tagcast/tagcast.toml"
+check "purge keeps the admin's /etc/tagcast/tls/server.key" \
+    grep -qx "an admin's key" "$ROOT/etc/tagcast/tls/server.key"
 check "the unit is gone" test ! -e "$ROOT/lib/systemd/system/tagcast.service"
 check "nothing listens on 8080" eval '! ss -Hltn "sport = :8080" | grep -q .'
+rm -r "$ROOT/etc/tagcast/tls"
+check "install again, then purge" box sh -c 'apt-get install -y /var/tmp/tagcast.deb >/dev/null && apt-get purge -y tagcast >/dev/null'
+check "with nothing of the admin's in it, /etc/tagcast is gone" test ! -e "$ROOT/etc/tagcast"
 
 echo
 if ((${#failures[@]})); then
