@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::value::RawValue;
 use tagcast::client::{ClientError, Endpoint, WebSocketRequest};
 use tagcast::net::server::{Listeners, Server};
@@ -46,6 +46,13 @@ enum Command {
     Listen(ListenArgs),
     /// Measure a server speaking this protocol: deliveries/s, loss, latency, CPU, memory.
     Bench(tagcast::bench::BenchArgs),
+    /// Write the man pages and the bash, zsh and fish completions into DIR (for packaging).
+    #[command(hide = true)]
+    Generate {
+        /// The directory: man pages in DIR/man, completions in DIR/completions.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -133,6 +140,7 @@ fn main() -> ExitCode {
             Command::Send(args) => report(send(args).await),
             Command::Listen(args) => report(listen(args).await),
             Command::Bench(args) => report(tagcast::bench::run(args).await.map_err(Into::into)),
+            Command::Generate { out } => report(generate(&out)),
         }
     })
 }
@@ -273,6 +281,16 @@ async fn serve(args: ConfigArg) -> ExitCode {
     server.run(listeners).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// `tagcast generate`: the man pages and completions of this very command line.
+fn generate(out: &std::path::Path) -> anyhow::Result<()> {
+    let written = tagcast::ops::manual::generate(Cli::command(), out)
+        .with_context(|| format!("cannot write into {}", out.display()))?;
+    for path in written {
+        println!("{}", path.display());
+    }
+    Ok(())
 }
 
 /// `tagcast reload`: prints the keys that need a restart, then whether the reload was done.

@@ -7,11 +7,13 @@
 //! - [`systemd`]: readiness, status, reload, stop and watchdog messages to systemd.
 //! - [`logging`]: logs to the journal under systemd, to stderr otherwise.
 //! - [`metrics`]: the Prometheus metrics.
+//! - [`manual`]: the man pages and shell completions, generated from the clap definition.
 
 pub mod auth;
 pub mod config;
 pub mod control;
 pub mod logging;
+pub mod manual;
 pub mod metrics;
 pub mod systemd;
 pub mod watch;

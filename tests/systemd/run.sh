@@ -39,8 +39,7 @@ done
 if ss -Hltn 'sport = :8080' | grep -q .; then die "port 8080 is in use on this machine"; fi
 
 echo "=== build the package"
-cargo build --release
-cargo deb --no-build
+packaging/build-deb
 # The .deb of this version (cargo-deb names it tagcast_VERSION-REVISION_ARCH.deb).
 DEB=$(ls -t "${CARGO_TARGET_DIR:-target}"/debian/tagcast_*.deb | head -1)
 TAGCAST=${CARGO_TARGET_DIR:-target}/release/tagcast
@@ -81,6 +80,19 @@ check "auth.yml is created 0640 root:tagcast" \
 SECRET=$(sed -n 's/^ *secret: *//p' "$AUTH" | head -1)
 check "auth.yml holds one application with a random secret" \
     test "$(grep -c 'key:' "$AUTH")" = 1 -a "${#SECRET}" -ge 32
+
+echo "=== man pages and completions"
+man_commands=$(box sh -c 'MANWIDTH=200 man -P cat tagcast 2>/dev/null' | sed -n 's/^ *tagcast-\([a-z]*\)(1)$/\1/p' | sort | tr '\n' ' ')
+help_commands=$("$TAGCAST" --help | sed -n '/^Commands:/,/^$/s/^  \([a-z]*\) .*/\1/p' | grep -vx help | sort | tr '\n' ' ')
+echo "man tagcast: $man_commands; tagcast --help: $help_commands"
+check "man tagcast lists every command of tagcast --help" test -n "$help_commands" -a "$man_commands" = "$help_commands"
+every_page() { for command in $help_commands; do box man -w "tagcast-$command" >/dev/null || return 1; done; }
+check "every command has its page (man tagcast-send, ...)" every_page
+check "man tagcast-send documents --http" eval 'box sh -c "man -P cat tagcast-send 2>/dev/null" | grep -q -- "--http"'
+check "bash completion installed and loadable" box bash -c \
+    '. /usr/share/bash-completion/completions/tagcast && complete -p tagcast >/dev/null'
+check "zsh and fish completions installed" test -s "$ROOT/usr/share/zsh/vendor-completions/_tagcast" \
+    -a -s "$ROOT/usr/share/fish/vendor_completions.d/tagcast.fish"
 
 echo "=== a client receives what tagcast send sends"
 listen() { # listen NAME [ARGS...]: a background `tagcast listen` on room=e2e; output in $WORK/NAME.*
