@@ -45,6 +45,14 @@ DEB=$(ls -t "${CARGO_TARGET_DIR:-target}"/debian/tagcast_*.deb | head -1)
 TAGCAST=${CARGO_TARGET_DIR:-target}/release/tagcast
 echo "package: $DEB"
 check "lintian --fail-on error" lintian --allow-root --fail-on error "$DEB"
+dpkg-deb --fsys-tarfile "$DEB" | tar -xO ./usr/share/doc/tagcast/copyright >"${TMPDIR:-/tmp}/tagcast-copyright.$$"
+copyright_names() { grep -q "^Files: cargo-registry/$1-" "${TMPDIR:-/tmp}/tagcast-copyright.$$"; }
+check "debian/copyright lists aws-lc-sys, webpki-roots, tokio" \
+    eval 'copyright_names aws-lc-sys && copyright_names webpki-roots && copyright_names tokio'
+license_text() { grep -A1 -x "License: $1" "${TMPDIR:-/tmp}/tagcast-copyright.$$" | grep -q "^ [A-Za-z]"; }
+check "debian/copyright has the texts of CDLA-Permissive-2.0, ISC, Apache-2.0" \
+    eval 'license_text CDLA-Permissive-2.0 && license_text ISC && license_text Apache-2.0'
+rm -f "${TMPDIR:-/tmp}/tagcast-copyright.$$"
 
 WORK=$(mktemp -d)
 listeners=()
