@@ -18,18 +18,8 @@ PORT=18080
 WAIT_S=15
 export CARGO_TERM_COLOR=never
 
-failures=()
-pass() { printf 'PASS  %s\n' "$1"; }
-fail() { printf 'FAIL  %s\n' "$1"; failures+=("$1"); }
-check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name"; fi; }
-eventually() {
-    local deadline=$((SECONDS + WAIT_S))
-    until "$@"; do
-        ((SECONDS < deadline)) || return 1
-        sleep 0.2
-    done
-}
-die() { printf 'ERROR %s\n' "$*" >&2; exit 1; }
+# shellcheck source=tests/checks.sh
+. tests/checks.sh
 
 for tool in podman runc mmdebstrap; do
     command -v "$tool" >/dev/null || die "$tool is missing (see .ci/run: container)"
@@ -101,10 +91,4 @@ check "podman stop" "${P[@]}" stop -t 20 "$NAME"
 check "exit status 0" test "$("${P[@]}" inspect "$NAME" --format '{{.State.ExitCode}}')" = 0
 check "the log shows the shutdown" logged "SIGTERM received: shutting down"
 
-echo
-if ((${#failures[@]})); then
-    printf '%d check(s) failed:\n' "${#failures[@]}"
-    printf '  %s\n' "${failures[@]}"
-    exit 1
-fi
-echo "all container checks passed"
+report container

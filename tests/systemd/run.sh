@@ -17,20 +17,8 @@ URL=ws://127.0.0.1:8080/
 WAIT_S=10
 export CARGO_TERM_COLOR=never
 
-failures=()
-pass() { printf 'PASS  %s\n' "$1"; }
-fail() { printf 'FAIL  %s\n' "$1"; failures+=("$1"); }
-# check NAME COMMAND...: runs COMMAND, records the result under NAME.
-check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name"; fi; }
-# eventually COMMAND...: true once COMMAND succeeds, polling for at most WAIT_S seconds.
-eventually() {
-    local deadline=$((SECONDS + WAIT_S))
-    until "$@"; do
-        ((SECONDS < deadline)) || return 1
-        sleep 0.1
-    done
-}
-die() { printf 'ERROR %s\n' "$*" >&2; exit 1; }
+# shellcheck source=tests/checks.sh
+. tests/checks.sh
 
 for tool in systemd-nspawn lintian jq cargo-deb; do
     command -v "$tool" >/dev/null || die "$tool is missing (see .ci/run: systemd tests)"
@@ -262,10 +250,4 @@ rm -r "$ROOT/etc/tagcast/tls"
 check "install again, then purge" box sh -c 'apt-get install -y /var/tmp/tagcast.deb >/dev/null && apt-get purge -y tagcast >/dev/null'
 check "with nothing of the admin's in it, /etc/tagcast is gone" test ! -e "$ROOT/etc/tagcast"
 
-echo
-if ((${#failures[@]})); then
-    printf '%d check(s) failed:\n' "${#failures[@]}"
-    printf '  %s\n' "${failures[@]}"
-    exit 1
-fi
-echo "all systemd checks passed"
+report systemd
