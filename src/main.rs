@@ -4,12 +4,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::value::RawValue;
 use tagcast::client::{ClientError, Endpoint, WebSocketRequest};
 use tagcast::net::server::{Listeners, Server};
 use tagcast::ops::config::Config;
-use tagcast::ops::{logging, systemd};
+use tagcast::ops::logging::{self, message_id};
+use tagcast::ops::{control, systemd};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// sysexits' EX_CONFIG: the configuration is unusable (systemd does not restart on it).
@@ -21,10 +22,13 @@ const EXIT_CONFIG: u8 = 78;
 /// {"message": "Bonjour !", "tags": {"language": "FR"}} and every connection tagged
 /// language=FR receives "Bonjour !".
 #[derive(Parser)]
-#[command(version, about, long_about)]
+#[command(version, about, long_about, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Without a command: `serve`'s options (`tagcast --config PATH` runs the server).
+    #[command(flatten)]
+    serve: ConfigArg,
 }
 
 #[derive(Subcommand)]
@@ -33,6 +37,9 @@ enum Command {
     Serve(ConfigArg),
     /// Validate the config and the files it names; exit 78 naming the problem.
     Check(ConfigArg),
+    /// Reload the running daemon and wait for the outcome (systemctl reload runs this); exit 1
+    /// naming what failed to reload.
+    Reload(ReloadArgs),
     /// Send one request, then close. Exit 1 when the server refuses it.
     Send(SendArgs),
     /// Connect with tags and print every message that arrives, one per line.
@@ -41,13 +48,33 @@ enum Command {
     Token(TokenArgs),
     /// Measure a server speaking this protocol: deliveries/s, loss, latency, CPU, memory.
     Bench(tagcast::bench::BenchArgs),
+    /// Write the man pages and the bash, zsh and fish completions into DIR (for packaging).
+    #[command(hide = true)]
+    Generate {
+        /// The directory: man pages in DIR/man, completions in DIR/completions.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
-#[derive(clap::Args, Default)]
+#[derive(clap::Args)]
 struct ConfigArg {
     /// Config file [default: /etc/tagcast/tagcast.toml when it exists, else built-in defaults]
-    #[arg(long, short, value_name = "PATH")]
+    #[arg(long, short, value_name = "PATH", env = "TAGCAST_CONFIG")]
     config: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ReloadArgs {
+    /// The daemon's runtime directory, where its control socket is (systemd's
+    /// RuntimeDirectory=).
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "RUNTIME_DIRECTORY",
+        default_value = "/run/tagcast"
+    )]
+    runtime_dir: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -61,8 +88,8 @@ struct SendArgs {
     /// Application key, sent in metadata.
     #[arg(long, requires = "secret")]
     key: Option<String>,
-    /// Application secret, sent in metadata.
-    #[arg(long, requires = "key")]
+    /// Application secret, sent in metadata (used with --key).
+    #[arg(long, env = "TAGCAST_SECRET", hide_env_values = true)]
     secret: Option<String>,
     /// Parse MESSAGE as JSON instead of sending it as a JSON string.
     #[arg(long)]
@@ -86,8 +113,8 @@ struct ListenArgs {
     /// Application key to open with (when the server requires it).
     #[arg(long)]
     key: Option<String>,
-    /// Application secret to open with.
-    #[arg(long)]
+    /// Application secret to open with (used with --key).
+    #[arg(long, env = "TAGCAST_SECRET", hide_env_values = true)]
     secret: Option<String>,
 }
 
@@ -145,15 +172,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let command = cli.command.unwrap_or(Command::Serve(ConfigArg::default()));
+    let command = cli.command.unwrap_or(Command::Serve(cli.serve));
     runtime.block_on(async {
         match command {
             Command::Serve(args) => serve(args).await,
             Command::Check(args) => check(args),
+            Command::Reload(args) => reload(args).await,
             Command::Send(args) => report(send(args).await),
             Command::Listen(args) => report(listen(args).await),
             Command::Token(args) => report(token(args)),
             Command::Bench(args) => report(tagcast::bench::run(args).await.map_err(Into::into)),
+            Command::Generate { out } => report(generate(&out)),
         }
     })
 }
@@ -207,6 +236,17 @@ async fn serve(args: ConfigArg) -> ExitCode {
         Err(code) => return code,
     };
     logging::init(&config.log);
+    let source = config
+        .source
+        .as_ref()
+        .map(|path| path.display().to_string());
+    tracing::info!(
+        message_id = message_id::STARTED,
+        version = env!("CARGO_PKG_VERSION"),
+        config = source.as_deref().unwrap_or("built-in defaults"),
+        "tagcast {} starting",
+        env!("CARGO_PKG_VERSION")
+    );
     // Listen for signals before anything can send them (SIGHUP's default action ends the
     // process; systemd may send SIGHUP or SIGTERM as soon as READY=1 is out).
     let signals = (
@@ -244,25 +284,82 @@ async fn serve(args: ConfigArg) -> ExitCode {
     let service = systemd::Service::new(server.shared());
     let (stopper, shutdown) = (service.clone(), server.shutdown_token());
     tokio::spawn(async move {
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!("SIGTERM received"),
-            _ = interrupt.recv() => tracing::info!("SIGINT received"),
-        }
+        let signal = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        tracing::info!(
+            message_id = message_id::SHUTDOWN,
+            "{signal} received: shutting down, closing every connection with 1001"
+        );
         stopper.stopping();
         shutdown.cancel();
     });
     let (reloader, shared) = (service.clone(), server.shared());
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
-            reloader.reload(|| shared.reload().into_result());
+            reloader.reload(|| shared.reload().outcome());
         }
     });
+    // `tagcast reload` (the unit's ExecReload=) when run by systemd with RuntimeDirectory=.
+    if let Some(directory) = std::env::var_os("RUNTIME_DIRECTORY") {
+        let path = control::socket_path(directory.as_ref());
+        match control::bind(&path) {
+            Ok(socket) => {
+                let (reloader, shared) = (service.clone(), server.shared());
+                let reload = move || reloader.reload(|| shared.reload().outcome());
+                tokio::spawn(control::serve(socket, reload, server.shutdown_token()));
+            }
+            Err(error) => tracing::error!(
+                "cannot listen on {}: {error}; `tagcast reload` will not reach this daemon",
+                path.display()
+            ),
+        }
+    }
+    tracing::info!(message_id = message_id::READY, "ready");
     service.ready();
     tokio::spawn(service.keep_status());
     tokio::spawn(systemd::watchdog());
     server.run(listeners).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// `tagcast generate`: the man pages and completions of this very command line.
+fn generate(out: &std::path::Path) -> anyhow::Result<()> {
+    let written = tagcast::ops::manual::generate(Cli::command(), out)
+        .with_context(|| format!("cannot write into {}", out.display()))?;
+    for path in written {
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
+/// `tagcast reload`: prints the keys that need a restart, then whether the reload was done.
+async fn reload(args: ReloadArgs) -> ExitCode {
+    let path = control::socket_path(&args.runtime_dir);
+    let outcome = match control::request_reload(&path).await {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            eprintln!("tagcast: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !outcome.needs_restart.is_empty() {
+        println!(
+            "needs restart: {} (changed in tagcast.toml; applies at the next restart)",
+            outcome.needs_restart.join(", ")
+        );
+    }
+    if outcome.succeeded() {
+        println!("reload done");
+        return ExitCode::SUCCESS;
+    }
+    for failure in &outcome.failures {
+        eprintln!("tagcast: reload failed: {failure}");
+    }
+    eprintln!("tagcast: the previous settings stay in force");
+    ExitCode::FAILURE
 }
 
 /// Where `send` and `listen` connect: the URL, opened with the credentials when given.

@@ -230,3 +230,131 @@ async fn log_target_journald_falls_back_to_stderr_with_a_note() {
         service.daemon.ws_address();
     }
 }
+
+/// `tagcast ARGS...` with `RUNTIME_DIRECTORY` set to `runtime`: its exit code, stdout and stderr.
+fn tagcast(runtime: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let output = std::process::Command::new(common::TAGCAST)
+        .args(args)
+        .env("RUNTIME_DIRECTORY", runtime)
+        .output()
+        .expect("run tagcast");
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).expect("UTF-8");
+    (
+        output.status.code(),
+        text(output.stdout),
+        text(output.stderr),
+    )
+}
+
+fn applications(secret: &str) -> String {
+    format!("applications:\n  - key: app\n    secret: {secret}\n    authorizeOpen: true\n")
+}
+
+#[tokio::test]
+async fn tagcast_reload_waits_for_the_outcome_and_fails_with_the_reason() {
+    let files = tempfile::tempdir().expect("tempdir");
+    let (runtime, auth) = (files.path().join("run"), files.path().join("auth.yml"));
+    std::fs::create_dir(&runtime).expect("runtime directory");
+    std::fs::write(&auth, applications("old-secret")).expect("write auth.yml");
+    let auth_section = format!("[log]\ntarget = \"stderr\"\n[auth]\nfile = {auth:?}\n");
+    let runtime_env = runtime.to_str().expect("UTF-8 path");
+    let mut service = Service::start(&auth_section, &[("RUNTIME_DIRECTORY", runtime_env)], false);
+    let address = service.daemon.ws_address();
+    let socket = runtime.join("control");
+    common::wait_until(|| socket.exists(), "the control socket").await;
+    let send = |secret: &str| {
+        let url = format!("ws://{address}/");
+        let args = [
+            "send", "--url", &url, "--key", "app", "--secret", secret, "hi",
+        ];
+        tagcast(&runtime, &args).0
+    };
+
+    let (code, stdout, _) = tagcast(&runtime, &["reload"]);
+    assert_eq!((code, stdout.as_str()), (Some(0), "reload done\n"));
+
+    // A broken auth file: exit 1 naming the file and the problem; the old secret still works.
+    std::fs::write(
+        &auth,
+        "applications:\n  - key: app\n    authorizeOpen: true\n",
+    )
+    .expect("break auth.yml");
+    let (code, _, stderr) = tagcast(&runtime, &["reload"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(auth.to_str().unwrap()), "{stderr}");
+    assert!(stderr.contains("secret"), "{stderr}");
+    assert!(
+        stderr.contains("the previous settings stay in force"),
+        "{stderr}"
+    );
+    service.daemon.wait_for_line("reload failed");
+    assert_eq!(send("old-secret"), Some(0));
+
+    // A changed port cannot apply live: named as needing a restart, in the output and the log.
+    std::fs::write(&auth, applications("new-secret")).expect("repair auth.yml");
+    let moved = config_text(&auth_section).replace("port = 0", "port = 9");
+    write_config(&service.config, &moved);
+    let (code, stdout, stderr) = tagcast(&runtime, &["reload"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.starts_with("needs restart: server.port "),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("reload done\n"), "{stdout}");
+    service.daemon.wait_for_line("needs restart: server.port");
+    assert_eq!(send("new-secret"), Some(0), "the auth file was reloaded");
+    assert_eq!(send("old-secret"), Some(1));
+
+    // No daemon there: says so.
+    drop(service);
+    let (code, _, stderr) = tagcast(&runtime, &["reload"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("cannot reach the daemon"), "{stderr}");
+}
+
+#[tokio::test]
+async fn key_events_carry_their_message_id() {
+    use tagcast::ops::logging::message_id;
+    let with_id = |id: &str| format!("message_id=\"{id}\"");
+    let mut service = Service::start(
+        "[log]\ntarget = \"stderr\"\n[limits]\nsend_queue = 1\n",
+        &[],
+        false,
+    );
+    service.daemon.wait_for_line(&with_id(message_id::STARTED));
+    let address = service.daemon.ws_address();
+    service.daemon.wait_for_line(&with_id(message_id::READY));
+
+    // A client that never reads, and messages until its socket buffers and its queue are full.
+    let _stalled =
+        common::RawClient::upgrade(address, &format!("/{}", tags_query(r#"{"room":"a"}"#))).await;
+    let mut publisher = Client::connect(&format!("ws://{address}/")).await;
+    let big = format!("\"{}\"", "x".repeat(60_000));
+    let slow_line = with_id(message_id::SLOW_CLIENT_CLOSED);
+    let slow_closed = |daemon: &mut common::Daemon| {
+        daemon
+            .log_so_far()
+            .iter()
+            .any(|line| line.contains(&slow_line))
+    };
+    for _ in 0..2_000 {
+        if slow_closed(&mut service.daemon) {
+            break;
+        }
+        publisher.publish(&big, r#"{"room":"a"}"#).await;
+    }
+    let line = service.daemon.wait_for_line(&slow_line);
+    assert!(line.contains("slow client closed with 4429"), "{line}");
+
+    service.daemon.signal("HUP");
+    service
+        .daemon
+        .wait_for_line(&with_id(message_id::RELOAD_DONE));
+    write_config(&service.config, &config_text("[log]\nlevle = \"x\"\n"));
+    service.daemon.signal("HUP");
+    service
+        .daemon
+        .wait_for_line(&with_id(message_id::RELOAD_FAILED));
+    service.daemon.signal("TERM");
+    service.daemon.wait_for_line(&with_id(message_id::SHUTDOWN));
+}

@@ -24,9 +24,10 @@ use tracing::{debug, info};
 
 use crate::net::server::Shared;
 use crate::ops::auth::OpenRefusal;
+use crate::ops::logging::message_id;
 use crate::ops::metrics::{Rejected, Source};
 use crate::routing::hub::{Listener, Peer};
-use crate::routing::outbox::{Next, Outbox, Wakeups};
+use crate::routing::outbox::{self, Next, Outbox, Wakeups};
 use crate::token;
 use crate::wire::frame::{self, CloseReason, Incoming, MessageReader, close_code};
 use crate::wire::handshake::{self, Head, Rejection, Upgrade};
@@ -98,6 +99,21 @@ pub async fn serve<S>(
         _ => Ok(()),
     };
     let closed = run_websocket(stream, &peer.outbox, messages, grace, on_message).await;
+    if let Some(reason) = closed
+        .as_ref()
+        .filter(|reason| reason.reason == outbox::SLOW_CLIENT)
+    {
+        // Logged while the connection's tags are still in the hub, for the span's TAGS.
+        peer_span(&shared, &peer).in_scope(|| {
+            info!(
+                message_id = message_id::SLOW_CLIENT_CLOSED,
+                code = reason.code,
+                "slow client closed with {}: {}",
+                reason.code,
+                reason.reason
+            )
+        });
+    }
     // Free the slot before leaving the hub: once a connection is gone from the hub, a new one fits.
     drop(slot);
     drop(registration);

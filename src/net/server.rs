@@ -60,12 +60,21 @@ pub enum StartError {
     },
 }
 
-/// What a reload could not apply; everything it names stays as it was.
-#[derive(Debug, thiserror::Error)]
-#[error("{}", .failures.join("; "))]
-pub struct ReloadError {
+/// How a reload went, as `tagcast reload` reports it: what could not be reloaded (the
+/// previous one stays in force) and the `tagcast.toml` keys whose changes wait for a restart.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ReloadOutcome {
     /// One message per failure, each naming its file.
     pub failures: Vec<String>,
+    /// The changed `tagcast.toml` keys that apply at the next restart.
+    pub needs_restart: Vec<String>,
+}
+
+impl ReloadOutcome {
+    /// True when nothing failed (keys may still wait for a restart).
+    pub fn succeeded(&self) -> bool {
+        self.failures.is_empty()
+    }
 }
 
 /// What every connection task shares.
@@ -141,24 +150,29 @@ impl Shared {
     }
 
     /// Re-reads what can change without a restart (SIGHUP, `systemctl reload`): the auth file
-    /// and the wss certificate. What fails to reload stays as it was. Says how it went, for
-    /// logs, metrics and systemd's `RELOADING=1`/`READY=1`.
+    /// and the wss certificate, each checked before it replaces the one in force. Says how it
+    /// went, for logs, metrics, systemd's `RELOADING=1`/`READY=1` and `tagcast reload`.
     ///
-    /// `tagcast.toml` itself is re-read only to check it: a broken file is a failed reload (so
-    /// the admin learns of it before the next restart), a changed one is logged with a hint
-    /// that its changes apply at the next restart.
+    /// Every key of `tagcast.toml` needs a restart (listeners, limits and parsers are set up
+    /// once): the file is re-read to check it, so that a broken one fails the reload (the admin
+    /// learns of it before the next restart), and the keys whose values changed are named as
+    /// needing a restart.
     pub fn reload(&self) -> Reloaded {
         info!("reload requested");
         let config = match &self.config.source {
             Some(path) => Config::load(path).map(|config| {
-                if config != self.config {
+                let changed = self.config.changed_keys(&config);
+                if !changed.is_empty() {
                     warn!(
-                        "{} changed; its changes apply at the next restart",
-                        path.display()
+                        "{}: needs restart: {} (changed; the running values stay until the \
+                         next restart)",
+                        path.display(),
+                        changed.join(", ")
                     );
                 }
+                changed
             }),
-            None => Ok(()),
+            None => Ok(Vec::new()),
         };
         Reloaded {
             config,
@@ -200,8 +214,8 @@ type Reload = fn(&Shared);
 /// What one [`Shared::reload`] did.
 #[derive(Debug)]
 pub struct Reloaded {
-    /// The check of `tagcast.toml`.
-    pub config: Result<(), ConfigError>,
+    /// The check of `tagcast.toml`: the changed keys, which need a restart.
+    pub config: Result<Vec<String>, ConfigError>,
     /// The auth file's reload.
     pub auth: AuthReload,
     /// The certificate's reload, when wss is served.
@@ -209,22 +223,20 @@ pub struct Reloaded {
 }
 
 impl Reloaded {
-    /// Ok when everything reloaded; else every failure, each naming its file.
-    pub fn into_result(self) -> Result<(), ReloadError> {
-        let mut failures = Vec::new();
-        if let Err(error) = self.config {
-            failures.push(error.to_string());
+    /// Every failure, each naming its file, and the keys waiting for a restart.
+    pub fn outcome(self) -> ReloadOutcome {
+        let mut outcome = ReloadOutcome::default();
+        match self.config {
+            Ok(changed) => outcome.needs_restart = changed,
+            Err(error) => outcome.failures.push(error.to_string()),
         }
         if let AuthReload::Failed(error) = self.auth {
-            failures.push(error.to_string());
+            outcome.failures.push(error.to_string());
         }
         if let Some(Err(error)) = self.tls {
-            failures.push(error.to_string());
+            outcome.failures.push(error.to_string());
         }
-        match failures.is_empty() {
-            true => Ok(()),
-            false => Err(ReloadError { failures }),
-        }
+        outcome
     }
 }
 

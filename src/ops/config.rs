@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::tags::TagLimits;
 
@@ -46,9 +46,10 @@ pub enum ConfigError {
 }
 
 /// The validated configuration of a server.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
     /// The file it came from, if any (named in errors and logs).
+    #[serde(skip)]
     pub source: Option<PathBuf>,
     /// `[server]`.
     pub server: ServerConfig,
@@ -69,7 +70,7 @@ pub struct Config {
 }
 
 /// `[server]`: the plain ws listener and who may connect.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address to listen on.
@@ -94,7 +95,7 @@ impl Default for ServerConfig {
 }
 
 /// `[tls]`: the wss listener.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// Address to listen on; defaults to `server.address`.
@@ -114,7 +115,7 @@ fn default_tls_port() -> u16 {
 }
 
 /// `[auth]`: the applications file and the open policy.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// The Gomoob `auth.yml`; none: anyone may open and send.
@@ -149,7 +150,7 @@ impl AuthConfig {
 }
 
 /// The built-in message parsers (`messages.parser`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ParserKind {
     /// The message must be a JSON string.
@@ -163,7 +164,7 @@ pub enum ParserKind {
 }
 
 /// `[messages]`: how requests' messages are parsed and how large they may be.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MessagesConfig {
     /// Which parser checks and re-encodes each message.
@@ -185,7 +186,7 @@ impl Default for MessagesConfig {
 }
 
 /// `[limits]`: what one client may cost.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Most open WebSocket connections; more get HTTP 503.
@@ -229,7 +230,7 @@ impl LimitsConfig {
 }
 
 /// `[http]`: the HTTP endpoints beside WebSocket.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Serve `POST /publish` on the ws/wss listeners.
@@ -248,7 +249,7 @@ impl Default for HttpConfig {
 }
 
 /// `[cluster]`: sharing deliveries between nodes through Redis.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// Redis URL; empty: a single node.
@@ -267,7 +268,7 @@ impl Default for ClusterConfig {
 }
 
 /// Where logs go (`log.target`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogTarget {
     /// journald when run by systemd, stderr otherwise.
@@ -279,7 +280,7 @@ pub enum LogTarget {
 }
 
 /// `[log]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// Where logs go.
@@ -470,6 +471,39 @@ impl Config {
         Some(socket_address(self.tls_address(tls), tls.port).expect("validated"))
     }
 
+    /// The dotted keys whose values differ between `self` and `other` (`server.port`, or a
+    /// whole section such as `tls` when it is present in one only), defaults included: a key
+    /// written out with its default value is no change.
+    pub fn changed_keys(&self, other: &Config) -> Vec<String> {
+        let (ours, theirs) = (self.as_table(), other.as_table());
+        let mut changed = Vec::new();
+        for section in ours
+            .keys()
+            .chain(theirs.keys().filter(|key| !ours.contains_key(*key)))
+        {
+            match (ours.get(section), theirs.get(section)) {
+                (Some(toml::Value::Table(ours)), Some(toml::Value::Table(theirs))) => {
+                    let keys = ours
+                        .keys()
+                        .chain(theirs.keys().filter(|key| !ours.contains_key(*key)));
+                    for key in keys {
+                        if ours.get(key) != theirs.get(key) {
+                            changed.push(format!("{section}.{key}"));
+                        }
+                    }
+                }
+                (ours, theirs) if ours != theirs => changed.push(section.clone()),
+                _ => {}
+            }
+        }
+        changed
+    }
+
+    /// Every setting, defaults included, as TOML sections (absent optional values left out).
+    fn as_table(&self) -> toml::Table {
+        toml::Table::try_from(self).expect("a config is always representable in TOML")
+    }
+
     fn tls_address<'a>(&'a self, tls: &'a TlsConfig) -> &'a str {
         tls.address.as_deref().unwrap_or(&self.server.address)
     }
@@ -539,6 +573,27 @@ mod tests {
         assert_eq!(config.plain_address().to_string(), "0.0.0.0:8080");
         assert_eq!(config.messages.parser, ParserKind::String);
         assert!(config.auth.file.is_none());
+    }
+
+    #[test]
+    fn changed_keys_are_named_with_their_section() {
+        let config = |text: &str| Config::parse(text, None).unwrap();
+        let base = config("[server]\nport = 8080\n");
+        assert!(
+            base.changed_keys(&config("")).is_empty(),
+            "a default written out is no change"
+        );
+        assert_eq!(
+            base.changed_keys(&config("[server]\nport = 9000\n[limits]\nmax_tags = 3\n")),
+            ["limits.max_tags", "server.port"]
+        );
+        assert_eq!(
+            base.changed_keys(&config("[auth]\nfile = \"/a.yml\"\n")),
+            ["auth.file"]
+        );
+        let tls = config("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n");
+        assert_eq!(base.changed_keys(&tls), ["tls"]);
+        assert_eq!(tls.changed_keys(&base), ["tls"]);
     }
 
     fn error(text: &str) -> String {

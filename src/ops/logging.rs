@@ -3,12 +3,15 @@
 //!
 //! In the journal every `tracing` field becomes a journal field of the same name in upper case
 //! (`conn` → `CONN`, `peer` → `PEER`, `tags` → `TAGS`, `app` → `APP`, `code` → `CODE`), so
-//! `journalctl -u tagcast CONN=12` shows one connection's story. Levels map to priorities:
-//! error → err, warn → warning, info → notice, debug → info, trace → debug.
+//! `journalctl -u tagcast CONN=12` shows one connection's story. Levels map to the syslog
+//! priorities of the same name, so that `journalctl -p info` means what it says: error → err
+//! (3), warn → warning (4), info → info (6), debug and trace → debug (7). The events an admin
+//! looks for carry a `MESSAGE_ID` ([`message_id`]): `journalctl MESSAGE_ID=...`.
 
 use std::io::{self, IsTerminal};
 use std::os::unix::fs::MetadataExt;
 
+use tracing_journald::{Priority, PriorityMappings};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -17,6 +20,24 @@ use crate::ops::config::{LogConfig, LogTarget};
 
 /// The journal's `SYSLOG_IDENTIFIER` (what `journalctl -t tagcast` selects).
 const IDENTIFIER: &str = "tagcast";
+
+/// The `MESSAGE_ID`s (sd-id128, fixed for good: admins' filters and alerts name them) of the
+/// events an admin looks for, logged as the field `message_id`. README "Reading the logs"
+/// lists them.
+pub mod message_id {
+    /// The daemon starts (version, config file).
+    pub const STARTED: &str = "5701cb616f2f43fea13b42793d2419db";
+    /// Every listener is bound and the auth file loaded: serving (`READY=1`).
+    pub const READY: &str = "9d3a15de849d42ee8fa3d9fd89dada6a";
+    /// A reload (SIGHUP, `tagcast reload`) succeeded.
+    pub const RELOAD_DONE: &str = "dff14ef3f50146e8b671e0ec6dd3305f";
+    /// A reload failed; the previous settings stay in force.
+    pub const RELOAD_FAILED: &str = "9832264f5ad1495487f3a62df6391b83";
+    /// A client too slow to read its messages was closed with 4429.
+    pub const SLOW_CLIENT_CLOSED: &str = "e18623e8c24a4873920bb0abe4a3c14d";
+    /// SIGTERM or SIGINT: every client is being closed with 1001.
+    pub const SHUTDOWN: &str = "750f232eca9d48dc81ee30acb0e39d00";
+}
 
 /// Installs the global subscriber for the daemon. Call once, before anything logs.
 ///
@@ -35,6 +56,11 @@ pub fn init(config: &LogConfig) {
             layer
                 .with_field_prefix(None)
                 .with_syslog_identifier(IDENTIFIER.into())
+                .with_priority_mappings(PriorityMappings {
+                    info: Priority::Informational,
+                    debug: Priority::Debug,
+                    ..PriorityMappings::new()
+                })
         })
     });
     match journal {

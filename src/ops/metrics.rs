@@ -274,6 +274,14 @@ impl Metrics {
                 cluster_connected.clone(),
             );
         }
+        let [build_info]: [Gauge; 1] = family(
+            &mut registry,
+            "tagcast_build_info",
+            "Always 1; the labels say which tagcast this is",
+            "version",
+            [env!("CARGO_PKG_VERSION")],
+        );
+        build_info.set(1);
         registry.register_collector(Box::new(ProcessCollector));
         Metrics {
             registry,
@@ -374,7 +382,8 @@ impl Drop for OpenConnection<'_> {
     }
 }
 
-/// `process_*` metrics read from `/proc/self` at each scrape (Linux; nothing elsewhere).
+/// `process_*` metrics read from `/proc/self` at each scrape (Linux; nothing elsewhere), named
+/// as Prometheus' client libraries name them, `process_start_time_seconds` included.
 #[derive(Debug)]
 struct ProcessCollector;
 
@@ -420,6 +429,13 @@ impl Collector for ProcessCollector {
                 process.max_fds,
             ),
         ];
+        let start_time = ConstGauge::new(process.start_time_seconds);
+        start_time.encode(encoder.encode_descriptor(
+            "process_start_time",
+            "Start time of the process since the Unix epoch",
+            Some(&Unit::Seconds),
+            start_time.metric_type(),
+        )?)?;
         for (name, help, unit, value) in gauges {
             let gauge = ConstGauge::new(value as i64);
             gauge.encode(encoder.encode_descriptor(
@@ -436,6 +452,7 @@ impl Collector for ProcessCollector {
 /// What `/proc/self` says of this process.
 struct ProcessStats {
     cpu_seconds: f64,
+    start_time_seconds: f64,
     resident_bytes: u64,
     virtual_bytes: u64,
     open_fds: u64,
@@ -450,6 +467,15 @@ impl ProcessStats {
         // utime and stime are fields 14 and 15 of proc(5); `fields[0]` is field 3.
         let ticks: u64 =
             fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // starttime, field 22: clock ticks after boot; boot is `btime` of /proc/stat.
+        let started_ticks: u64 = fields.get(19)?.parse().ok()?;
+        let boot_seconds: u64 = std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|line| line.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
         let status = std::fs::read_to_string("/proc/self/status").ok()?;
         let kib = |key: &str| -> Option<u64> {
             let line = status.lines().find(|line| line.starts_with(key))?;
@@ -469,6 +495,7 @@ impl ProcessStats {
             .unwrap_or(0);
         Some(ProcessStats {
             cpu_seconds: ticks as f64 / USER_HZ,
+            start_time_seconds: boot_seconds as f64 + started_ticks as f64 / USER_HZ,
             resident_bytes: kib("VmRSS:")? * 1024,
             virtual_bytes: kib("VmSize:")? * 1024,
             open_fds: std::fs::read_dir("/proc/self/fd").ok()?.count() as u64,

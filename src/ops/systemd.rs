@@ -7,21 +7,21 @@
 //! - `STATUS=` kept current, checked every second and sent only when its text changed
 //!   ([`Service::keep_status`]): "3 connections, auth: 2 applications", plus
 //!   ", cluster: connected" or ", cluster: redis unreachable" when `[cluster]` is set;
-//! - `RELOADING=1` + `MONOTONIC_USEC=` before a SIGHUP reload, `READY=1` after it even when it
-//!   failed (else `systemctl reload` waits for its timeout); a failure stays in `STATUS=` until
-//!   a reload succeeds ([`Service::reload`]);
+//! - `RELOADING=1` + `MONOTONIC_USEC=` before a reload (SIGHUP or `tagcast reload`),
+//!   `READY=1` after it even when it failed; a failure stays in `STATUS=` until a reload
+//!   succeeds ([`Service::reload`]);
 //! - `STOPPING=1` before clients get close 1001 ([`Service::stopping`]);
 //! - `WATCHDOG=1` at half of `WATCHDOG_USEC`, from a runtime task, so a wedged runtime is
 //!   noticed ([`watchdog`]).
 
-use std::fmt::Display;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use sd_notify::NotifyState;
 use tracing::{debug, info, warn};
 
-use crate::net::server::Shared;
+use crate::net::server::{ReloadOutcome, Shared};
+use crate::ops::logging::message_id;
 
 /// How often the status line is recomputed (SPEC §6: within 5 s of a change).
 const STATUS_EVERY: Duration = Duration::from_secs(1);
@@ -57,27 +57,33 @@ impl Service {
         }
     }
 
-    /// Runs `reload` between `RELOADING=1` and `READY=1`; its error is logged and stays in
-    /// `STATUS=` until a reload succeeds.
-    pub fn reload<E: Display>(&self, reload: impl FnOnce() -> Result<(), E>) {
+    /// Runs `reload` between `RELOADING=1` and `READY=1` and returns how it went (for
+    /// `tagcast reload`); a failure is logged and stays in `STATUS=` until a reload succeeds.
+    pub fn reload(&self, reload: impl FnOnce() -> ReloadOutcome) -> ReloadOutcome {
         if self.enabled {
             match NotifyState::monotonic_usec_now() {
                 Ok(now) => send(&[NotifyState::Reloading, now]),
                 Err(error) => warn!("cannot read the monotonic clock for systemd: {error}"),
             }
         }
-        let failure = match reload() {
-            Ok(()) => {
-                info!("reload done");
+        let outcome = reload();
+        let failure = match outcome.succeeded() {
+            true => {
+                info!(message_id = message_id::RELOAD_DONE, "reload done");
                 None
             }
-            Err(error) => {
-                warn!("reload failed, the previous settings stay in force: {error}");
-                Some(error.to_string())
+            false => {
+                let failures = outcome.failures.join("; ");
+                warn!(
+                    message_id = message_id::RELOAD_FAILED,
+                    "reload failed, the previous settings stay in force: {failures}"
+                );
+                Some(failures)
             }
         };
         *lock(&self.reload_failure) = failure;
         self.ready();
+        outcome
     }
 
     /// `STOPPING=1`: call before the clients are told the server is going away.

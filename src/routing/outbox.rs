@@ -38,6 +38,9 @@ use tokio::net::tcp::OwnedWriteHalf;
 
 use crate::wire::frame::{self, CloseReason, close_code};
 
+/// The reason of the close (4429) of a client whose queue overflowed: too slow to read.
+pub const SLOW_CLIENT: &str = "send queue overflow: the client reads too slowly";
+
 /// One client's queue of outgoing frames.
 ///
 /// One task waits on it: the connection's, whose writer and closing timer share its waker.
@@ -219,10 +222,7 @@ impl Outbox {
         }
         if state.queue.frames >= self.capacity {
             drop(state);
-            self.close(CloseReason::new(
-                close_code::TOO_MANY,
-                "send queue overflow: the client reads too slowly",
-            ));
+            self.close(CloseReason::new(close_code::TOO_MANY, SLOW_CLIENT));
             return Pushed::Overflowed;
         }
         let was_empty = state.queue.frames == 0;
