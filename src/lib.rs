@@ -66,6 +66,7 @@
 //! - [`cluster`]: several nodes sharing one Redis: publishing and receiving accepted requests.
 //! - [`ops`]: running the daemon — config, the auth file and its watcher, systemd, logging,
 //!   metrics.
+//! - [`history`]: the kept messages a reconnecting client recovers (`?since=`).
 //! - [`client`]: the Rust client library: requests, [`RequestSender`](client::RequestSender),
 //!   `WebSocketClient`, `Listener` (features `client`, `mock`).
 //! - [`mock`]: `WebSocketClientMock` for users' unit tests (feature `mock`).
@@ -92,3 +93,5 @@ pub mod ops;
 pub mod routing;
 #[cfg(feature = "server")]
 pub mod wire;
+#[cfg(feature = "server")]
+pub mod history;

@@ -276,7 +276,15 @@ where
     let mut wakeups = Wakeups::default();
     wakeups.set_write_through(true);
     match shared.handle_request(text, Source::Http, credentials.as_ref(), &mut wakeups) {
-        Ok(delivery) => Reply::json(200, serde_json::json!({ "delivered": delivery.delivered })),
+        Ok(delivery) => Reply::json(
+            200,
+            match delivery.id {
+                Some(id) => {
+                    serde_json::json!({ "delivered": delivery.delivered, "id": id.to_string() })
+                }
+                None => serde_json::json!({ "delivered": delivery.delivered }),
+            },
+        ),
         Err(reason) if reason.code == close_code::UNAUTHORIZED => {
             Reply::error(401, reason.reason).with_header("WWW-Authenticate", "Bearer")
         }

@@ -12,7 +12,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -30,6 +30,7 @@ use crate::ops::metrics::{Metrics, Rejected, Source};
 use crate::ops::watch;
 use crate::routing::hub::{Delivery, Hub, Listener};
 use crate::routing::outbox::Wakeups;
+use crate::history::History;
 use crate::tags::Tags;
 use crate::wire::frame::{self, CloseReason, close_code};
 use crate::wire::parser::{self, MessageParser};
@@ -86,6 +87,8 @@ pub struct Shared {
     pub tls: Option<TlsAcceptor>,
     /// The link to the other nodes, when `[cluster] redis` is set.
     pub cluster: Option<Arc<Cluster>>,
+    /// The kept messages, when `[history] size` is not 0.
+    pub history: Option<History>,
     /// What `GET /metrics` reports.
     pub metrics: Metrics,
 }
@@ -106,8 +109,22 @@ impl Shared {
     /// every local connection whose tags contain all of `tags`. Every source of requests
     /// (WebSocket, HTTP, other nodes) ends here; the frame is built once for all recipients.
     /// The recipients' writers join `wakeups`: the caller wakes them when its batch is routed.
+    /// With the history on, the message gets an id and is kept ([`History::record`]).
     pub fn route(&self, tags: &Tags, payload: &str, wakeups: &mut Wakeups) -> Delivery {
-        let delivery = self.hub.route(tags, &frame::text_frame(payload), wakeups);
+        let frame = frame::text_frame(payload);
+        let delivery = match &self.history {
+            None => self.hub.route(tags, &frame, None, wakeups),
+            Some(history) => {
+                let (id, delivery) = history.record(tags, payload, SystemTime::now(), |id_frame| {
+                    self.hub.route(tags, &frame, Some(id_frame), wakeups)
+                });
+                self.metrics.set_history_bytes(history.bytes());
+                Delivery {
+                    id: Some(id),
+                    ..delivery
+                }
+            }
+        };
         self.metrics.routed(delivery.delivered, delivery.overflowed);
         delivery
     }
@@ -316,6 +333,7 @@ impl Server {
             shutdown: CancellationToken::new(),
             tls,
             cluster,
+            history: History::from_config(&config.history),
             metrics: Metrics::new(!config.cluster.redis.is_empty()),
             config,
         };

@@ -8,6 +8,7 @@
 use base64::Engine;
 use sha1::{Digest, Sha1};
 
+use crate::history::Since;
 use crate::tags::{TagLimits, Tags};
 use crate::wire::request::Credentials;
 
@@ -137,6 +138,8 @@ pub struct Upgrade {
     pub credentials: Credentials,
     /// The `Sec-WebSocket-Accept` value for the 101 answer.
     pub accept: String,
+    /// `?since=`: where a recovering connection starts (SPEC §10).
+    pub since: Option<Since>,
 }
 
 /// Checks a WebSocket upgrade request (method, headers, origin, tags) and extracts what the
@@ -176,6 +179,7 @@ pub fn check_upgrade(
     }
     let mut tags = Tags::default();
     let mut credentials = Credentials::default();
+    let mut since = None;
     if let Some(query) = &head.query {
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {
             match name.as_ref() {
@@ -185,6 +189,7 @@ pub fn check_upgrade(
                 }
                 "key" => credentials.key = Some(value.into_owned()),
                 "secret" => credentials.secret = Some(value.into_owned()),
+                "since" => since = Some(Since::parse(&value)),
                 _ => {}
             }
         }
@@ -193,6 +198,7 @@ pub fn check_upgrade(
         tags,
         credentials,
         accept: accept_key(key),
+        since,
     })
 }
 

@@ -1,0 +1,303 @@
+//! Recovery after a reconnect on one node (SPEC §10), over real sockets: `?since=`, the id
+//! frames, the replay and its handoff to live delivery, and `{"gap":true}`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, RawClient, TestServer, WAIT};
+use serde_json::Value;
+
+/// A frame a `since` connection received.
+#[derive(Debug, Clone, PartialEq)]
+enum Frame {
+    Gap,
+    Message { id: String, message: Value },
+}
+
+fn frame(text: &str) -> Frame {
+    let value: Value = serde_json::from_str(text).expect("JSON");
+    if value == serde_json::json!({"gap": true}) {
+        return Frame::Gap;
+    }
+    let object = value.as_object().expect("an object");
+    assert_eq!(object.len(), 2, "{text}");
+    Frame::Message {
+        id: object["id"].as_str().expect("an id").to_owned(),
+        message: object["message"].clone(),
+    }
+}
+
+/// The message of a frame; panics on a gap.
+fn message(frame: &Frame) -> String {
+    match frame {
+        Frame::Message { message, .. } => message.as_str().expect("a string").to_owned(),
+        Frame::Gap => panic!("a gap where a message was expected"),
+    }
+}
+
+fn id(frame: &Frame) -> String {
+    match frame {
+        Frame::Message { id, .. } => id.clone(),
+        Frame::Gap => panic!("a gap where a message was expected"),
+    }
+}
+
+/// Opens a connection with `tags` and `since` (the server registers it before its 101 answer).
+async fn connect_since(server: &TestServer, tags: &str, since: &str) -> Client {
+    let mut query = common::tags_query(tags);
+    query.push(if query.is_empty() { '?' } else { '&' });
+    query.push_str("since=");
+    query.extend(form_urlencoded::byte_serialize(since.as_bytes()));
+    Client::connect(&server.url(&query)).await
+}
+
+/// Closes `client` and waits until the server saw it go.
+async fn disconnect(server: &TestServer, client: Client) {
+    let before = server.hub.len();
+    drop(client);
+    server.wait_for_connections(before - 1).await;
+}
+
+/// `POST /publish`: the answer's JSON.
+async fn http_publish(server: &TestServer, body: &str) -> Value {
+    let request = format!(
+        "POST /publish HTTP/1.1\r\nHost: tagcast\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut client = RawClient::send_request(server.address, &request).await;
+    let answer = String::from_utf8(client.read_to_end().await).expect("utf-8");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (_, json) = answer.split_once("\r\n\r\n").expect("a body");
+    serde_json::from_str(json).expect("JSON")
+}
+
+/// The frames `client` receives before the bare marker message `"marker"` (sent to every
+/// connection), which it consumes.
+async fn frames_before_marker(client: &mut Client, sender: &mut Client) -> Vec<Frame> {
+    sender.publish(r#""marker""#, "{}").await;
+    let mut frames = Vec::new();
+    loop {
+        let frame = frame(&client.recv().await);
+        if matches!(&frame, Frame::Message { message, .. } if message == "marker") {
+            return frames;
+        }
+        frames.push(frame);
+    }
+}
+
+#[tokio::test]
+async fn since_is_refused_with_400_when_the_history_is_off() {
+    let server = TestServer::start("").await;
+    let mut plain = server.connect("{}").await;
+    for query in ["/?since=", "/?since=1-0", "/?tags=%7B%7D&since=x"] {
+        let mut refused =
+            RawClient::send_request(server.address, &common::upgrade_request(query)).await;
+        let answer = String::from_utf8(refused.read_to_end().await).expect("utf-8");
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("Content-Type: text/plain"), "{answer}");
+        assert!(answer.ends_with("since: this server keeps no history ([history] size = 0)\n"));
+    }
+    // The others go on, with bare frames and no id in the publish answer.
+    let answer = http_publish(&server, r#"{"message":"still here"}"#).await;
+    assert_eq!(answer, serde_json::json!({"delivered": 1}));
+    assert_eq!(plain.recv().await, r#""still here""#);
+}
+
+#[tokio::test]
+async fn a_reconnecting_client_gets_exactly_what_it_missed_that_matches_then_live() {
+    let server = TestServer::start("[history]\nsize = 100\n").await;
+    let mut sender = server.connect(r#"{"role":"backend"}"#).await;
+    let mut plain = server.connect(r#"{"room":"a"}"#).await;
+    let mut recovering = connect_since(&server, r#"{"room":"a"}"#, "").await;
+
+    sender.publish(r#""1""#, r#"{"room":"a"}"#).await;
+    let first = frame(&recovering.recv().await);
+    assert_eq!(message(&first), "1");
+    disconnect(&server, recovering).await;
+
+    // Published over HTTP: each is routed once its answer is in.
+    http_publish(&server, r#"{"message":"2 for a","tags":{"room":"a"}}"#).await;
+    http_publish(&server, r#"{"message":"3 for b","tags":{"room":"b"}}"#).await;
+    let answer = http_publish(&server, r#"{"message":"4 for all"}"#).await;
+    assert_eq!(answer["delivered"], 2, "{answer}"); // the sender and `plain`
+    let fourth_id = answer["id"]
+        .as_str()
+        .expect("an id in the answer")
+        .to_owned();
+    let answer = http_publish(
+        &server,
+        r#"{"message":"5 for a+x","tags":{"room":"a","x":"1"}}"#,
+    );
+    assert_eq!(answer.await["delivered"], 0);
+
+    let mut recovering = connect_since(&server, r#"{"room":"a"}"#, &id(&first)).await;
+    let replayed = frames_before_marker(&mut recovering, &mut sender).await;
+    assert_eq!(
+        replayed.iter().map(message).collect::<Vec<_>>(),
+        ["2 for a", "4 for all"]
+    );
+    assert_eq!(id(&replayed[1]), fourth_id);
+    assert_ne!(id(&replayed[0]), id(&first));
+    sender.publish(r#""6 live""#, r#"{"room":"a"}"#).await;
+    assert_eq!(message(&frame(&recovering.recv().await)), "6 live");
+
+    // A connection without `since` keeps Gomoob's bare frames.
+    let bare = common::received_before(r#""marker""#, async || plain.recv().await).await;
+    assert_eq!(bare, [r#""1""#, r#""2 for a""#, r#""4 for all""#]);
+    assert_eq!(plain.recv().await, r#""6 live""#);
+
+    // From now on: no replay, live frames with ids.
+    let mut fresh = connect_since(&server, r#"{"room":"a"}"#, "").await;
+    assert!(
+        frames_before_marker(&mut fresh, &mut sender)
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_reconnect_during_a_stream_of_1500_sees_every_message_once_in_order() {
+    const MESSAGES: usize = 1500;
+    let server = TestServer::start("[history]\nsize = 2000\n").await;
+    let mut listener = connect_since(&server, r#"{"room":"a"}"#, "").await;
+    let mut publisher = server.connect(r#"{"role":"backend"}"#).await;
+    let stream = tokio::spawn(async move {
+        for n in 0..MESSAGES {
+            publisher
+                .publish(&format!("\"{n}\""), r#"{"room":"a"}"#)
+                .await;
+            if n % 2 == 0 {
+                // Something it must not see, between the ones it must.
+                publisher
+                    .publish(r#""other room""#, r#"{"room":"b"}"#)
+                    .await;
+            }
+        }
+        publisher
+    });
+    let mut received = Vec::with_capacity(MESSAGES);
+    let mut last_id = String::new();
+    let mut reconnects = 0;
+    while received.len() < MESSAGES {
+        let frame = frame(&listener.recv().await);
+        last_id = id(&frame);
+        received.push(message(&frame).parse::<usize>().expect("a number"));
+        if [300, 700, 1100].contains(&received.len()) {
+            // Dropped without a close, as a phone changing networks; back at once.
+            drop(listener);
+            listener = connect_since(&server, r#"{"room":"a"}"#, &last_id).await;
+            reconnects += 1;
+        }
+    }
+    let _publisher = stream.await.expect("the publisher");
+    assert_eq!(reconnects, 3);
+    assert_eq!(received, (0..MESSAGES).collect::<Vec<_>>());
+    assert!(!last_id.is_empty());
+}
+
+#[tokio::test]
+async fn gap_when_the_size_dropped_messages_after_the_id() {
+    let server = TestServer::start("[history]\nsize = 3\n").await;
+    let mut sender = server.connect(r#"{"role":"backend"}"#).await;
+    let mut recovering = connect_since(&server, "{}", "").await;
+    sender.publish(r#""0""#, "{}").await;
+    let first = frame(&recovering.recv().await);
+    disconnect(&server, recovering).await;
+    for n in 1..=5 {
+        http_publish(&server, &format!(r#"{{"message":"{n}"}}"#)).await;
+    }
+    let mut recovering = connect_since(&server, "{}", &id(&first)).await;
+    let replayed = frames_before_marker(&mut recovering, &mut sender).await;
+    assert_eq!(replayed[0], Frame::Gap);
+    assert_eq!(
+        replayed[1..].iter().map(message).collect::<Vec<_>>(),
+        ["3", "4", "5"]
+    );
+}
+
+#[tokio::test]
+async fn gap_when_the_ttl_dropped_messages_after_the_id() {
+    let server = TestServer::start("[history]\nsize = 10\nttl_s = 1\n").await;
+    let mut sender = server.connect(r#"{"role":"backend"}"#).await;
+    let first = http_publish(&server, r#"{"message":"old"}"#).await;
+    let first = first["id"].as_str().expect("an id").to_owned();
+    http_publish(&server, r#"{"message":"expires"}"#).await;
+    // Recover again until the second message has expired (at most WAIT): first its replay,
+    // then a gap and nothing kept.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let replayed = loop {
+        let mut recovering = connect_since(&server, "{}", &first).await;
+        let replayed = frames_before_marker(&mut recovering, &mut sender).await;
+        disconnect(&server, recovering).await;
+        if replayed.first() == Some(&Frame::Gap) {
+            break replayed;
+        }
+        assert_eq!(
+            replayed.iter().map(message).collect::<Vec<_>>(),
+            ["expires"]
+        );
+        assert!(tokio::time::Instant::now() < deadline, "never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The markers of the earlier attempts expired too (they are a second old at most by now,
+    // but any kept one would follow the gap).
+    assert!(
+        replayed[1..].iter().all(|frame| message(frame) == "marker"),
+        "{replayed:?}"
+    );
+}
+
+#[tokio::test]
+async fn gap_for_an_id_the_server_never_issued_then_what_is_kept() {
+    let server = TestServer::start("[history]\nsize = 10\n").await;
+    let mut sender = server.connect(r#"{"role":"backend"}"#).await;
+    sender.publish(r#""kept for a""#, r#"{"room":"a"}"#).await;
+    sender.publish(r#""kept for b""#, r#"{"room":"b"}"#).await;
+    for unknown in ["not-an-id", "42", "1-0", "99999999999999-0"] {
+        let mut recovering = connect_since(&server, r#"{"room":"a"}"#, unknown).await;
+        let replayed = frames_before_marker(&mut recovering, &mut sender).await;
+        assert_eq!(replayed[0], Frame::Gap, "{unknown}");
+        let messages: Vec<String> = replayed[1..].iter().map(message).collect();
+        assert_eq!(messages[0], "kept for a", "{unknown}");
+        assert!(
+            messages[1..].iter().all(|text| text == "marker"),
+            "{unknown}"
+        );
+        disconnect(&server, recovering).await;
+    }
+}
+
+#[tokio::test]
+async fn gap_after_a_restart() {
+    let before = TestServer::start("[history]\nsize = 10\n").await;
+    let answer = http_publish(&before, r#"{"message":"before the restart"}"#).await;
+    let id = answer["id"].as_str().expect("an id").to_owned();
+    before.shutdown.cancel();
+    before.task.await.expect("stopped");
+
+    let after = TestServer::start("[history]\nsize = 10\n").await;
+    let mut sender = after.connect(r#"{"role":"backend"}"#).await;
+    let mut recovering = connect_since(&after, "{}", &id).await;
+    let replayed = frames_before_marker(&mut recovering, &mut sender).await;
+    assert_eq!(replayed, [Frame::Gap]);
+}
+
+#[tokio::test]
+async fn the_history_size_in_bytes_is_in_the_metrics() {
+    let server = TestServer::start("[history]\nsize = 10\n").await;
+    let bytes = || {
+        server
+            .shared
+            .metrics
+            .encode()
+            .lines()
+            .find_map(|line| line.strip_prefix("tagcast_history_bytes "))
+            .expect("tagcast_history_bytes")
+            .parse::<u64>()
+            .expect("a number")
+    };
+    assert_eq!(bytes(), 0);
+    http_publish(&server, &format!(r#"{{"message":"{}"}}"#, "x".repeat(1000))).await;
+    assert!(bytes() > 1000, "{}", bytes());
+}
