@@ -28,8 +28,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use crate::ops::config::HistoryConfig;
-use crate::wire::frame;
 use crate::tags::Tags;
+use crate::wire::frame;
 
 /// The frame that tells a recovering client it may have missed messages.
 pub const GAP: &str = r#"{"gap":true}"#;
@@ -128,6 +128,9 @@ struct State {
     last_issued: Option<MessageId>,
     /// The last id dropped by `size` or `ttl`: a recovery from it is complete.
     last_dropped: Option<MessageId>,
+    /// True while messages may be going by unseen (a cluster node cut off from Redis): every
+    /// recovery then starts with a gap.
+    blind: bool,
 }
 
 struct Entry {
@@ -186,8 +189,71 @@ impl History {
         let now_ms = unix_ms(now);
         let mut state = self.lock();
         let id = MessageId::next(state.last_issued, now_ms);
-        let frame = id_frame(id, payload);
+        let frame = id_frame(&id.to_string(), payload);
         let routed = route(&frame);
+        self.keep(&mut state, id, tags, frame, now_ms);
+        (id, routed)
+    }
+
+    /// Like [`History::record`] for a message whose id was issued elsewhere (by the cluster's
+    /// Redis stream, in order); `None`, and nothing routed, when that id is not after the last
+    /// one (read twice).
+    pub fn record_issued<R>(
+        &self,
+        id: MessageId,
+        tags: &Tags,
+        payload: &str,
+        now: SystemTime,
+        route: impl FnOnce(&Bytes) -> R,
+    ) -> Option<R> {
+        let mut state = self.lock();
+        if state.last_issued.is_some_and(|last| last >= id) {
+            return None;
+        }
+        let frame = id_frame(&id.to_string(), payload);
+        let routed = route(&frame);
+        self.keep(&mut state, id, tags, frame, unix_ms(now));
+        Some(routed)
+    }
+
+    /// Routes a message that is not kept (accepted by a cluster node cut off from Redis) with
+    /// `id`, an id no recovery vouches for, in turn with the kept ones.
+    pub fn route_unkept<R>(&self, id: &str, payload: &str, route: impl FnOnce(&Bytes) -> R) -> R {
+        let _state = self.lock();
+        route(&id_frame(id, payload))
+    }
+
+    /// Keeps messages read back from the cluster's shared history (at start), without routing
+    /// them; they must come after every kept one, in order.
+    pub fn prime(&self, messages: impl IntoIterator<Item = (MessageId, Tags, String)>) {
+        let now_ms = unix_ms(SystemTime::now());
+        let mut state = self.lock();
+        for (id, tags, payload) in messages {
+            if state.last_issued.is_none_or(|last| last < id) {
+                let frame = id_frame(&id.to_string(), &payload);
+                self.keep(&mut state, id, &tags, frame, now_ms);
+            }
+        }
+    }
+
+    /// While `blind`, messages may go by unseen (a cluster node cut off from Redis): every
+    /// recovery starts with a gap.
+    pub fn set_blind(&self, blind: bool) {
+        self.lock().blind = blind;
+    }
+
+    /// Forgets every kept message: the ones that follow may not continue them (the cluster's
+    /// shared history was trimmed or lost while this node was cut off). `tell` is handed
+    /// `{"gap":true}`, under the lock, for the open connections that get ids.
+    pub fn lose_continuity(&self, tell: impl FnOnce(&Bytes)) {
+        let mut state = self.lock();
+        state.entries.clear();
+        state.bytes = 0;
+        state.last_dropped = None;
+        tell(&gap_frame());
+    }
+
+    fn keep(&self, state: &mut State, id: MessageId, tags: &Tags, frame: Bytes, now_ms: u64) {
         state.last_issued = Some(id);
         let entry = Entry {
             id,
@@ -196,8 +262,7 @@ impl History {
         };
         state.bytes += entry.bytes();
         state.entries.push_back(entry);
-        self.drop_old(&mut state, now_ms);
-        (id, routed)
+        self.drop_old(state, now_ms);
     }
 
     /// Registers a connection that opened with `since` (`register` adds it to the hub), then
@@ -223,6 +288,7 @@ impl History {
             return (registered, recovered);
         };
         let start = match text.parse::<MessageId>() {
+            _ if state.blind => None,
             Ok(id) if state.last_dropped == Some(id) => Some(0),
             Ok(id) => state
                 .entries
@@ -274,8 +340,9 @@ impl History {
     }
 }
 
-/// `{"id":"ID","message":MESSAGE}` as a text frame; `payload` is the parser's output (JSON).
-pub fn id_frame(id: MessageId, payload: &str) -> Bytes {
+/// `{"id":"ID","message":MESSAGE}` as a text frame; `payload` is the parser's output (JSON),
+/// `id` needs no JSON escaping.
+pub fn id_frame(id: &str, payload: &str) -> Bytes {
     frame::text_frame(&format!(r#"{{"id":"{id}","message":{payload}}}"#))
 }
 

@@ -86,6 +86,8 @@ pub mod bench;
 #[cfg(feature = "server")]
 pub mod cluster;
 #[cfg(feature = "server")]
+pub mod history;
+#[cfg(feature = "server")]
 pub mod net;
 #[cfg(feature = "server")]
 pub mod ops;
@@ -93,5 +95,3 @@ pub mod ops;
 pub mod routing;
 #[cfg(feature = "server")]
 pub mod wire;
-#[cfg(feature = "server")]
-pub mod history;

@@ -5,72 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, RawClient, TestServer, WAIT};
-use serde_json::Value;
-
-/// A frame a `since` connection received.
-#[derive(Debug, Clone, PartialEq)]
-enum Frame {
-    Gap,
-    Message { id: String, message: Value },
-}
-
-fn frame(text: &str) -> Frame {
-    let value: Value = serde_json::from_str(text).expect("JSON");
-    if value == serde_json::json!({"gap": true}) {
-        return Frame::Gap;
-    }
-    let object = value.as_object().expect("an object");
-    assert_eq!(object.len(), 2, "{text}");
-    Frame::Message {
-        id: object["id"].as_str().expect("an id").to_owned(),
-        message: object["message"].clone(),
-    }
-}
-
-/// The message of a frame; panics on a gap.
-fn message(frame: &Frame) -> String {
-    match frame {
-        Frame::Message { message, .. } => message.as_str().expect("a string").to_owned(),
-        Frame::Gap => panic!("a gap where a message was expected"),
-    }
-}
-
-fn id(frame: &Frame) -> String {
-    match frame {
-        Frame::Message { id, .. } => id.clone(),
-        Frame::Gap => panic!("a gap where a message was expected"),
-    }
-}
-
-/// Opens a connection with `tags` and `since` (the server registers it before its 101 answer).
-async fn connect_since(server: &TestServer, tags: &str, since: &str) -> Client {
-    let mut query = common::tags_query(tags);
-    query.push(if query.is_empty() { '?' } else { '&' });
-    query.push_str("since=");
-    query.extend(form_urlencoded::byte_serialize(since.as_bytes()));
-    Client::connect(&server.url(&query)).await
-}
-
-/// Closes `client` and waits until the server saw it go.
-async fn disconnect(server: &TestServer, client: Client) {
-    let before = server.hub.len();
-    drop(client);
-    server.wait_for_connections(before - 1).await;
-}
-
-/// `POST /publish`: the answer's JSON.
-async fn http_publish(server: &TestServer, body: &str) -> Value {
-    let request = format!(
-        "POST /publish HTTP/1.1\r\nHost: tagcast\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut client = RawClient::send_request(server.address, &request).await;
-    let answer = String::from_utf8(client.read_to_end().await).expect("utf-8");
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    let (_, json) = answer.split_once("\r\n\r\n").expect("a body");
-    serde_json::from_str(json).expect("JSON")
-}
+use common::{
+    Client, Frame, RawClient, TestServer, WAIT, connect_since, disconnect, frame, http_publish, id,
+    message,
+};
 
 /// The frames `client` receives before the bare marker message `"marker"` (sent to every
 /// connection), which it consumes.
