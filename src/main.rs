@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use serde_json::value::RawValue;
-use tagcast::client::{ClientError, Endpoint, WebSocketRequest};
+use tagcast::client::{ClientError, Endpoint, Event, ResumingListener, WebSocketRequest};
 use tagcast::net::server::{Listeners, Server};
 use tagcast::ops::config::Config;
 use tagcast::ops::{logging, systemd};
@@ -87,6 +87,11 @@ struct ListenArgs {
     /// Application secret to open with.
     #[arg(long)]
     secret: Option<String>,
+    /// Recovery (a server with [history]): print each message as {"id":"ID","message":...}
+    /// and {"gap":true} where some may be missing; reconnect by itself and resume after the
+    /// last one. Without ID: from now on.
+    #[arg(long, value_name = "ID", num_args = 0..=1, default_missing_value = "")]
+    since: Option<String>,
 }
 
 fn parse_tag(text: &str) -> Result<(String, String), String> {
@@ -292,9 +297,12 @@ async fn publish_http(url: &str, body: &str) -> anyhow::Result<()> {
 }
 
 async fn listen(args: ListenArgs) -> anyhow::Result<()> {
-    let mut listener = endpoint(&args.url, args.key.as_deref(), args.secret.as_deref())?
-        .connect_with_tags(args.tags)
-        .await?;
+    let endpoint = endpoint(&args.url, args.key.as_deref(), args.secret.as_deref())?;
+    if let Some(since) = args.since {
+        let since = Some(since).filter(|since| !since.is_empty());
+        return listen_resuming(endpoint.resume_with_tags(args.tags, since)).await;
+    }
+    let mut listener = endpoint.connect_with_tags(args.tags).await?;
     use std::io::Write;
     // Printed as it arrives: the JSON the server sent, one message per line.
     while let Some(message) = listener.next::<Box<RawValue>>().await? {
@@ -303,4 +311,24 @@ async fn listen(args: ListenArgs) -> anyhow::Result<()> {
         stdout.flush()?;
     }
     Ok(())
+}
+
+/// `listen --since`: prints each message with its id, and the gaps, one JSON object a line.
+async fn listen_resuming(mut listener: ResumingListener) -> anyhow::Result<()> {
+    use std::io::Write;
+    loop {
+        let line = match listener.next::<Box<RawValue>>().await? {
+            Event::Message { id, message } => {
+                format!(
+                    r#"{{"id":{},"message":{}}}"#,
+                    serde_json::Value::String(id),
+                    message.get()
+                )
+            }
+            Event::Gap => r#"{"gap":true}"#.to_owned(),
+        };
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{line}")?;
+        stdout.flush()?;
+    }
 }

@@ -239,3 +239,133 @@ async fn the_history_size_in_bytes_is_in_the_metrics() {
     http_publish(&server, &format!(r#"{{"message":"{}"}}"#, "x".repeat(1000))).await;
     assert!(bytes() > 1000, "{}", bytes());
 }
+
+/// Publishes `count` numbered messages to room `a` from a connection of its own, once `ready`
+/// holds (the listener under test is connected).
+fn publish_numbers(
+    server: &TestServer,
+    count: usize,
+    ready: impl Fn() -> bool + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let url = server.url("");
+    tokio::spawn(async move {
+        let mut publisher = Client::connect(&url).await;
+        common::wait_until(ready, "the listener").await;
+        for n in 0..count {
+            publisher
+                .publish(&format!("\"{n}\""), r#"{"room":"a"}"#)
+                .await;
+        }
+    })
+}
+
+#[tokio::test]
+async fn the_resuming_listener_survives_cut_connections_and_sees_every_message_once_in_order() {
+    const MESSAGES: usize = 1500;
+    let server = TestServer::start("[history]\nsize = 2000\n").await;
+    let proxy = common::CuttingProxy::start(server.address).await;
+    let mut listener = tagcast::client::Endpoint::new(&format!("ws://{}/", proxy.address))
+        .expect("a URL")
+        .resume_with_tags([("room", "a")], None);
+    let hub = server.hub.clone();
+    let stream = publish_numbers(&server, MESSAGES, move || hub.len() == 2);
+    let mut received = Vec::with_capacity(MESSAGES);
+    while received.len() < MESSAGES {
+        let event = tokio::time::timeout(WAIT, listener.next::<String>())
+            .await
+            .expect("an event in time")
+            .expect("no error");
+        match event {
+            tagcast::client::Event::Message { id, message } => {
+                assert_eq!(listener.last_id(), Some(id.as_str()));
+                received.push(message.parse::<usize>().expect("a number"));
+            }
+            tagcast::client::Event::Gap => panic!("a gap after {} messages", received.len()),
+        }
+        if [300, 700, 1100].contains(&received.len()) {
+            proxy.cut();
+        }
+    }
+    stream.await.expect("the publisher");
+    assert_eq!(received, (0..MESSAGES).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn the_resuming_listener_yields_a_gap_as_an_event_and_refusals_as_errors() {
+    let server = TestServer::start("[history]\nsize = 10\n").await;
+    let endpoint = tagcast::client::Endpoint::new(&server.url("")).expect("a URL");
+    http_publish(&server, r#"{"message":"kept"}"#).await;
+    let mut listener = endpoint.resume_with_tags([("room", "a")], Some("1-0".into()));
+    assert_eq!(
+        listener.next::<String>().await.expect("an event"),
+        tagcast::client::Event::Gap
+    );
+    match listener.next::<String>().await.expect("an event") {
+        tagcast::client::Event::Message { message, .. } => assert_eq!(message, "kept"),
+        other => panic!("{other:?}"),
+    }
+    // No history: refused for good, not retried.
+    let off = TestServer::start("").await;
+    let endpoint = tagcast::client::Endpoint::new(&off.url("")).expect("a URL");
+    let refused = endpoint
+        .resume_with_tags([("room", "a")], None)
+        .next::<String>()
+        .await;
+    assert!(
+        matches!(&refused, Err(tagcast::client::ClientError::Unreachable { source, .. }) if source.to_string().contains("400")),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn tagcast_listen_since_prints_ids_and_resumes_after_a_cut() {
+    let server = TestServer::start("[history]\nsize = 100\n").await;
+    let proxy = common::CuttingProxy::start(server.address).await;
+    let mut child = std::process::Command::new(common::TAGCAST)
+        .args(["listen", "--since", "--tag", "room=a", "--url"])
+        .arg(format!("ws://{}/", proxy.address))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tagcast listen");
+    let (sender, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    common::forward_lines(child.stdout.take().expect("stdout"), move |line| {
+        sender.send(line).is_ok()
+    });
+    let mut next_line = async || {
+        tokio::time::timeout(WAIT, lines.recv())
+            .await
+            .expect("a line in time")
+            .expect("tagcast listen is running")
+    };
+    server.wait_for_connections(1).await;
+    let mut printed = Vec::new();
+    for n in 0..3 {
+        http_publish(
+            &server,
+            &format!(r#"{{"message":"{n}","tags":{{"room":"a"}}}}"#),
+        )
+        .await;
+        printed.push(frame(&next_line().await));
+    }
+    proxy.cut();
+    // Published while it is away (or reconnecting): it must get them once, in order.
+    for n in 3..6 {
+        http_publish(
+            &server,
+            &format!(r#"{{"message":"{n}","tags":{{"room":"a"}}}}"#),
+        )
+        .await;
+    }
+    for _ in 3..6 {
+        printed.push(frame(&next_line().await));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        printed.iter().map(message).collect::<Vec<_>>(),
+        ["0", "1", "2", "3", "4", "5"]
+    );
+    let ids: std::collections::HashSet<String> = printed.iter().map(id).collect();
+    assert_eq!(ids.len(), 6);
+}

@@ -518,3 +518,55 @@ pub async fn http_publish(server: &TestServer, body: &str) -> Value {
     let (_, json) = answer.split_once("\r\n\r\n").expect("a body");
     serde_json::from_str(json).expect("JSON")
 }
+
+/// A TCP proxy in front of a server whose connections can all be cut at once, both sides
+/// dropped without a close: a network that fails under the client.
+pub struct CuttingProxy {
+    pub address: SocketAddr,
+    cuts: tokio::sync::watch::Sender<u64>,
+    task: JoinHandle<()>,
+}
+
+impl CuttingProxy {
+    /// Forwards every connection to 127.0.0.1:0 to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> CuttingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let address = listener.local_addr().expect("the proxy's address");
+        let (cuts, _) = tokio::sync::watch::channel(0u64);
+        let watching = cuts.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut cut = watching.subscribe();
+                cut.mark_unchanged();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                    // Dropped here: both sockets close at once, mid-stream.
+                });
+            }
+        });
+        CuttingProxy {
+            address,
+            cuts,
+            task,
+        }
+    }
+
+    /// Drops every connection open now.
+    pub fn cut(&self) {
+        self.cuts.send_modify(|cuts| *cuts += 1);
+    }
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
