@@ -355,6 +355,11 @@ impl Cluster {
     ) -> Option<LinkError> {
         let mut batch = Vec::with_capacity(BATCH);
         loop {
+            // Requests this node could not share while this connection is up (the queue was
+            // full, the reader was down) are announced before the next ones.
+            if let Err(error) = self.tell_unshared(connection).await {
+                return Some(LinkError::Redis(error));
+            }
             let received = tokio::select! {
                 received = queue.recv_many(&mut batch, BATCH) => received,
                 _ = tokio::time::sleep(PING_EVERY) => {
@@ -503,7 +508,9 @@ impl Cluster {
             Err(error) => return LinkError::Redis(error),
         }
         backoff.reset();
-        history.set_blind(false);
+        // Still blind when requests delivered here only are not announced yet (its marker,
+        // once read back, ends that).
+        history.set_blind(self.unshared_since_up.load(Ordering::Relaxed));
         self.link_up(Side::Subscriber, &shared.metrics);
         loop {
             let after = last.expect("set above").to_string();
@@ -593,6 +600,9 @@ impl Cluster {
             info!(node = %self.node, from = %node,
                 "a node delivered requests to its own clients only while cut off: recovering clients are told of a gap");
             self.lose_continuity(shared, history);
+            if *node == self.node {
+                history.set_blind(self.unshared_since_up.load(Ordering::Relaxed));
+            }
             return;
         }
         let Some(bytes) = &entry.envelope else {

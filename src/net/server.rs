@@ -149,9 +149,13 @@ impl Shared {
     ) -> Delivery {
         let frame = frame::text_frame(payload);
         let delivery = match &self.history {
-            Some(history) => history.route_unkept(&cluster.unshared_id(), payload, |id_frame| {
-                self.hub.route(tags, &frame, Some(id_frame), wakeups)
-            }),
+            Some(history) => {
+                // A recovery here can no longer vouch for what it replays: this one is not in it.
+                history.set_blind(true);
+                history.route_unkept(&cluster.unshared_id(), payload, |id_frame| {
+                    self.hub.route(tags, &frame, Some(id_frame), wakeups)
+                })
+            }
             None => self.hub.route(tags, &frame, None, wakeups),
         };
         self.metrics.routed(delivery.delivered, delivery.overflowed);
