@@ -45,7 +45,7 @@
 //!
 //! [`Shared::accept_request`]: crate::net::server::Shared::accept_request
 //! [`Shared::route`]: crate::net::server::Shared::route
-//! [`History`]: crate::history::History
+//! [`History`]: crate::routing::history::History
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -61,10 +61,10 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::history::{History, MessageId};
 use crate::net::server::Shared;
 use crate::ops::config::{ClusterConfig, HistoryConfig};
 use crate::ops::metrics::{Metrics, Source};
+use crate::routing::history::{History, MessageId};
 use crate::routing::hub::Delivery;
 use crate::routing::outbox::Wakeups;
 use crate::tags::{TagLimits, Tags, TagsError};

@@ -66,7 +66,6 @@
 //! - [`cluster`]: several nodes sharing one Redis: publishing and receiving accepted requests.
 //! - [`ops`]: running the daemon — config, the auth file and its watcher, systemd, logging,
 //!   metrics.
-//! - [`history`]: the kept messages a reconnecting client recovers (`?since=`).
 //! - [`client`]: the Rust client library: requests, [`RequestSender`](client::RequestSender),
 //!   `WebSocketClient`, `Listener` (features `client`, `mock`).
 //! - [`mock`]: `WebSocketClientMock` for users' unit tests (feature `mock`).
@@ -85,8 +84,6 @@ pub mod mock;
 pub mod bench;
 #[cfg(feature = "server")]
 pub mod cluster;
-#[cfg(feature = "server")]
-pub mod history;
 #[cfg(feature = "server")]
 pub mod net;
 #[cfg(feature = "server")]

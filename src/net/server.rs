@@ -22,13 +22,13 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::cluster::{Cluster, ClusterError, Outgoing};
-use crate::history::{History, MessageId};
 use crate::net::tls::{TlsAcceptor, TlsError};
 use crate::net::{connection, http};
 use crate::ops::auth::{Auth, AuthError, AuthReload};
 use crate::ops::config::{Config, ConfigError};
 use crate::ops::metrics::{Metrics, Rejected, Source};
 use crate::ops::watch;
+use crate::routing::history::{History, MessageId};
 use crate::routing::hub::{Delivery, Hub, Listener};
 use crate::routing::outbox::Wakeups;
 use crate::tags::Tags;

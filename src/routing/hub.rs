@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 
-use crate::history::MessageId;
+use crate::routing::history::MessageId;
 use crate::routing::outbox::{Outbox, Pushed, Wakeups};
 use crate::tags::{TagIndex, Tags};
 use crate::wire::frame::CloseReason;

@@ -8,7 +8,7 @@
 use base64::Engine;
 use sha1::{Digest, Sha1};
 
-use crate::history::Since;
+use crate::routing::history::Since;
 use crate::tags::{TagLimits, Tags};
 use crate::wire::request::Credentials;
 
