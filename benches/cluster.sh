@@ -11,12 +11,7 @@ kind=cluster
 runs=${1:-3}
 # shellcheck source=benches/lib.sh
 . "$here/lib.sh"
-command -v redis-server >/dev/null || { echo "redis-server is not installed" >&2; exit 1; }
-
-redis_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
-  --pidfile "$work/redis.pid" >/dev/null
-trap 'kill "$(cat "$work/redis.pid")" 2>/dev/null; [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+start_redis
 cluster=$(printf '[cluster]\nredis = "redis://127.0.0.1:%s/"\n' "$redis_port")
 
 for run in $(seq "$runs"); do

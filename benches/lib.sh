@@ -57,6 +57,16 @@ start_server() {
   echo "$1 did not start:" >&2; cat "$work/log" >&2; exit 1
 }
 
+# start_redis: a redis-server of this run on a free port of 127.0.0.1, without persistence,
+# stopped at exit; sets redis_port.
+start_redis() {
+  command -v redis-server >/dev/null || { echo "redis-server is not installed" >&2; exit 1; }
+  redis_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+    --pidfile "$work/redis.pid" >/dev/null
+  trap 'kill "$(cat "$work/redis.pid")" 2>/dev/null; [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+}
+
 stop_server() {
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
 }

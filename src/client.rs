@@ -7,6 +7,8 @@
 //!   [`WebSocketClientMock`](crate::mock::WebSocketClientMock) (feature `mock`) records it for
 //!   tests. Write your code against the trait and test it with the mock.
 //! - [`Listener`]: a connection opened with tags that receives the messages addressed to them.
+//! - [`ResumingListener`]: the same for a server with a history (`[history]`): it reconnects by
+//!   itself and resumes after the last message, yielding [`Event::Gap`] where some may be missing.
 //!
 //! Default tags and default metadata set on a sender are merged into every request it sends; a
 //! request's own values win over the defaults. A request whose message is JSON `null` (or cannot
@@ -29,7 +31,9 @@ use crate::tags::Tags;
 mod websocket;
 
 #[cfg(feature = "client")]
-pub use websocket::{Endpoint, Listener, ServerClose, WebSocketClient, connect_with_tags};
+pub use websocket::{
+    Endpoint, Event, Listener, ResumingListener, ServerClose, WebSocketClient, connect_with_tags,
+};
 
 /// One request: a message, the tags of the connections it is for, and metadata.
 ///

@@ -15,6 +15,25 @@
 //! newer messages). A full queue (Redis slower than the clients) drops envelopes the same way,
 //! counted by [`Cluster::dropped`] and logged at most every few seconds.
 //!
+//! # With the history (`[history] size > 0`): a Redis stream instead of pub/sub
+//! Ids must be shared by the nodes and a client must recover from any node, so requests go
+//! through one Redis stream, `CHANNEL:history`, instead of the channel: the publisher adds each
+//! envelope with `XADD ... MAXLEN ~ size * e ENVELOPE` (Redis issues the id), and every node,
+//! the accepting one included, follows the stream with `XREAD BLOCK` and routes each entry with
+//! its stream id, in the stream's order, keeping it in its [`History`] for recoveries. A node
+//! that starts reads the newest `size` entries (`XREVRANGE`) to recover clients from. Serving
+//! recoveries from that local copy rather than with an `XRANGE` per reconnect keeps the replay
+//! and the live messages in one order without waiting on Redis while a connection opens.
+//!
+//! A node that cannot vouch says gap: while its link is down every recovery starts with
+//! `{"gap":true}`; requests accepted meanwhile reach its own clients only, with `local-` ids no
+//! recovery vouches for, and once the link is back the node adds a gap marker entry
+//! (`gap NODE`) that makes every node forget its kept messages and send `{"gap":true}` to its
+//! connections with ids. A node whose last read entry is gone from the stream when it
+//! reconnects (trimmed meanwhile, or Redis restarted without it) does the same. Envelopes that
+//! could not be added are delivered locally; an HTTP publish waits for its request to come back
+//! from the stream (the `ref` field) to answer with its id and this node's count.
+//!
 //! # The envelope
 //! One JSON object per Redis message, `v` first:
 //! `{"v":1,"node":"9f2c01d4e5a6b7c8","tags":{"language":"FR"},"message":"Bonjour !"}`.
@@ -26,8 +45,10 @@
 //!
 //! [`Shared::accept_request`]: crate::net::server::Shared::accept_request
 //! [`Shared::route`]: crate::net::server::Shared::route
+//! [`History`]: crate::routing::history::History
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -37,12 +58,14 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::net::server::Shared;
-use crate::ops::config::ClusterConfig;
+use crate::ops::config::{ClusterConfig, HistoryConfig};
 use crate::ops::metrics::{Metrics, Source};
+use crate::routing::history::{History, MessageId};
+use crate::routing::hub::Delivery;
 use crate::routing::outbox::Wakeups;
 use crate::tags::{TagLimits, Tags, TagsError};
 
@@ -64,6 +87,14 @@ const PING_EVERY: Duration = Duration::from_secs(1);
 const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 /// At most one warning per this long for each kind of dropped envelope.
 const WARN_EVERY: Duration = Duration::from_secs(10);
+/// The field of a stream entry holding an envelope.
+const ENTRY_FIELD: &str = "e";
+/// The field of a stream entry that is a gap marker, holding the id of the node that wrote it.
+const GAP_FIELD: &str = "gap";
+/// Most entries one `XREAD` returns.
+const READ_COUNT: usize = 1024;
+/// How long one `XREAD` waits for new entries (then it asks again: it doubles as a ping).
+const READ_BLOCK: Duration = Duration::from_secs(1);
 
 /// A `[cluster]` section that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +129,26 @@ pub struct Cluster {
     full_warning: Throttle,
     /// Rate limit of the "malformed envelope" warning.
     malformed_warning: Throttle,
+    /// The shared history, when `[history]` is on: requests go through a Redis stream.
+    stream: Option<Stream>,
+    /// HTTP publishes waiting for their message to be read back from the stream and routed
+    /// here, by the `ref` of their envelope.
+    pending: Mutex<HashMap<u64, oneshot::Sender<Delivery>>>,
+    /// The last `ref` given.
+    next_ref: AtomicU64,
+    /// Requests delivered to this node's clients only, the link being down (their ids).
+    unshared: AtomicU64,
+    /// Requests delivered to this node's clients only since the link was last up: the other
+    /// nodes must be told, with a gap marker, when it is up again.
+    unshared_since_up: AtomicBool,
+}
+
+/// The Redis stream holding the cluster's history (`[history]` on with `[cluster]`).
+struct Stream {
+    /// `CHANNEL:history`.
+    key: String,
+    /// `history.size`: `XADD ... MAXLEN ~ size`, and what a node reads back at start.
+    size: usize,
 }
 
 /// The receiving end of [`Cluster::share`]'s queue, for [`Cluster::run`].
@@ -108,6 +159,7 @@ impl Cluster {
     /// nothing yet: [`Cluster::run`] does, in the background.
     pub fn from_config(
         config: &ClusterConfig,
+        history: &HistoryConfig,
     ) -> Result<Option<(Arc<Cluster>, Outgoing)>, ClusterError> {
         if config.redis.is_empty() {
             return Ok(None);
@@ -133,6 +185,14 @@ impl Cluster {
             dropped: AtomicU64::new(0),
             full_warning: Throttle::default(),
             malformed_warning: Throttle::default(),
+            stream: (history.size > 0).then(|| Stream {
+                key: format!("{}:history", config.channel),
+                size: history.size,
+            }),
+            pending: Mutex::new(HashMap::new()),
+            next_ref: AtomicU64::new(0),
+            unshared: AtomicU64::new(0),
+            unshared_since_up: AtomicBool::new(false),
         };
         Ok(Some((Arc::new(cluster), Outgoing(outgoing))))
     }
@@ -153,15 +213,49 @@ impl Cluster {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// True when requests go through the cluster's Redis stream (`[history]` on): every node,
+    /// the accepting one included, routes them as it reads them back, in the stream's order.
+    pub fn keeps_history(&self) -> bool {
+        self.stream.is_some()
+    }
+
     /// Hands an accepted request (its tags and its parser output) to the publisher; never waits.
-    /// While Redis is down it does nothing: the request was delivered locally, and the outage
-    /// is logged and shown elsewhere.
-    pub fn share(&self, tags: &Tags, payload: &str) {
+    /// While Redis is down it does nothing and returns false: the request is delivered locally
+    /// only (by the caller), and the outage is logged and shown elsewhere.
+    pub fn share(&self, tags: &Tags, payload: &str) -> bool {
+        self.connected() && self.enqueue(self.envelope(tags, payload, None))
+    }
+
+    /// [`Cluster::share`] for a caller that waits for the message to be routed here (HTTP
+    /// publish with the history on): resolves once this node read it back from the stream.
+    pub fn share_waiting(&self, tags: &Tags, payload: &str) -> Option<oneshot::Receiver<Delivery>> {
         if !self.connected() {
-            return;
+            return None;
         }
-        match self.queue.try_send(self.envelope(tags, payload)) {
-            Ok(()) => {}
+        let reference = self.next_ref.fetch_add(1, Ordering::Relaxed) + 1;
+        let (sender, receiver) = oneshot::channel();
+        lock(&self.pending).insert(reference, sender);
+        match self.enqueue(self.envelope(tags, payload, Some(reference))) {
+            true => Some(receiver),
+            false => {
+                lock(&self.pending).remove(&reference);
+                None
+            }
+        }
+    }
+
+    /// The id of a request delivered to this node's clients only (the link is down): no
+    /// recovery vouches for it. Notes that the other nodes must be told of a gap.
+    pub fn unshared_id(&self) -> String {
+        self.unshared_since_up.store(true, Ordering::Relaxed);
+        let number = self.unshared.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("local-{}-{number}", self.node)
+    }
+
+    /// Queues an envelope for the publisher; false when the queue is full (Redis too slow).
+    fn enqueue(&self, envelope: Vec<u8>) -> bool {
+        match self.queue.try_send(envelope) {
+            Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if let Some(suppressed) = self.full_warning.allow() {
@@ -172,18 +266,22 @@ impl Cluster {
                         "redis is not keeping up: a request was not shared with the other nodes"
                     );
                 }
+                false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {} // shutting down
+            Err(mpsc::error::TrySendError::Closed(_)) => false, // shutting down
         }
     }
 
-    /// The envelope of a request accepted here.
-    fn envelope(&self, tags: &Tags, payload: &str) -> Vec<u8> {
+    /// The envelope of a request accepted here; `reference` names an HTTP publish waiting for it.
+    fn envelope(&self, tags: &Tags, payload: &str, reference: Option<u64>) -> Vec<u8> {
         let mut envelope = Vec::with_capacity(self.prefix.len() + payload.len() + 64);
         envelope.extend_from_slice(self.prefix.as_bytes());
         serde_json::to_writer(&mut envelope, tags).expect("tags serialize to memory");
         envelope.extend_from_slice(br#","message":"#);
         envelope.extend_from_slice(payload.as_bytes());
+        if let Some(reference) = reference {
+            envelope.extend_from_slice(format!(r#","ref":{reference}"#).as_bytes());
+        }
         envelope.push(b'}');
         envelope
     }
@@ -192,8 +290,13 @@ impl Cluster {
     pub async fn run(self: Arc<Self>, outgoing: Outgoing, shared: Arc<Shared>) {
         info!(node = %self.node, channel = %self.channel, "sharing deliveries with other nodes through redis");
         let shutdown = shared.shutdown.clone();
-        let publisher = self.publish(outgoing.0, &shared.metrics);
-        let subscriber = self.subscribe(&shared);
+        let publisher = self.publish(outgoing.0, &shared);
+        let subscriber = async {
+            match &self.stream {
+                Some(stream) => self.read_stream(&shared, stream).await,
+                None => self.subscribe(&shared).await,
+            }
+        };
         tokio::select! {
             _ = publisher => {}
             _ = subscriber => {}
@@ -203,7 +306,8 @@ impl Cluster {
 
     /// The publisher: connects, then publishes queued envelopes in pipelines until the link
     /// breaks; again, after a backoff.
-    async fn publish(&self, mut queue: mpsc::Receiver<Vec<u8>>, metrics: &Metrics) {
+    async fn publish(&self, mut queue: mpsc::Receiver<Vec<u8>>, shared: &Shared) {
+        let metrics = &shared.metrics;
         let mut backoff = Backoff::default();
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
@@ -216,12 +320,23 @@ impl Cluster {
             {
                 Ok(mut connection) => {
                     backoff.reset();
-                    // Queued before the link broke: delivered locally long ago, too late now.
-                    while queue.try_recv().is_ok() {}
-                    self.link_up(Side::Publisher, metrics);
-                    match self.publish_batches(&mut connection, &mut queue).await {
-                        Some(error) => error,
-                        None => return,
+                    // Queued before the link broke: delivered locally long ago, too late now;
+                    // with the history, not delivered yet: now, locally.
+                    while let Ok(envelope) = queue.try_recv() {
+                        self.deliver_unshared(shared, &envelope);
+                    }
+                    match self.tell_unshared(&mut connection).await {
+                        Ok(()) => {
+                            self.link_up(Side::Publisher, metrics);
+                            match self
+                                .publish_batches(&mut connection, &mut queue, shared)
+                                .await
+                            {
+                                Some(error) => error,
+                                None => return,
+                            }
+                        }
+                        Err(error) => LinkError::Redis(error),
                     }
                 }
                 Err(error) => LinkError::Redis(error),
@@ -236,9 +351,15 @@ impl Cluster {
         &self,
         connection: &mut MultiplexedConnection,
         queue: &mut mpsc::Receiver<Vec<u8>>,
+        shared: &Shared,
     ) -> Option<LinkError> {
         let mut batch = Vec::with_capacity(BATCH);
         loop {
+            // Requests this node could not share while this connection is up (the queue was
+            // full, the reader was down) are announced before the next ones.
+            if let Err(error) = self.tell_unshared(connection).await {
+                return Some(LinkError::Redis(error));
+            }
             let received = tokio::select! {
                 received = queue.recv_many(&mut batch, BATCH) => received,
                 _ = tokio::time::sleep(PING_EVERY) => {
@@ -252,17 +373,271 @@ impl Cluster {
                 return None;
             }
             let mut pipeline = redis::pipe();
-            for envelope in batch.drain(..) {
-                pipeline
-                    .cmd("PUBLISH")
-                    .arg(&self.channel)
-                    .arg(envelope)
-                    .ignore();
+            for envelope in &batch {
+                match &self.stream {
+                    Some(stream) => pipeline
+                        .cmd("XADD")
+                        .arg(&stream.key)
+                        .arg("MAXLEN")
+                        .arg("~")
+                        .arg(stream.size)
+                        .arg("*")
+                        .arg(ENTRY_FIELD)
+                        .arg(envelope),
+                    None => pipeline.cmd("PUBLISH").arg(&self.channel).arg(envelope),
+                }
+                .ignore();
             }
             if let Err(error) = pipeline.query_async::<()>(connection).await {
+                // Not in the stream (or not all): delivered here at least.
+                for envelope in batch.drain(..) {
+                    self.deliver_unshared(shared, &envelope);
+                }
                 return Some(LinkError::Redis(error));
             }
+            batch.clear();
         }
+    }
+
+    /// With the history: when this node delivered requests to its own clients only while cut
+    /// off, adds a gap marker to the stream, so that every node tells its recovering clients
+    /// that they may have missed messages.
+    async fn tell_unshared(
+        &self,
+        connection: &mut MultiplexedConnection,
+    ) -> Result<(), RedisError> {
+        let Some(stream) = &self.stream else {
+            return Ok(());
+        };
+        if !self.unshared_since_up.swap(false, Ordering::Relaxed) {
+            return Ok(());
+        }
+        let added = redis::cmd("XADD")
+            .arg(&stream.key)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(stream.size)
+            .arg("*")
+            .arg(GAP_FIELD)
+            .arg(&self.node)
+            .query_async::<()>(connection)
+            .await;
+        if added.is_err() {
+            self.unshared_since_up.store(true, Ordering::Relaxed);
+        }
+        added
+    }
+
+    /// Delivers an envelope of this node's that did not reach Redis to this node's clients
+    /// only (with the history; without it, it was delivered when accepted).
+    fn deliver_unshared(&self, shared: &Shared, bytes: &[u8]) {
+        if self.stream.is_none() {
+            return;
+        }
+        let Ok(envelope) = Envelope::parse(bytes, TagLimits::UNLIMITED) else {
+            return; // written by this node: always an envelope
+        };
+        let delivery = shared.route_unshared(
+            self,
+            &envelope.tags,
+            envelope.message,
+            &mut Wakeups::default(),
+        );
+        self.resolve(envelope.reference, delivery);
+    }
+
+    /// Answers the HTTP publish waiting for envelope `reference`, if any.
+    fn resolve(&self, reference: Option<u64>, delivery: Delivery) {
+        if let Some(sender) = reference.and_then(|reference| lock(&self.pending).remove(&reference))
+        {
+            let _ = sender.send(delivery);
+        }
+    }
+
+    /// The history's reader (`[history]` on): follows the cluster's stream and routes every
+    /// request in it, this node's own included, in the stream's order, with the stream's ids;
+    /// again after a backoff when the link breaks.
+    async fn read_stream(&self, shared: &Shared, stream: &Stream) {
+        let mut backoff = Backoff::default();
+        let mut last = None;
+        loop {
+            let error = self.follow(shared, stream, &mut last, &mut backoff).await;
+            self.link_down(Side::Subscriber, &error, &shared.metrics);
+            if let Some(history) = &shared.history {
+                history.set_blind(true);
+            }
+            backoff.wait().await;
+        }
+    }
+
+    /// Connects, makes sure the stream continues what this node read (`last`), then routes
+    /// new entries until the link breaks; returns why it broke.
+    async fn follow(
+        &self,
+        shared: &Shared,
+        stream: &Stream,
+        last: &mut Option<MessageId>,
+        backoff: &mut Backoff,
+    ) -> LinkError {
+        let Some(history) = &shared.history else {
+            return LinkError::Closed; // the stream is used only with a history
+        };
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT + READ_BLOCK));
+        let mut connection = match self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+        {
+            Ok(connection) => connection,
+            Err(error) => return LinkError::Redis(error),
+        };
+        let resumed = match *last {
+            None => self.prime(&mut connection, stream, history).await,
+            Some(id) => self.continues(&mut connection, stream, id).await,
+        };
+        match resumed {
+            Ok((id, true)) => *last = Some(id),
+            Ok((id, false)) => {
+                warn!(node = %self.node, key = %stream.key,
+                    "the shared history lost messages this node did not read: recovering clients are told of a gap");
+                *last = Some(id);
+                self.lose_continuity(shared, history);
+            }
+            Err(error) => return LinkError::Redis(error),
+        }
+        backoff.reset();
+        // Still blind when requests delivered here only are not announced yet (its marker,
+        // once read back, ends that).
+        history.set_blind(self.unshared_since_up.load(Ordering::Relaxed));
+        self.link_up(Side::Subscriber, &shared.metrics);
+        loop {
+            let after = last.expect("set above").to_string();
+            let reply = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(READ_COUNT)
+                .arg("BLOCK")
+                .arg(READ_BLOCK.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&stream.key)
+                .arg(&after)
+                .query_async::<redis::Value>(&mut connection)
+                .await;
+            let entries = match reply {
+                Ok(reply) => stream_entries(reply, true),
+                Err(error) => return LinkError::Redis(error),
+            };
+            for entry in entries {
+                *last = Some(entry.id);
+                self.deliver_entry(shared, history, entry);
+            }
+        }
+    }
+
+    /// At start: keeps the newest `history.size` entries of the stream, for recoveries; the id
+    /// to read after (`0-0` for an empty stream).
+    async fn prime(
+        &self,
+        connection: &mut MultiplexedConnection,
+        stream: &Stream,
+        history: &History,
+    ) -> Result<(MessageId, bool), RedisError> {
+        let newest = redis::cmd("XREVRANGE")
+            .arg(&stream.key)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(stream.size)
+            .query_async::<redis::Value>(connection)
+            .await?;
+        let mut entries = stream_entries(newest, false);
+        entries.reverse();
+        let last = entries
+            .last()
+            .map_or(MessageId { ms: 0, seq: 0 }, |entry| entry.id);
+        // What follows a gap marker is kept; what precedes it cannot be vouched for.
+        let after_gap = entries
+            .iter()
+            .rposition(|entry| entry.gap_from.is_some())
+            .map_or(0, |marker| marker + 1);
+        let limits = TagLimits::UNLIMITED;
+        history.prime(entries[after_gap..].iter().filter_map(|entry| {
+            let envelope = Envelope::parse(entry.envelope.as_deref()?, limits).ok()?;
+            Some((entry.id, envelope.tags, envelope.message.to_owned()))
+        }));
+        Ok((last, true))
+    }
+
+    /// After an outage: true when the entry `last` is still in the stream (nothing after it
+    /// was trimmed, the stream was not lost); an empty start (`0-0`) continues while the stream
+    /// is shorter than its `MAXLEN` (never trimmed).
+    async fn continues(
+        &self,
+        connection: &mut MultiplexedConnection,
+        stream: &Stream,
+        last: MessageId,
+    ) -> Result<(MessageId, bool), RedisError> {
+        if last == (MessageId { ms: 0, seq: 0 }) {
+            let length: usize = redis::cmd("XLEN")
+                .arg(&stream.key)
+                .query_async(connection)
+                .await?;
+            return Ok((last, length < stream.size));
+        }
+        let found = redis::cmd("XRANGE")
+            .arg(&stream.key)
+            .arg(last.to_string())
+            .arg(last.to_string())
+            .query_async::<redis::Value>(connection)
+            .await?;
+        Ok((last, !stream_entries(found, false).is_empty()))
+    }
+
+    /// Routes one stream entry (a request, or another node's gap marker).
+    fn deliver_entry(&self, shared: &Shared, history: &History, entry: StreamEntry) {
+        if let Some(node) = &entry.gap_from {
+            info!(node = %self.node, from = %node,
+                "a node delivered requests to its own clients only while cut off: recovering clients are told of a gap");
+            self.lose_continuity(shared, history);
+            if *node == self.node {
+                history.set_blind(self.unshared_since_up.load(Ordering::Relaxed));
+            }
+            return;
+        }
+        let Some(bytes) = &entry.envelope else {
+            return;
+        };
+        match Envelope::parse(bytes, shared.config.limits.tag_limits()) {
+            Ok(envelope) => {
+                let own = envelope.node == self.node;
+                if !own {
+                    shared.metrics.request(Source::Cluster);
+                }
+                let delivery = shared.route_issued(
+                    entry.id,
+                    &envelope.tags,
+                    envelope.message,
+                    &mut Wakeups::default(),
+                );
+                if own && let Some(delivery) = delivery {
+                    self.resolve(envelope.reference, delivery);
+                }
+            }
+            Err(error) => self.malformed(&error),
+        }
+    }
+
+    /// Forgets this node's kept messages and tells its recovering clients of a gap.
+    fn lose_continuity(&self, shared: &Shared, history: &History) {
+        history.lose_continuity(|gap| {
+            let mut wakeups = Wakeups::default();
+            for peer in shared.hub.peers() {
+                if peer.wants_ids {
+                    peer.outbox.push(gap, &mut wakeups);
+                }
+            }
+        });
     }
 
     /// The subscriber: listens on the channel and delivers other nodes' envelopes until the
@@ -322,16 +697,19 @@ impl Cluster {
                     "request from another node routed"
                 );
             }
-            Err(error) => {
-                if let Some(suppressed) = self.malformed_warning.allow() {
-                    warn!(
-                        node = %self.node,
-                        channel = %self.channel,
-                        suppressed,
-                        "dropped a message from redis that is not a tagcast envelope: {error}"
-                    );
-                }
-            }
+            Err(error) => self.malformed(&error),
+        }
+    }
+
+    /// Logs, at most every few seconds, a message from Redis that is not an envelope.
+    fn malformed(&self, error: &EnvelopeError) {
+        if let Some(suppressed) = self.malformed_warning.allow() {
+            warn!(
+                node = %self.node,
+                channel = %self.channel,
+                suppressed,
+                "dropped a message from redis that is not a tagcast envelope: {error}"
+            );
         }
     }
 
@@ -421,6 +799,8 @@ pub struct Envelope<'a> {
     pub tags: Tags,
     /// The accepting node's parser output: the text of the frame to deliver.
     pub message: &'a str,
+    /// Names the accepting node's HTTP publish waiting for it (history on).
+    pub reference: Option<u64>,
 }
 
 /// Why a message on the channel is not an envelope this node can deliver.
@@ -448,6 +828,8 @@ struct RawEnvelope<'a> {
     tags: serde_json::Value,
     #[serde(borrow)]
     message: &'a RawValue,
+    #[serde(default, rename = "ref")]
+    reference: Option<u64>,
 }
 
 impl<'a> Envelope<'a> {
@@ -471,8 +853,76 @@ impl<'a> Envelope<'a> {
             node: raw.node,
             tags: Tags::from_json(&raw.tags, limits).map_err(EnvelopeError::Tags)?,
             message: raw.message.get(),
+            reference: raw.reference,
         })
     }
+}
+
+/// One entry of the cluster's stream.
+#[derive(Debug, PartialEq)]
+struct StreamEntry {
+    id: MessageId,
+    /// The envelope, for a request.
+    envelope: Option<Vec<u8>>,
+    /// The node that wrote it, for a gap marker.
+    gap_from: Option<String>,
+}
+
+/// The entries of an `XRANGE`/`XREVRANGE` reply, or of an `XREAD` reply of one stream
+/// (`read`); what does not have their shape is skipped.
+fn stream_entries(reply: redis::Value, read: bool) -> Vec<StreamEntry> {
+    use redis::Value;
+    let entries = match (reply, read) {
+        (Value::Array(streams), true) => streams.into_iter().find_map(|stream| match stream {
+            Value::Array(mut pair) if pair.len() == 2 => match pair.pop() {
+                Some(Value::Array(entries)) => Some(entries),
+                _ => None,
+            },
+            _ => None,
+        }),
+        // RESP3 answers XREAD with a map of stream to entries.
+        (Value::Map(streams), true) => streams.into_iter().find_map(|(_, entries)| match entries {
+            Value::Array(entries) => Some(entries),
+            _ => None,
+        }),
+        (Value::Array(entries), false) => Some(entries),
+        _ => None,
+    };
+    let bytes = |value: Value| match value {
+        Value::BulkString(bytes) => Some(bytes),
+        Value::SimpleString(text) => Some(text.into_bytes()),
+        _ => None,
+    };
+    entries
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|entry| {
+            let Value::Array(mut pair) = entry else {
+                return None;
+            };
+            let Some(Value::Array(fields)) = pair.pop() else {
+                return None;
+            };
+            let id = String::from_utf8(bytes(pair.pop()?)?).ok()?.parse().ok()?;
+            let mut entry = StreamEntry {
+                id,
+                envelope: None,
+                gap_from: None,
+            };
+            let mut fields = fields.into_iter();
+            while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+                match bytes(name).as_deref() {
+                    Some(name) if name == ENTRY_FIELD.as_bytes() => entry.envelope = bytes(value),
+                    Some(name) if name == GAP_FIELD.as_bytes() => {
+                        entry.gap_from =
+                            bytes(value).map(|node| String::from_utf8_lossy(&node).into_owned())
+                    }
+                    _ => {}
+                }
+            }
+            Some(entry)
+        })
+        .collect()
 }
 
 /// Waits between connection attempts: 100 ms, doubling up to 5 s, back to 100 ms after a
@@ -544,7 +994,7 @@ mod tests {
             redis: "redis://127.0.0.1:1/".into(),
             channel: "tagcast".into(),
         };
-        match Cluster::from_config(&config) {
+        match Cluster::from_config(&config, &HistoryConfig::default()) {
             Ok(Some(cluster)) => cluster,
             _ => panic!("a valid cluster config"),
         }
@@ -592,7 +1042,7 @@ mod tests {
         let (cluster, _) = cluster();
         let tags: Tags = [("language", "FR"), ("userId", "42")].into_iter().collect();
         let payload = r#"{"type":"news","metadata":{"a":"é \" \\"}}"#;
-        let bytes = cluster.envelope(&tags, payload);
+        let bytes = cluster.envelope(&tags, payload, None);
         let envelope = Envelope::parse(&bytes, TagLimits::UNLIMITED).expect("an envelope");
         assert_eq!(envelope.node, cluster.node());
         assert_eq!(envelope.tags, tags);
@@ -644,8 +1094,12 @@ mod tests {
             redis: redis.into(),
             channel: channel.into(),
         };
-        assert!(matches!(Cluster::from_config(&config("", "x")), Ok(None)));
-        let error = |config| match Cluster::from_config(&config) {
+        let history = HistoryConfig::default();
+        assert!(matches!(
+            Cluster::from_config(&config("", "x"), &history),
+            Ok(None)
+        ));
+        let error = |config| match Cluster::from_config(&config, &history) {
             Err(error) => error.to_string(),
             Ok(_) => panic!("accepted"),
         };
@@ -657,6 +1111,28 @@ mod tests {
             error(config("redis://127.0.0.1/", "")),
             "cluster.channel: must not be empty"
         );
+    }
+
+    #[test]
+    fn stream_replies_read_as_entries_and_gap_markers() {
+        use redis::Value;
+        let text = |text: &str| Value::BulkString(text.as_bytes().to_vec());
+        let entry = |id: &str, field: &str, value: &str| {
+            Value::Array(vec![text(id), Value::Array(vec![text(field), text(value)])])
+        };
+        let range = Value::Array(vec![
+            entry("5-0", ENTRY_FIELD, "{}"),
+            entry("6-1", GAP_FIELD, "node"),
+            entry("not an id", ENTRY_FIELD, "{}"),
+        ]);
+        let entries = stream_entries(range.clone(), false);
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].id, MessageId { ms: 5, seq: 0 });
+        assert_eq!(entries[0].envelope.as_deref(), Some(&b"{}"[..]));
+        assert_eq!(entries[1].gap_from.as_deref(), Some("node"));
+        let read = Value::Array(vec![Value::Array(vec![text("key"), range])]);
+        assert_eq!(stream_entries(read, true), entries);
+        assert!(stream_entries(Value::Nil, true).is_empty());
     }
 
     #[test]

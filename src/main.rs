@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::value::RawValue;
-use tagcast::client::{ClientError, Endpoint, WebSocketRequest};
+use tagcast::client::{ClientError, Endpoint, Event, ResumingListener, WebSocketRequest};
 use tagcast::net::server::{Listeners, Server};
 use tagcast::ops::config::Config;
 use tagcast::ops::logging::{self, message_id};
@@ -116,6 +116,11 @@ struct ListenArgs {
     /// Application secret to open with (used with --key).
     #[arg(long, env = "TAGCAST_SECRET", hide_env_values = true)]
     secret: Option<String>,
+    /// Recovery (a server with [history]): print each message as {"id":"ID","message":...}
+    /// and {"gap":true} where some may be missing; reconnect by itself and resume after the
+    /// last one. Without ID: from now on.
+    #[arg(long, value_name = "ID", num_args = 0..=1, default_missing_value = "")]
+    since: Option<String>,
 }
 
 /// Signs HS256 with the application's secret: `TAGCAST_SECRET` when set, else the clear
@@ -431,9 +436,12 @@ async fn publish_http(url: &str, body: &str) -> anyhow::Result<()> {
 }
 
 async fn listen(args: ListenArgs) -> anyhow::Result<()> {
-    let mut listener = endpoint(&args.url, args.key.as_deref(), args.secret.as_deref())?
-        .connect_with_tags(args.tags)
-        .await?;
+    let endpoint = endpoint(&args.url, args.key.as_deref(), args.secret.as_deref())?;
+    if let Some(since) = args.since {
+        let since = Some(since).filter(|since| !since.is_empty());
+        return listen_resuming(endpoint.resume_with_tags(args.tags, since)).await;
+    }
+    let mut listener = endpoint.connect_with_tags(args.tags).await?;
     use std::io::Write;
     // Printed as it arrives: the JSON the server sent, one message per line.
     while let Some(message) = listener.next::<Box<RawValue>>().await? {
@@ -480,4 +488,24 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
         tagcast::token::mint(&args.key, &signing, &tags, args.ttl)?
     );
     Ok(())
+}
+
+/// `listen --since`: prints each message with its id, and the gaps, one JSON object a line.
+async fn listen_resuming(mut listener: ResumingListener) -> anyhow::Result<()> {
+    use std::io::Write;
+    loop {
+        let line = match listener.next::<Box<RawValue>>().await? {
+            Event::Message { id, message } => {
+                format!(
+                    r#"{{"id":{},"message":{}}}"#,
+                    serde_json::Value::String(id),
+                    message.get()
+                )
+            }
+            Event::Gap => r#"{"gap":true}"#.to_owned(),
+        };
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{line}")?;
+        stdout.flush()?;
+    }
 }

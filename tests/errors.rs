@@ -226,6 +226,7 @@ async fn a_slow_reader_that_reads_again_sees_4429() {
             .route(
                 &tags,
                 &frame,
+                None,
                 &mut tagcast::routing::outbox::Wakeups::default(),
             )
             .overflowed;

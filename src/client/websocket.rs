@@ -422,3 +422,183 @@ pub async fn connect_with_tags<N: Into<String>, V: Into<String>>(
 ) -> Result<Listener, ClientError> {
     Endpoint::new(url)?.connect_with_tags(tags).await
 }
+
+/// What a [`ResumingListener`] yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event<T> {
+    /// A message, with the id the server gave it.
+    Message {
+        /// The message's id: where a reconnection resumes from.
+        id: String,
+        /// The message, decoded.
+        message: T,
+    },
+    /// The server cannot vouch that nothing was missed before what follows (its history did
+    /// not reach back far enough, it restarted, or it was cut off from its cluster): reload
+    /// what the messages keep up to date by other means.
+    Gap,
+}
+
+/// The first wait before reconnecting; it doubles after each failure, up to [`RESUME_BACKOFF_MAX`].
+const RESUME_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// The longest wait between two reconnection attempts.
+const RESUME_BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// A connection opened with tags and `since` (a server with `[history]` on) that reconnects
+/// by itself, with a jittered backoff, and resumes after the last message it yielded: the
+/// application sees every message once, in order, or an [`Event::Gap`] where some may be
+/// missing.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), tagcast::client::ClientError> {
+/// use tagcast::client::{Endpoint, Event};
+/// let mut listener = Endpoint::new("ws://127.0.0.1:8080")?.resume_with_tags([("room", "a")], None);
+/// loop {
+///     match listener.next::<String>().await? {
+///         Event::Message { id, message } => println!("{id}: {message}"),
+///         Event::Gap => println!("some messages may be missing: reload"),
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct ResumingListener {
+    endpoint: Endpoint,
+    tags: Tags,
+    last_id: Option<String>,
+    socket: Option<Socket>,
+    backoff: Duration,
+}
+
+/// A frame of a connection opened with `since`.
+#[derive(serde::Deserialize)]
+struct SinceFrame {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    message: Option<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    gap: bool,
+}
+
+impl Endpoint {
+    /// A [`ResumingListener`] with `tags`, resuming after `since` (a message id kept from an
+    /// earlier run), or from now on. It connects at its first [`next`](ResumingListener::next).
+    pub fn resume_with_tags<N: Into<String>, V: Into<String>>(
+        &self,
+        tags: impl IntoIterator<Item = (N, V)>,
+        since: Option<String>,
+    ) -> ResumingListener {
+        ResumingListener {
+            endpoint: self.clone(),
+            tags: tags.into_iter().collect(),
+            last_id: since,
+            socket: None,
+            backoff: RESUME_BACKOFF_MIN,
+        }
+    }
+}
+
+impl ResumingListener {
+    /// The id of the last message yielded (or the `since` it started with).
+    pub fn last_id(&self) -> Option<&str> {
+        self.last_id.as_deref()
+    }
+
+    /// The next message or gap, decoded as `T` (see [`Listener::next`]). Reconnects whenever
+    /// the connection breaks or the server closes it (shutting down, a slow client closed with
+    /// 4429), waiting 100 ms, doubling up to 10 s, each wait jittered. Errors only when the
+    /// server refuses it for good: the handshake refused with 4xx (no history, bad tags, not
+    /// authorized), a close with 4400, 4401 or 4403, or a message that is not a `T`.
+    pub async fn next<T: DeserializeOwned>(&mut self) -> Result<Event<T>, ClientError> {
+        loop {
+            let Some(socket) = &mut self.socket else {
+                self.connect().await?;
+                continue;
+            };
+            let frame = match socket.next().await {
+                Some(Ok(frame)) => frame,
+                Some(Err(error)) => {
+                    tracing::debug!(%error, "the connection broke; reconnecting");
+                    self.socket = None;
+                    continue;
+                }
+                None => {
+                    self.socket = None;
+                    continue;
+                }
+            };
+            match frame {
+                Message::Text(text) => {
+                    let frame: SinceFrame =
+                        serde_json::from_str(text.as_str()).map_err(ClientError::Decode)?;
+                    if frame.gap {
+                        return Ok(Event::Gap);
+                    }
+                    let (Some(id), Some(message)) = (frame.id, frame.message) else {
+                        return Err(ClientError::Decode(serde::de::Error::custom(
+                            "a frame without id and message: was `since` ignored by the server?",
+                        )));
+                    };
+                    let message =
+                        serde_json::from_str(message.get()).map_err(ClientError::Decode)?;
+                    self.last_id = Some(id.clone());
+                    return Ok(Event::Message { id, message });
+                }
+                Message::Close(Some(frame)) => {
+                    let close = ServerClose::from_frame(&frame);
+                    if matches!(close.code, 4400 | 4401 | 4403) {
+                        self.socket = None;
+                        return Err(ClientError::Closed(close));
+                    }
+                    tracing::debug!(
+                        code = close.code,
+                        "the server closed the connection; reconnecting"
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Connects with `since`, waiting out the backoff after a failure.
+    async fn connect(&mut self) -> Result<(), ClientError> {
+        let mut url = self.endpoint.url.clone();
+        if !self.tags.is_empty() {
+            url = with_query_param(&url, "tags", &self.tags.to_string());
+        }
+        url = with_query_param(&url, "since", self.last_id.as_deref().unwrap_or(""));
+        match open(&url, &self.endpoint.tls).await {
+            Ok(socket) => {
+                self.socket = Some(socket);
+                self.backoff = RESUME_BACKOFF_MIN;
+                Ok(())
+            }
+            Err(ClientError::Unreachable {
+                source: tungstenite::Error::Http(response),
+                url,
+            }) if response.status().is_client_error() => Err(ClientError::Unreachable {
+                source: tungstenite::Error::Http(response),
+                url,
+            }),
+            Err(error) => {
+                let wait = jittered(self.backoff);
+                tracing::debug!(%error, ?wait, "cannot reconnect yet");
+                self.backoff = (self.backoff * 2).min(RESUME_BACKOFF_MAX);
+                tokio::time::sleep(wait).await;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `wait` scaled by a random factor between 0.5 and 1, so that clients dropped together do not
+/// all come back at the same moment.
+fn jittered(wait: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // A randomly seeded hasher: randomness without a dependency.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    wait.mul_f64(0.5 + (random % 1000) as f64 / 2000.0)
+}

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -61,9 +61,32 @@ pub async fn serve<S>(
             credentials: upgrade.credentials,
             token: upgrade.token,
             outbox: Outbox::new(shared.config.limits.send_queue),
+            wants_ids: upgrade.since.is_some(),
         });
         debug!(conn = peer.id, peer = %address, tags = %upgrade.tags, listener = listener.as_str(), "connection opened");
-        let registration = shared.hub.register(upgrade.tags, peer.clone());
+        let registration = match (&shared.history, &upgrade.since) {
+            (Some(history), Some(since)) => {
+                // What it missed waits in its outbox ahead of anything routed to it later.
+                let mut wakeups = Wakeups::default();
+                let (registration, recovered) = history.recover(
+                    since,
+                    &upgrade.tags,
+                    SystemTime::now(),
+                    || shared.hub.register(upgrade.tags.clone(), peer.clone()),
+                    |frame| {
+                        peer.outbox.push(frame, &mut wakeups);
+                    },
+                );
+                debug!(
+                    conn = peer.id,
+                    gap = recovered.gap,
+                    replayed = recovered.replayed,
+                    "recovery"
+                );
+                registration
+            }
+            _ => shared.hub.register(upgrade.tags, peer.clone()),
+        };
         let switching = handshake::switching_protocols(&upgrade.accept);
         (peer, registration, slot, leftover, switching)
     };
@@ -195,6 +218,13 @@ where
     }
     let limits = shared.config.limits.tag_limits();
     let opening = handshake::check_upgrade(&head, limits, &shared.config.server.allowed_origins)
+        .and_then(|upgrade| match (&upgrade.since, &shared.history) {
+            (Some(_), None) => Err(Rejection::new(
+                400,
+                "since: this server keeps no history ([history] size = 0)",
+            )),
+            _ => Ok(upgrade),
+        })
         .map_err(OpenRefusal::of_upgrade)
         .and_then(|upgrade| {
             let tags = shared.auth.check_open(

@@ -275,10 +275,24 @@ where
     // One request: its recipients' sockets may be written to at once.
     let mut wakeups = Wakeups::default();
     wakeups.set_write_through(true);
-    match shared.handle_request(text, Source::Http, credentials.as_ref(), &mut wakeups) {
-        Ok(delivery) => Reply::json(200, serde_json::json!({ "delivered": delivery.delivered })),
+    let handled = shared
+        .handle_request_waiting(text, Source::Http, credentials.as_ref(), &mut wakeups)
+        .await;
+    match handled {
+        Ok(delivery) => Reply::json(
+            200,
+            match delivery.id {
+                Some(id) => {
+                    serde_json::json!({ "delivered": delivery.delivered, "id": id.to_string() })
+                }
+                None => serde_json::json!({ "delivered": delivery.delivered }),
+            },
+        ),
         Err(reason) if reason.code == close_code::UNAUTHORIZED => {
             Reply::error(401, reason.reason).with_header("WWW-Authenticate", "Bearer")
+        }
+        Err(reason) if reason.code == close_code::INTERNAL_ERROR => {
+            Reply::error(504, reason.reason)
         }
         Err(reason) => Reply::error(400, reason.reason),
     }

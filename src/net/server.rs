@@ -12,7 +12,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -28,6 +28,7 @@ use crate::ops::auth::{Auth, AuthError, AuthReload};
 use crate::ops::config::{Config, ConfigError};
 use crate::ops::metrics::{Metrics, Rejected, Source};
 use crate::ops::watch;
+use crate::routing::history::{History, MessageId};
 use crate::routing::hub::{Delivery, Hub, Listener};
 use crate::routing::outbox::Wakeups;
 use crate::tags::Tags;
@@ -95,6 +96,8 @@ pub struct Shared {
     pub tls: Option<TlsAcceptor>,
     /// The link to the other nodes, when `[cluster] redis` is set.
     pub cluster: Option<Arc<Cluster>>,
+    /// The kept messages, when `[history] size` is not 0.
+    pub history: Option<History>,
     /// What `GET /metrics` reports.
     pub metrics: Metrics,
 }
@@ -103,11 +106,68 @@ impl Shared {
     /// Delivers a request accepted on this node (checked by auth, encoded by the message
     /// parser) to the local clients at once, then hands it to the other nodes, when clustered,
     /// without waiting for them. Counts this node's deliveries only.
+    ///
+    /// With the history on, a clustered node routes nothing here: every node routes the
+    /// requests as it reads them from the cluster's stream, with the stream's ids, and this one
+    /// returns no delivery. While Redis is down, it delivers to the local clients only.
     pub fn accept_request(&self, tags: &Tags, payload: &str, wakeups: &mut Wakeups) -> Delivery {
-        let delivery = self.route(tags, payload, wakeups);
-        if let Some(cluster) = &self.cluster {
-            cluster.share(tags, payload);
+        match &self.cluster {
+            Some(cluster) if cluster.keeps_history() => match cluster.share(tags, payload) {
+                true => Delivery::default(),
+                false => self.route_unshared(cluster, tags, payload, wakeups),
+            },
+            Some(cluster) => {
+                let delivery = self.route(tags, payload, wakeups);
+                cluster.share(tags, payload);
+                delivery
+            }
+            None => self.route(tags, payload, wakeups),
         }
+    }
+
+    /// Routes a request read from the cluster's stream (history on) with its id `id`, and
+    /// keeps it; `None` when it was routed already.
+    pub fn route_issued(
+        &self,
+        id: MessageId,
+        tags: &Tags,
+        payload: &str,
+        wakeups: &mut Wakeups,
+    ) -> Option<Delivery> {
+        let history = self.history.as_ref()?;
+        let frame = frame::text_frame(payload);
+        let delivery = history.record_issued(id, tags, payload, SystemTime::now(), |id_frame| {
+            self.hub.route(tags, &frame, Some(id_frame), wakeups)
+        })?;
+        self.metrics.set_history_bytes(history.bytes());
+        self.metrics.routed(delivery.delivered, delivery.overflowed);
+        Some(Delivery {
+            id: Some(id),
+            ..delivery
+        })
+    }
+
+    /// Routes a request to this node's clients only, the cluster's stream being out of reach
+    /// (history on): with an id no recovery vouches for, not kept.
+    pub fn route_unshared(
+        &self,
+        cluster: &Cluster,
+        tags: &Tags,
+        payload: &str,
+        wakeups: &mut Wakeups,
+    ) -> Delivery {
+        let frame = frame::text_frame(payload);
+        let delivery = match &self.history {
+            Some(history) => {
+                // A recovery here can no longer vouch for what it replays: this one is not in it.
+                history.set_blind(true);
+                history.route_unkept(&cluster.unshared_id(), payload, |id_frame| {
+                    self.hub.route(tags, &frame, Some(id_frame), wakeups)
+                })
+            }
+            None => self.hub.route(tags, &frame, None, wakeups),
+        };
+        self.metrics.routed(delivery.delivered, delivery.overflowed);
         delivery
     }
 
@@ -115,8 +175,22 @@ impl Shared {
     /// every local connection whose tags contain all of `tags`. Every source of requests
     /// (WebSocket, HTTP, other nodes) ends here; the frame is built once for all recipients.
     /// The recipients' writers join `wakeups`: the caller wakes them when its batch is routed.
+    /// With the history on, the message gets an id and is kept ([`History::record`]).
     pub fn route(&self, tags: &Tags, payload: &str, wakeups: &mut Wakeups) -> Delivery {
-        let delivery = self.hub.route(tags, &frame::text_frame(payload), wakeups);
+        let frame = frame::text_frame(payload);
+        let delivery = match &self.history {
+            None => self.hub.route(tags, &frame, None, wakeups),
+            Some(history) => {
+                let (id, delivery) = history.record(tags, payload, SystemTime::now(), |id_frame| {
+                    self.hub.route(tags, &frame, Some(id_frame), wakeups)
+                });
+                self.metrics.set_history_bytes(history.bytes());
+                Delivery {
+                    id: Some(id),
+                    ..delivery
+                }
+            }
+        };
         self.metrics.routed(delivery.delivered, delivery.overflowed);
         delivery
     }
@@ -132,6 +206,18 @@ impl Shared {
         credentials: Option<&Credentials>,
         wakeups: &mut Wakeups,
     ) -> Result<Delivery, CloseReason> {
+        let (tags, payload) = self.check_request(text, source, credentials)?;
+        Ok(self.accept_request(&tags, &payload, wakeups))
+    }
+
+    /// The checks of [`Shared::handle_request`]: the request's tags and its message encoded
+    /// by the parser, or the close code and reason to refuse it with.
+    pub fn check_request(
+        &self,
+        text: &str,
+        source: Source,
+        credentials: Option<&Credentials>,
+    ) -> Result<(Tags, String), CloseReason> {
         self.metrics.request(source);
         let invalid = |message: String| {
             self.metrics.rejected(Rejected::Invalid);
@@ -146,7 +232,34 @@ impl Shared {
             .parser
             .parse(request.message)
             .map_err(|rejected| invalid(format!("invalid message: {rejected}")))?;
-        Ok(self.accept_request(&request.tags, &payload, wakeups))
+        Ok((request.tags, payload))
+    }
+
+    /// [`Shared::handle_request`] for a caller that waits for the answer (HTTP publish): the
+    /// same, but a clustered node with the history on waits until it has read the request back
+    /// from the cluster's stream and routed it, so that the delivery has its count and id.
+    pub async fn handle_request_waiting(
+        &self,
+        text: &str,
+        source: Source,
+        credentials: Option<&Credentials>,
+        wakeups: &mut Wakeups,
+    ) -> Result<Delivery, CloseReason> {
+        let (tags, payload) = self.check_request(text, source, credentials)?;
+        let waiting = match &self.cluster {
+            Some(cluster) if cluster.keeps_history() => cluster.share_waiting(&tags, &payload),
+            _ => None,
+        };
+        let Some(waiting) = waiting else {
+            return Ok(self.accept_request(&tags, &payload, wakeups));
+        };
+        match tokio::time::timeout(SHARED_ANSWER_TIMEOUT, waiting).await {
+            Ok(Ok(delivery)) => Ok(delivery),
+            _ => Err(CloseReason::new(
+                close_code::INTERNAL_ERROR,
+                "accepted, but redis did not hand it back in time: it may or may not be delivered",
+            )),
+        }
     }
 
     /// Re-reads what can change without a restart (SIGHUP, `systemctl reload`): the auth file
@@ -207,6 +320,9 @@ impl Shared {
         reload
     }
 }
+
+/// How long an HTTP publish waits for its request to come back from the cluster's stream.
+const SHARED_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A reload a watched file's change triggers.
 type Reload = fn(&Shared);
@@ -319,7 +435,13 @@ impl Server {
         parser: Arc<dyn MessageParser>,
     ) -> Result<Server, StartError> {
         let tls = config.tls.as_ref().map(TlsAcceptor::load).transpose()?;
-        let (cluster, cluster_queue) = Cluster::from_config(&config.cluster)?.unzip();
+        let (cluster, cluster_queue) =
+            Cluster::from_config(&config.cluster, &config.history)?.unzip();
+        let history = History::from_config(&config.history);
+        if let (Some(history), Some(_)) = (&history, &cluster) {
+            // Until its reader has caught up with the cluster's stream.
+            history.set_blind(true);
+        }
         let shared = Shared {
             connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
             hub: Arc::new(Hub::new()),
@@ -328,6 +450,7 @@ impl Server {
             shutdown: CancellationToken::new(),
             tls,
             cluster,
+            history,
             metrics: Metrics::new(!config.cluster.redis.is_empty()),
             config,
         };

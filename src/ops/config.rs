@@ -65,6 +65,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[cluster]`.
     pub cluster: ClusterConfig,
+    /// `[history]`.
+    pub history: HistoryConfig,
     /// `[log]`.
     pub log: LogConfig,
 }
@@ -267,6 +269,25 @@ impl Default for ClusterConfig {
     }
 }
 
+/// `[history]`: the messages kept for clients that reconnect (SPEC §10).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Messages kept; 0: no history, `since` is refused.
+    pub size: usize,
+    /// A kept message is dropped once it is this many seconds old.
+    pub ttl_s: u64,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            size: 0,
+            ttl_s: 300,
+        }
+    }
+}
+
 /// Where logs go (`log.target`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -309,6 +330,7 @@ struct RawConfig {
     limits: LimitsConfig,
     http: HttpConfig,
     cluster: ClusterConfig,
+    history: HistoryConfig,
     log: LogConfig,
 }
 
@@ -361,6 +383,7 @@ impl Config {
             limits: raw.limits,
             http: raw.http,
             cluster: raw.cluster,
+            history: raw.history,
             log: raw.log,
         };
         let addr_check = |key, address: &str, port| {
@@ -454,6 +477,12 @@ impl Config {
         }
         if config.cluster.channel.is_empty() {
             return Err(invalid("cluster.channel", "must not be empty".into()));
+        }
+        if config.history.size > 0 && config.history.ttl_s == 0 {
+            return Err(invalid(
+                "history.ttl_s",
+                "must be greater than 0 (history.size = 0 turns the history off)".into(),
+            ));
         }
         tracing_subscriber::EnvFilter::try_new(&config.log.level)
             .map_err(|error| invalid("log.level", error.to_string()))?;

@@ -168,6 +168,7 @@ pub struct Metrics {
     /// Successful, then failed.
     tls_reloads: [Counter; 2],
     cluster_connected: Gauge,
+    history_bytes: Gauge,
 }
 
 /// One series per label value, all created now so that every series shows from the first scrape.
@@ -282,6 +283,12 @@ impl Metrics {
             [env!("CARGO_PKG_VERSION")],
         );
         build_info.set(1);
+        let history_bytes = Gauge::default();
+        registry.register(
+            "tagcast_history_bytes",
+            "Memory held by the messages kept for recovery ([history]), estimated; 0 when off",
+            history_bytes.clone(),
+        );
         registry.register_collector(Box::new(ProcessCollector));
         Metrics {
             registry,
@@ -296,6 +303,7 @@ impl Metrics {
             auth_reloads,
             tls_reloads,
             cluster_connected,
+            history_bytes,
         }
     }
 
@@ -353,6 +361,11 @@ impl Metrics {
     /// Whether this node is connected to the cluster (`tagcast_cluster_connected`).
     pub fn set_cluster_connected(&self, connected: bool) {
         self.cluster_connected.set(i64::from(connected));
+    }
+
+    /// Memory held by the kept messages (`tagcast_history_bytes`).
+    pub fn set_history_bytes(&self, bytes: usize) {
+        self.history_bytes.set(bytes as i64);
     }
 
     /// The metrics in the Prometheus text format ([`CONTENT_TYPE`]).

@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 
+use crate::routing::history::MessageId;
 use crate::routing::outbox::{Outbox, Pushed, Wakeups};
 use crate::tags::{TagIndex, Tags};
 use crate::wire::frame::CloseReason;
@@ -52,6 +53,8 @@ pub struct Peer {
     pub token: Option<String>,
     /// Its queue of frames to write.
     pub outbox: Outbox,
+    /// It opened with `since`: it gets `{"id":"ID","message":MESSAGE}` frames (SPEC §10).
+    pub wants_ids: bool,
 }
 
 /// What one routing did.
@@ -61,6 +64,8 @@ pub struct Delivery {
     pub delivered: usize,
     /// Connections closed with 4429 because their queue was full.
     pub overflowed: usize,
+    /// The message's id, when the history is on.
+    pub id: Option<MessageId>,
 }
 
 /// All open connections, indexed by tags.
@@ -103,16 +108,27 @@ impl Hub {
         }
     }
 
-    /// Queues `frame` to every connection whose tags contain all of `tags`; their writers join
-    /// `wakeups`.
-    pub fn route(&self, tags: &Tags, frame: &Bytes, wakeups: &mut Wakeups) -> Delivery {
+    /// Queues `frame` to every connection whose tags contain all of `tags` (`id_frame`, when
+    /// given, to those that want ids); their writers join `wakeups`.
+    pub fn route(
+        &self,
+        tags: &Tags,
+        frame: &Bytes,
+        id_frame: Option<&Bytes>,
+        wakeups: &mut Wakeups,
+    ) -> Delivery {
         let mut delivery = Delivery::default();
-        self.read()
-            .for_each_match(tags, |_, peer| match peer.outbox.push(frame, wakeups) {
+        self.read().for_each_match(tags, |_, peer| {
+            let frame = match id_frame {
+                Some(id_frame) if peer.wants_ids => id_frame,
+                _ => frame,
+            };
+            match peer.outbox.push(frame, wakeups) {
                 Pushed::Accepted => delivery.delivered += 1,
                 Pushed::Overflowed => delivery.overflowed += 1,
                 Pushed::Closed => {}
-            });
+            }
+        });
         delivery
     }
 

@@ -4,6 +4,9 @@
 //! - [`hub`]: every open connection, and routing a request to the matching ones through the tag
 //!   index ([`crate::tags::TagIndex`]).
 //! - [`outbox`]: one client's bounded queue of frames to write.
+//! - [`history`]: the kept messages a reconnecting client recovers (`?since=`), routed and
+//!   replayed under one lock.
 
+pub mod history;
 pub mod hub;
 pub mod outbox;

@@ -8,6 +8,7 @@
 use base64::Engine;
 use sha1::{Digest, Sha1};
 
+use crate::routing::history::Since;
 use crate::tags::{TagLimits, Tags};
 use crate::wire::request::Credentials;
 
@@ -139,6 +140,8 @@ pub struct Upgrade {
     pub token: Option<String>,
     /// The `Sec-WebSocket-Accept` value for the 101 answer.
     pub accept: String,
+    /// `?since=`: where a recovering connection starts (SPEC §10).
+    pub since: Option<Since>,
 }
 
 /// Checks a WebSocket upgrade request (method, headers, origin, tags) and extracts what the
@@ -179,6 +182,7 @@ pub fn check_upgrade(
     let mut tags = Tags::default();
     let mut credentials = Credentials::default();
     let mut token = None;
+    let mut since = None;
     if let Some(query) = &head.query {
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {
             match name.as_ref() {
@@ -189,6 +193,7 @@ pub fn check_upgrade(
                 "key" => credentials.key = Some(value.into_owned()),
                 "secret" => credentials.secret = Some(value.into_owned()),
                 "token" => token = Some(value.into_owned()),
+                "since" => since = Some(Since::parse(&value)),
                 _ => {}
             }
         }
@@ -198,6 +203,7 @@ pub fn check_upgrade(
         credentials,
         token,
         accept: accept_key(key),
+        since,
     })
 }
 
@@ -254,6 +260,7 @@ fn status_text(status: u16) -> &'static str {
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         _ => "Error",
     }
 }

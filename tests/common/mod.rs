@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
 use tagcast::net::server::{Listeners, Server, Shared};
 use tagcast::ops::config::Config;
 use tagcast::routing::hub::Hub;
@@ -463,4 +464,122 @@ pub fn address_of(line: &str) -> SocketAddr {
         .find_map(|field| field.strip_prefix("address="))
         .and_then(|address| address.parse().ok())
         .unwrap_or_else(|| panic!("no address in {line:?}"))
+}
+
+// --- recovery after a reconnect ([history]) ---
+
+/// A frame a `since` connection received.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    Gap,
+    Message { id: String, message: Value },
+}
+
+pub fn frame(text: &str) -> Frame {
+    let value: Value = serde_json::from_str(text).expect("JSON");
+    if value == serde_json::json!({"gap": true}) {
+        return Frame::Gap;
+    }
+    let object = value.as_object().expect("an object");
+    assert_eq!(object.len(), 2, "{text}");
+    Frame::Message {
+        id: object["id"].as_str().expect("an id").to_owned(),
+        message: object["message"].clone(),
+    }
+}
+
+/// The message of a frame; panics on a gap.
+pub fn message(frame: &Frame) -> String {
+    match frame {
+        Frame::Message { message, .. } => message.as_str().expect("a string").to_owned(),
+        Frame::Gap => panic!("a gap where a message was expected"),
+    }
+}
+
+pub fn id(frame: &Frame) -> String {
+    match frame {
+        Frame::Message { id, .. } => id.clone(),
+        Frame::Gap => panic!("a gap where a message was expected"),
+    }
+}
+
+/// Opens a connection with `tags` and `since` (the server registers it before its 101 answer).
+pub async fn connect_since(server: &TestServer, tags: &str, since: &str) -> Client {
+    let mut query = tags_query(tags);
+    query.push(if query.is_empty() { '?' } else { '&' });
+    query.push_str("since=");
+    query.extend(form_urlencoded::byte_serialize(since.as_bytes()));
+    Client::connect(&server.url(&query)).await
+}
+
+/// Closes `client` and waits until the server saw it go.
+pub async fn disconnect(server: &TestServer, client: Client) {
+    let before = server.hub.len();
+    drop(client);
+    server.wait_for_connections(before - 1).await;
+}
+
+/// `POST /publish`: the answer's JSON.
+pub async fn http_publish(server: &TestServer, body: &str) -> Value {
+    let request = format!(
+        "POST /publish HTTP/1.1\r\nHost: tagcast\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut client = RawClient::send_request(server.address, &request).await;
+    let answer = String::from_utf8(client.read_to_end().await).expect("utf-8");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (_, json) = answer.split_once("\r\n\r\n").expect("a body");
+    serde_json::from_str(json).expect("JSON")
+}
+
+/// A TCP proxy in front of a server whose connections can all be cut at once, both sides
+/// dropped without a close: a network that fails under the client.
+pub struct CuttingProxy {
+    pub address: SocketAddr,
+    cuts: tokio::sync::watch::Sender<u64>,
+    task: JoinHandle<()>,
+}
+
+impl CuttingProxy {
+    /// Forwards every connection to 127.0.0.1:0 to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> CuttingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let address = listener.local_addr().expect("the proxy's address");
+        let (cuts, _) = tokio::sync::watch::channel(0u64);
+        let watching = cuts.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut cut = watching.subscribe();
+                cut.mark_unchanged();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                    // Dropped here: both sockets close at once, mid-stream.
+                });
+            }
+        });
+        CuttingProxy {
+            address,
+            cuts,
+            task,
+        }
+    }
+
+    /// Drops every connection open now.
+    pub fn cut(&self) {
+        self.cuts.send_modify(|cuts| *cuts += 1);
+    }
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

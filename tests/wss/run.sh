@@ -9,30 +9,12 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 tagcast=$(realpath "${1:?usage: $0 PATH/TO/tagcast}")
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
+# shellcheck source=tests/common/script.sh
+. "$here/../common/script.sh"
+
 for tool in openssl python3 chromium; do
     command -v "$tool" >/dev/null || fail "$tool is not installed (apt-get install -y openssl python3-venv chromium)"
 done
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill -- "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-# Polls (every 0.1 s, at most SECONDS, default 15) until FILE has a line containing TEXT.
-wait_for() {
-    local file=$1 text=$2 seconds=${3:-15}
-    for _ in $(seq $((seconds * 10))); do
-        grep -qF -- "$text" "$file" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "--- $file:" >&2; cat "$file" >&2 || true
-    fail "no line containing '$text' in $file"
-}
 
 echo "== certificate and daemon"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
