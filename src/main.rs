@@ -45,6 +45,9 @@ enum Command {
     /// Connect with tags and print every message that arrives, one per line.
     Listen(ListenArgs),
     /// Print a token for signed tags (auth.signed_tags): a JWT a page opens with as ?token=.
+    ///
+    /// Signed HS256 with the application's secret: TAGCAST_SECRET when set, else the clear
+    /// `secret` of the configured auth file; or ES256/EdDSA with --private-key.
     Token(TokenArgs),
     /// Measure a server speaking this protocol: deliveries/s, loss, latency, CPU, memory.
     Bench(tagcast::bench::BenchArgs),
@@ -123,8 +126,6 @@ struct ListenArgs {
     since: Option<String>,
 }
 
-/// Signs HS256 with the application's secret: `TAGCAST_SECRET` when set, else the clear
-/// `secret` of the configured auth file; or ES256/EdDSA with `--private-key`.
 #[derive(clap::Args)]
 struct TokenArgs {
     /// Application key (the token's kid).

@@ -59,7 +59,7 @@ pub async fn serve<S>(
             address,
             listener,
             credentials: upgrade.credentials,
-            token: upgrade.token,
+            token: upgrade.token.map(String::into_boxed_str),
             outbox: Outbox::new(shared.config.limits.send_queue),
             wants_ids: upgrade.since.is_some(),
         });

@@ -50,7 +50,7 @@ pub struct Peer {
     /// The credentials from its URL, judged again when the auth file changes.
     pub credentials: Credentials,
     /// The signed tags' token from its URL, judged again (but for its time) with them.
-    pub token: Option<String>,
+    pub token: Option<Box<str>>,
     /// Its queue of frames to write.
     pub outbox: Outbox,
     /// It opened with `since`: it gets `{"id":"ID","message":MESSAGE}` frames (SPEC §10).
