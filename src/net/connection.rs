@@ -72,6 +72,10 @@ pub async fn serve<S>(
     // In the hub before the client learns it is connected: a request sent as soon as the
     // client sees the 101 reaches it. What is routed to it meanwhile waits in its outbox.
     if stream.write_all(&switching).await.is_err() {
+        // Counted opened: counted closed too, as a peer that vanished, so that the metrics
+        // add up (opened - closed = open connections).
+        drop(counted);
+        shared.metrics.connection_closed(close_code::ABNORMAL);
         return;
     }
     drop(switching);
