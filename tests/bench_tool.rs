@@ -67,7 +67,7 @@ async fn every_scenario_delivers_everything_and_prints_a_json_line() {
         .iter()
         .map(|line| line["scenario"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["fanout", "broadcast", "latency", "conns"]);
+    assert_eq!(names, ["conns", "fanout", "broadcast", "latency"]);
     for line in &lines {
         assert_eq!(line["loss"], 0, "{line}");
         assert_eq!(line["errors"], 0, "{line}");

@@ -11,14 +11,43 @@ use tokio::sync::mpsc;
 
 /// Runs `tagcast ARGS...` to completion off the runtime's threads.
 async fn tagcast(args: &[&str]) -> Output {
+    tagcast_with_stdin(args, Vec::new()).await
+}
+
+/// Runs `tagcast ARGS...` with `stdin` as its standard input.
+async fn tagcast_with_stdin(args: &[&str], stdin: Vec<u8>) -> Output {
     let mut command = Command::new(TAGCAST);
-    command.args(args);
-    let running = tokio::task::spawn_blocking(move || command.output());
+    command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let running = tokio::task::spawn_blocking(move || {
+        let mut child = command.spawn()?;
+        let mut input = child.stdin.take().expect("piped stdin");
+        // Written beside the child, so that a large input cannot block on a full pipe.
+        let writer = std::thread::spawn(move || std::io::Write::write_all(&mut input, &stdin));
+        let output = child.wait_with_output();
+        let _ = writer.join();
+        output
+    });
     tokio::time::timeout(WAIT, running)
         .await
         .expect("tagcast did not finish")
         .expect("join")
         .expect("run tagcast")
+}
+
+/// Asserts that `output` failed with `code` and printed exactly `line` (one line) on stderr.
+fn assert_one_line_error(output: &Output, code: i32, line: &str) {
+    assert_eq!(output.status.code(), Some(code), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stderr), format!("{line}\n"));
+}
+
+/// A port nobody listens on.
+fn dead_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
 }
 
 #[tokio::test]
@@ -51,16 +80,199 @@ async fn send_exits_1_with_the_close_code_and_reason_when_refused() {
 }
 
 #[tokio::test]
-async fn send_says_when_the_server_is_unreachable() {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let url = format!("ws://127.0.0.1:{port}/");
-    let output = tagcast(&["send", "--url", &url, "x"]).await;
-    assert_eq!(output.status.code(), Some(1), "{output:?}");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("cannot connect to"), "{stderr}");
+async fn send_says_when_the_server_is_unreachable_in_one_line() {
+    let url = format!("ws://127.0.0.1:{}/", dead_port());
+    for command in ["send", "listen"] {
+        let args = match command {
+            "send" => vec![command, "--url", &url, "x"],
+            _ => vec![command, "--url", &url],
+        };
+        let output = tagcast(&args).await;
+        assert_one_line_error(
+            &output,
+            1,
+            &format!("tagcast: cannot connect to {url}: Connection refused (os error 111)"),
+        );
+    }
+}
+
+/// A refused handshake shows the HTTP status and the server's plain-text reason.
+#[tokio::test]
+async fn a_refused_handshake_shows_the_status_and_the_servers_reason() {
+    let server = TestServer::start("").await;
+    let url = server.url("");
+    let tag = format!("a={}", "x".repeat(300));
+    let output = tagcast(&["listen", "--url", &url, "--tag", &tag]).await;
+    assert_one_line_error(
+        &output,
+        1,
+        &format!(
+            "tagcast: cannot connect to {url}: the server refused the upgrade with HTTP 400 Bad \
+             Request: bad tags: tag \"a\" has a value longer than 256 bytes"
+        ),
+    );
+}
+
+#[tokio::test]
+async fn refused_tag_forms_say_what_is_wrong() {
+    let url = format!("ws://127.0.0.1:{}/", dead_port());
+    for command in ["send", "listen"] {
+        let output = tagcast(&[command, "--url", &url, "--tag", "=FR"]).await;
+        assert_eq!(output.status.code(), Some(2), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            stderr.lines().next(),
+            Some(
+                r#"error: invalid value '=FR' for '--tag <NAME=VALUE>': "=FR" has no tag name before '='"#
+            ),
+            "{stderr}"
+        );
+        let mut args = vec![
+            command, "--url", &url, "--tag", "a=1", "--tag", "b=1", "--tag", "a=2",
+        ];
+        if command == "send" {
+            args.push("x");
+        }
+        // Refused before connecting: the dead port is never tried.
+        assert_one_line_error(
+            &tagcast(&args).await,
+            1,
+            r#"tagcast: --tag a=2: the tag "a" is already given (--tag a=1); a tag name has one value"#,
+        );
+    }
+}
+
+/// `send -` reads the message from stdin, `--file` from a file: a 1 MB message, past what a
+/// command line takes.
+#[tokio::test]
+async fn send_reads_a_large_message_from_stdin_or_a_file() {
+    let server = TestServer::start("[messages]\nmax_size = 2000000\n").await;
+    let url = server.url("");
+    let mut listener = connect_with_tags(&url, [("big", "1")]).await.unwrap();
+    server.wait_for_connections(1).await;
+    let message = "é".repeat(500_000);
+    let args = ["send", "--url", &url, "--tag", "big=1", "-"];
+    let output = tagcast_with_stdin(&args, format!("{message}\n").into_bytes()).await;
+    assert!(output.status.success(), "{output:?}");
+    let received = tokio::time::timeout(WAIT, listener.next::<String>()).await;
+    assert_eq!(
+        received.unwrap().unwrap().as_deref(),
+        Some(message.as_str())
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("message.json");
+    std::fs::write(&path, r#"{"text": "from a file"}"#).unwrap();
+    let server = TestServer::start("[messages]\nparser = \"json\"\n").await;
+    let url = server.url("");
+    let mut listener = connect_with_tags(&url, [("big", "1")]).await.unwrap();
+    server.wait_for_connections(1).await;
+    let file = path.display().to_string();
+    let args = [
+        "send", "--url", &url, "--tag", "big=1", "--json", "--file", &file,
+    ];
+    assert!(tagcast(&args).await.status.success());
+    let received = tokio::time::timeout(WAIT, listener.next::<serde_json::Value>()).await;
+    assert_eq!(
+        received.unwrap().unwrap(),
+        Some(serde_json::json!({"text": "from a file"}))
+    );
+    let missing = dir.path().join("missing.txt").display().to_string();
+    let output = tagcast(&["send", "--url", &url, "--file", &missing]).await;
+    assert_one_line_error(
+        &output,
+        1,
+        &format!(
+            "tagcast: --file {missing}: cannot read it: No such file or directory (os error 2)"
+        ),
+    );
+}
+
+/// A server certificate for 127.0.0.1 and localhost, self-signed, written to `dir`: a server
+/// certificate, or (`ca`) a CA certificate used as one. Returns the certificate and key paths.
+fn certificate(dir: &std::path::Path, ca: bool) -> (String, String) {
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let mut params = rcgen::CertificateParams::new(names).unwrap();
+    if ca {
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    }
+    let key = rcgen::KeyPair::generate().unwrap();
+    let certificate = params.self_signed(&key).unwrap();
+    let name = if ca { "ca" } else { "server" };
+    let (cert_path, key_path) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert_path, certificate.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (
+        cert_path.display().to_string(),
+        key_path.display().to_string(),
+    )
+}
+
+async fn wss_server(cert: &str, key: &str) -> (TestServer, String) {
+    let server = TestServer::start(&format!("[tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n")).await;
+    let url = format!("wss://{}/", server.tls_address.expect("a wss listener"));
+    (server, url)
+}
+
+/// `--ca FILE` trusts a test certificate, `--insecure` any; without them the certificate is
+/// refused in words, not as a library's Rust value.
+#[tokio::test]
+async fn send_and_listen_over_wss_with_ca_or_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(dir.path(), false);
+    let (server, url) = wss_server(&cert, &key).await;
+    let mut listen = Listen::start(&["--url", &url, "--ca", &cert, "--tag", "language=FR"]);
+    server.wait_for_connections(1).await;
+    for (trust, message) in [
+        (&["--ca", &cert][..], "trusted"),
+        (&["--insecure"], "insecure"),
+    ] {
+        let args = [
+            &["send", "--url", &url, "--tag", "language=FR"],
+            trust,
+            &[message],
+        ]
+        .concat();
+        let output = tagcast(&args).await;
+        assert!(output.status.success(), "{output:?}");
+        assert_eq!(listen.line().await, format!("\"{message}\""));
+    }
+    assert_one_line_error(
+        &tagcast(&["send", "--url", &url, "x"]).await,
+        1,
+        &format!(
+            "tagcast: cannot connect to {url}: the server's certificate is not signed by a \
+             certificate authority this client trusts"
+        ),
+    );
+
+    // A CA certificate served as the server's: `openssl req -x509`'s default, refused by name.
+    let (ca_cert, ca_key) = certificate(dir.path(), true);
+    let (_ca_server, ca_url) = wss_server(&ca_cert, &ca_key).await;
+    assert_one_line_error(
+        &tagcast(&["send", "--url", &ca_url, "--ca", &ca_cert, "x"]).await,
+        1,
+        &format!(
+            "tagcast: cannot connect to {ca_url}: the server's certificate is a CA certificate \
+             (basicConstraints CA:TRUE), not a server certificate"
+        ),
+    );
+}
+
+/// `bench` against a dead port names the URL, and prints no table first.
+#[tokio::test]
+async fn bench_names_the_url_it_cannot_reach() {
+    let url = format!("ws://127.0.0.1:{}", dead_port());
+    let output = tagcast(&["bench", "--url", &url]).await;
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "");
+    assert_one_line_error(
+        &output,
+        1,
+        &format!("tagcast: cannot connect to {url}: connect: Connection refused (os error 111)"),
+    );
 }
 
 /// `tagcast listen` running, with its stdout lines arriving on a channel.
