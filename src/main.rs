@@ -50,6 +50,12 @@ struct ConfigArg {
     /// Config file [default: /etc/tagcast/tagcast.toml when it exists, else built-in defaults]
     #[arg(long, short, value_name = "PATH")]
     config: Option<PathBuf>,
+    /// Address of the ws listener, instead of the config's `server.address` (e.g. 127.0.0.1).
+    #[arg(long, value_name = "IP")]
+    address: Option<std::net::IpAddr>,
+    /// Port of the ws listener, instead of the config's `server.port` (0: any free port).
+    #[arg(long)]
+    port: Option<u16>,
 }
 
 #[derive(clap::Args)]
@@ -194,13 +200,22 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// The config file (or the defaults), with `--address` and `--port` applied.
 fn load_config(args: &ConfigArg) -> Result<Config, ExitCode> {
-    Config::load_or_default(args.config.as_deref()).map_err(|error| {
+    let mut config = Config::load_or_default(args.config.as_deref()).map_err(|error| {
         eprintln!("tagcast: {error}");
         ExitCode::from(EXIT_CONFIG)
-    })
+    })?;
+    if let Some(address) = args.address {
+        config.server.address = address.to_string();
+    }
+    if let Some(port) = args.port {
+        config.server.port = port;
+    }
+    Ok(config)
 }
 
+/// `tagcast check`: loads everything `serve` would, and says what it looked at.
 fn check(args: ConfigArg) -> ExitCode {
     let config = match load_config(&args) {
         Ok(config) => config,
@@ -213,16 +228,53 @@ fn check(args: ConfigArg) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let shared = server.shared();
     match &config.source {
         Some(path) => println!("{}: ok", path.display()),
-        None => println!("no config file: built-in defaults are ok"),
+        None => println!("no config file: the built-in defaults"),
     }
-    let auth = &server.shared().auth;
-    match (auth.path(), auth.applications()) {
+    if config.server.plain {
+        println!("ws: {}", config.plain_address());
+    }
+    if let (Some(tls), Some(address)) = (&shared.tls, config.tls_socket_address()) {
+        let certificate = match tls.describe_certificate() {
+            Ok(certificate) => certificate,
+            Err(error) => {
+                eprintln!("tagcast: {error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+        let path = tls.cert_path().display();
+        let Some(days) = certificate.days_left else {
+            eprintln!(
+                "tagcast: {path}: the certificate for {} expired on {}",
+                certificate.subject, certificate.not_after
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        };
+        println!("wss: {address}");
+        println!(
+            "{path}: ok, certificate for {}, valid until {} ({days} days left), key matches",
+            certificate.subject, certificate.not_after
+        );
+    }
+    match (shared.auth.path(), shared.auth.applications()) {
         (Some(path), Some(applications)) => {
             println!("{}: ok, {applications} applications", path.display())
         }
         _ => println!("no auth file: anyone may open and send"),
+    }
+    let parser = config.messages.parser.name();
+    match &config.messages.schema {
+        Some(schema) => println!(
+            "messages: parser {parser}, schema {} ok, at most {} bytes",
+            schema.display(),
+            config.messages.max_size
+        ),
+        None => println!(
+            "messages: parser {parser}, at most {} bytes",
+            config.messages.max_size
+        ),
     }
     ExitCode::SUCCESS
 }

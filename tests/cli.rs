@@ -26,7 +26,8 @@ fn check_accepts_a_good_config_and_names_the_key_of_a_bad_one() {
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
         format!(
-            "{}: ok\nno auth file: anyone may open and send\n",
+            "{}: ok\nws: 0.0.0.0:9000\nno auth file: anyone may open and send\n\
+             messages: parser string, at most 65536 bytes\n",
             good.display()
         )
     );

@@ -193,6 +193,10 @@ async fn send_reads_a_large_message_from_stdin_or_a_file() {
 fn certificate(dir: &std::path::Path, ca: bool) -> (String, String) {
     let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
     let mut params = rcgen::CertificateParams::new(names).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "tagcast test");
+    params.not_after = rcgen::date_time_ymd(2030, 1, 1);
     if ca {
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     }
@@ -354,5 +358,50 @@ async fn listen_exits_1_naming_the_close_code() {
             .unwrap()
             .and_then(|status| status.code()),
         Some(1)
+    );
+}
+
+/// `tagcast check` says what it looked at: the listeners, the certificate's subject and expiry,
+/// the auth file's applications, the parser.
+#[tokio::test]
+async fn check_names_what_it_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(dir.path(), false);
+    let auth = dir.path().join("auth.yml");
+    std::fs::write(
+        &auth,
+        "applications:\n  - key: a\n    secret: s\n    authorizeOpen: true\n  \
+         - key: b\n    secret: t\n    authorizeOpen: false\n",
+    )
+    .unwrap();
+    let config = dir.path().join("tagcast.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tls]\ncert = \"{cert}\"\nkey = \"{key}\"\nport = 8443\n\
+             [auth]\nfile = \"{}\"\n[messages]\nparser = \"json\"\n",
+            auth.display()
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let output = tagcast(&["check", "--config", &config, "--address", "127.0.0.1"]).await;
+    assert!(output.status.success(), "{output:?}");
+    // rcgen's not_after: 2030-01-01T00:00:00Z.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let days = (1_893_456_000 - now) / 86_400;
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!(
+            "{config}: ok\nws: 127.0.0.1:8080\nwss: 127.0.0.1:8443\n\
+             {cert}: ok, certificate for CN=tagcast test, valid until Jan  1 00:00:00 2030 +00:00 \
+             ({days} days left), key matches\n\
+             {}: ok, 2 applications\n\
+             messages: parser json, at most 65536 bytes\n",
+            auth.display()
+        )
     );
 }

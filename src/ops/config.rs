@@ -164,6 +164,18 @@ pub enum ParserKind {
     JsonSchema,
 }
 
+impl ParserKind {
+    /// The name `messages.parser` gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ParserKind::String => "string",
+            ParserKind::Json => "json",
+            ParserKind::Message => "message",
+            ParserKind::JsonSchema => "json-schema",
+        }
+    }
+}
+
 /// `[messages]`: how requests' messages are parsed and how large they may be.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
