@@ -450,6 +450,10 @@ async fn listen(args: ListenArgs) -> anyhow::Result<()> {
     )?
     .connect_with_tags(distinct_tags(args.tags)?)
     .await?;
+    // On stderr, so that stdout holds only the messages; without the query, which may hold a
+    // secret.
+    let (url, _) = args.url.split_once('?').unwrap_or((&args.url, ""));
+    eprintln!("tagcast: connected to {url}; waiting for messages");
     use std::io::Write;
     // Printed as it arrives: the JSON the server sent, one message per line.
     while let Some(message) = listener.next::<Box<RawValue>>().await? {

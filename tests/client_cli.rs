@@ -405,3 +405,166 @@ async fn check_names_what_it_checked() {
         )
     );
 }
+
+/// The lines of the README's `sh` block that follows `<!-- MARKER`.
+fn readme_block(marker: &str) -> Vec<String> {
+    let readme = include_str!("../README.md");
+    let (_, after) = readme
+        .split_once(&format!("<!-- {marker}"))
+        .unwrap_or_else(|| panic!("no <!-- {marker} in README.md"));
+    let (_, block) = after.split_once("```sh\n").expect("an sh block");
+    let (block, _) = block.split_once("```").expect("the block's end");
+    block.lines().map(str::to_owned).collect()
+}
+
+/// A command of the README left running in the background (`... &`): its stdout and stderr lines
+/// arrive on channels; killed when dropped.
+struct Background {
+    child: Child,
+    stdout: std::sync::mpsc::Receiver<String>,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl Background {
+    /// Waits for a stderr line containing `text`.
+    fn wait_for_stderr(&self, text: &str) {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return,
+                Ok(_) => {}
+                Err(_) => panic!("no stderr line with {text:?} within {WAIT:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the README lines as a newcomer types them, one by one, in `dir`: `tagcast` is this
+/// build's binary (on PATH, as `cargo install` would put it; the `cargo` line itself is not
+/// run), each `(from, to)` of `ports` replaced. A background server is waited for until it
+/// listens, a background listener until it is connected. Returns the background commands.
+fn run_readme_lines(
+    lines: &[String],
+    dir: &std::path::Path,
+    ports: &[(&str, u16)],
+) -> Vec<Background> {
+    let bin = std::path::Path::new(TAGCAST).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let uses_wss = lines.iter().any(|line| line.contains("wss://"));
+    let mut background = Vec::new();
+    for line in lines.iter().filter(|line| !line.starts_with("cargo ")) {
+        let mut line = line.clone();
+        for (from, to) in ports {
+            line = line.replace(from, &to.to_string());
+        }
+        let (line, in_background) = match line.strip_suffix(" &") {
+            Some(command) => (command.to_owned(), true),
+            None => (line, false),
+        };
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", &format!("exec {line}")])
+            .current_dir(dir)
+            .env("PATH", &path)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if !in_background {
+            let output = command.output().expect("run a README line");
+            assert!(output.status.success(), "{line}: {output:?}");
+            continue;
+        }
+        let mut child = command.spawn().expect("start a README line");
+        let (out, stdout) = std::sync::mpsc::channel();
+        let (err, stderr) = std::sync::mpsc::channel();
+        common::forward_lines(child.stdout.take().unwrap(), move |line| {
+            out.send(line).is_ok()
+        });
+        common::forward_lines(child.stderr.take().unwrap(), move |line| {
+            err.send(line).is_ok()
+        });
+        let running = Background {
+            child,
+            stdout,
+            stderr,
+        };
+        if line.starts_with("tagcast serve") {
+            running.wait_for_stderr(if uses_wss {
+                "listening for wss"
+            } else {
+                "listening for ws "
+            });
+        } else if line.starts_with("tagcast listen") {
+            running.wait_for_stderr("tagcast: connected to");
+        }
+        background.push(running);
+    }
+    background
+}
+
+/// Held by a test that runs a README server: as written, it binds the default admin port
+/// (127.0.0.1:9108), which only one server at a time can.
+static README_SERVER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The next stdout line of a background command.
+fn next_line(running: &Background) -> String {
+    running.stdout.recv_timeout(WAIT).expect("a line on stdout")
+}
+
+/// The README's 30-second try works as written (on free ports): the FR listener gets the
+/// message, the EN one nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_quick_try_works_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = readme_block("quick-try");
+    let _admin_port = README_SERVER.lock().await;
+    let port = dead_port();
+    let running = tokio::task::spawn_blocking(move || {
+        let running = run_readme_lines(&lines, dir.path(), &[("8080", port)]);
+        (running, dir)
+    })
+    .await
+    .unwrap()
+    .0;
+    let [_server, french, english] = &running[..] else {
+        panic!("the quick try starts a server and two listeners");
+    };
+    assert_eq!(next_line(french), r#""Bonjour !""#);
+    assert!(english.stdout.try_recv().is_err(), "EN got a message");
+}
+
+/// The README's wss try works as written (on free ports): openssl's certificate, `check`, a
+/// wss listener trusting it with `--ca`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs openssl"]
+async fn the_readme_wss_try_works_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = readme_block("wss-try");
+    let _admin_port = README_SERVER.lock().await;
+    let ports = [("8080", dead_port()), ("8443", dead_port())];
+    let running = tokio::task::spawn_blocking(move || {
+        let running = run_readme_lines(&lines, dir.path(), &ports);
+        (running, dir)
+    })
+    .await
+    .unwrap()
+    .0;
+    let [_server, french] = &running[..] else {
+        panic!("the wss try starts a server and a listener");
+    };
+    assert_eq!(next_line(french), r#""Bonjour en wss !""#);
+}
