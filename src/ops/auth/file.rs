@@ -486,7 +486,7 @@ MCowBQYDK2VwAyEAV0j8Jsyw0Rz/Hae6gkeTWdipu7E9TYOlQKyvcaijGsk=
             Ok("HS256")
         );
         let hashed = format!(
-            "applications:\n  - key: a\n    secretSha256: {}\n    authorizeOpen: true\n",
+            "applications:\n  - key: a\n    secretSha256: \"{}\"\n    authorizeOpen: true\n",
             "0".repeat(64)
         );
         assert!(
