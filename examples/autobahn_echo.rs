@@ -112,6 +112,7 @@ async fn echo<S: Transport>(mut stream: S) {
         messages,
         Duration::from_secs(5),
         echo_message,
+        |_: &CloseReason| {},
     )
     .await;
 }

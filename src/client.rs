@@ -249,19 +249,22 @@ pub enum ClientError {
     /// certificate.
     #[error("TLS setup: {0}")]
     Tls(String),
-    /// The server could not be reached, or refused the WebSocket handshake.
+    /// The server could not be reached, or refused the WebSocket handshake. The message says
+    /// why in one line (the OS error, the certificate problem, or the HTTP status and the
+    /// server's reason); `error` is not also given as the [`source`](std::error::Error::source),
+    /// so that printing the chain does not say it twice.
     #[cfg(feature = "client")]
-    #[error("cannot connect to {url}: {source}")]
+    #[error("cannot connect to {url}: {}", websocket::describe(error))]
     Unreachable {
-        /// The URL connected to.
+        /// The URL connected to, without its query (which may hold a secret).
         url: String,
         /// What failed: DNS, TCP, TLS, or the HTTP answer to the upgrade.
-        source: tokio_tungstenite::tungstenite::Error,
+        error: tokio_tungstenite::tungstenite::Error,
     },
     /// The connection broke while writing or reading; the next send reconnects.
     #[cfg(feature = "client")]
-    #[error("the connection to the server broke: {0}")]
-    Connection(#[source] tokio_tungstenite::tungstenite::Error),
+    #[error("the connection to the server broke: {}", websocket::describe(.0))]
+    Connection(tokio_tungstenite::tungstenite::Error),
     /// The server closed the connection with an error code (e.g. 4400 invalid request, 4401 send
     /// not authorized).
     #[cfg(feature = "client")]
@@ -270,7 +273,7 @@ pub enum ClientError {
     /// A received message does not have the type asked for.
     #[cfg(feature = "client")]
     #[error("cannot decode a received message: {0}")]
-    Decode(#[source] serde_json::Error),
+    Decode(serde_json::Error),
     /// The server did not answer the closing handshake in time.
     #[cfg(feature = "client")]
     #[error("the server did not answer the close within {0:?}")]

@@ -71,10 +71,13 @@
 //! - [`client`]: the Rust client library: requests, [`RequestSender`](client::RequestSender),
 //!   `WebSocketClient`, `Listener` (features `client`, `mock`).
 //! - [`mock`]: `WebSocketClientMock` for users' unit tests (feature `mock`).
+//! - [`strict`]: JSON and TOML read without serde's leniencies (no struct from an array, no
+//!   repeated key).
 //! - [`bench`]: `tagcast bench`, the load tool for any server speaking this protocol.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod strict;
 pub mod tags;
 #[cfg(any(feature = "server", feature = "client"))]
 pub mod token;

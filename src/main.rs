@@ -2,10 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::value::RawValue;
+use tagcast::bench::{self, client::TlsTrust};
 use tagcast::client::{ClientError, Endpoint, Event, ResumingListener, WebSocketRequest};
 use tagcast::net::server::{Listeners, Server};
 use tagcast::ops::config::Config;
@@ -50,7 +52,7 @@ enum Command {
     /// `secret` of the configured auth file; or ES256/EdDSA with --private-key.
     Token(TokenArgs),
     /// Measure a server speaking this protocol: deliveries/s, loss, latency, CPU, memory.
-    Bench(tagcast::bench::BenchArgs),
+    Bench(bench::BenchArgs),
     /// Write the man pages and the bash, zsh and fish completions into DIR (for packaging).
     #[command(hide = true)]
     Generate {
@@ -65,6 +67,12 @@ struct ConfigArg {
     /// Config file [default: /etc/tagcast/tagcast.toml when it exists, else built-in defaults]
     #[arg(long, short, value_name = "PATH", env = "TAGCAST_CONFIG")]
     config: Option<PathBuf>,
+    /// Address of the ws listener, instead of the config's `server.address` (e.g. 127.0.0.1).
+    #[arg(long, value_name = "IP")]
+    address: Option<std::net::IpAddr>,
+    /// Port of the ws listener, instead of the config's `server.port` (0: any free port).
+    #[arg(long)]
+    port: Option<u16>,
 }
 
 #[derive(clap::Args)]
@@ -85,7 +93,8 @@ struct SendArgs {
     /// Server URL, e.g. ws://127.0.0.1:8080
     #[arg(long)]
     url: String,
-    /// A tag of the request (repeatable); only connections with every tag receive it.
+    /// A tag of the request (repeatable, one value per name); only connections with every tag
+    /// receive it.
     #[arg(long = "tag", value_name = "NAME=VALUE", value_parser = parse_tag)]
     tags: Vec<(String, String)>,
     /// Application key, sent in metadata.
@@ -101,8 +110,14 @@ struct SendArgs {
     /// {"delivered": N}. Takes an http:// URL (a ws:// one is read as http://).
     #[arg(long)]
     http: bool,
-    /// The message.
-    message: String,
+    #[command(flatten)]
+    trust: TlsTrust,
+    /// Read the message from this file (for a message too large for the command line).
+    #[arg(long, value_name = "PATH", conflicts_with = "message")]
+    file: Option<PathBuf>,
+    /// The message; `-` reads it from stdin. One final newline of a file or stdin is dropped.
+    #[arg(required_unless_present = "file")]
+    message: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -110,7 +125,7 @@ struct ListenArgs {
     /// Server URL, e.g. ws://127.0.0.1:8080
     #[arg(long)]
     url: String,
-    /// A tag of this connection (repeatable).
+    /// A tag of this connection (repeatable, one value per name).
     #[arg(long = "tag", value_name = "NAME=VALUE", value_parser = parse_tag)]
     tags: Vec<(String, String)>,
     /// Application key to open with (when the server requires it).
@@ -124,6 +139,8 @@ struct ListenArgs {
     /// last one. Without ID: from now on.
     #[arg(long, value_name = "ID", num_args = 0..=1, default_missing_value = "")]
     since: Option<String>,
+    #[command(flatten)]
+    trust: TlsTrust,
 }
 
 #[derive(clap::Args)]
@@ -164,9 +181,24 @@ fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
 }
 
 fn parse_tag(text: &str) -> Result<(String, String), String> {
-    text.split_once('=')
-        .map(|(name, value)| (name.to_owned(), value.to_owned()))
-        .ok_or_else(|| format!("{text:?} is not NAME=VALUE"))
+    match text.split_once('=') {
+        None => Err(format!("{text:?} is not NAME=VALUE")),
+        Some(("", _)) => Err(format!("{text:?} has no tag name before '='")),
+        Some((name, value)) => Ok((name.to_owned(), value.to_owned())),
+    }
+}
+
+/// The `--tag` options, refused when two give the same name: a connection has one value per
+/// tag name, and a request's second value would silently replace the first.
+fn distinct_tags(tags: Vec<(String, String)>) -> anyhow::Result<Vec<(String, String)>> {
+    for (at, (name, value)) in tags.iter().enumerate() {
+        if let Some((_, first)) = tags[..at].iter().find(|(earlier, _)| earlier == name) {
+            bail!(
+                "--tag {name}={value}: the tag {name:?} is already given (--tag {name}={first}); a tag name has one value"
+            );
+        }
+    }
+    Ok(tags)
 }
 
 fn main() -> ExitCode {
@@ -187,7 +219,7 @@ fn main() -> ExitCode {
             Command::Send(args) => report(send(args).await),
             Command::Listen(args) => report(listen(args).await),
             Command::Token(args) => report(token(args)),
-            Command::Bench(args) => report(tagcast::bench::run(args).await.map_err(Into::into)),
+            Command::Bench(args) => report(bench::run(args).await.map_err(Into::into)),
             Command::Generate { out } => report(generate(&out)),
         }
     })
@@ -203,13 +235,22 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// The config file (or the defaults), with `--address` and `--port` applied.
 fn load_config(args: &ConfigArg) -> Result<Config, ExitCode> {
-    Config::load_or_default(args.config.as_deref()).map_err(|error| {
+    let mut config = Config::load_or_default(args.config.as_deref()).map_err(|error| {
         eprintln!("tagcast: {error}");
         ExitCode::from(EXIT_CONFIG)
-    })
+    })?;
+    if let Some(address) = args.address {
+        config.server.address = address.to_string();
+    }
+    if let Some(port) = args.port {
+        config.server.port = port;
+    }
+    Ok(config)
 }
 
+/// `tagcast check`: loads everything `serve` would, and says what it looked at.
 fn check(args: ConfigArg) -> ExitCode {
     let config = match load_config(&args) {
         Ok(config) => config,
@@ -222,16 +263,53 @@ fn check(args: ConfigArg) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let shared = server.shared();
     match &config.source {
         Some(path) => println!("{}: ok", path.display()),
-        None => println!("no config file: built-in defaults are ok"),
+        None => println!("no config file: the built-in defaults"),
     }
-    let auth = &server.shared().auth;
-    match (auth.path(), auth.applications()) {
+    if config.server.plain {
+        println!("ws: {}", config.plain_address());
+    }
+    if let (Some(tls), Some(address)) = (&shared.tls, config.tls_socket_address()) {
+        let certificate = match tls.describe_certificate() {
+            Ok(certificate) => certificate,
+            Err(error) => {
+                eprintln!("tagcast: {error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+        let path = tls.cert_path().display();
+        let Some(days) = certificate.days_left else {
+            eprintln!(
+                "tagcast: {path}: the certificate for {} expired on {}",
+                certificate.subject, certificate.not_after
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        };
+        println!("wss: {address}");
+        println!(
+            "{path}: ok, certificate for {}, valid until {} ({days} days left), key matches",
+            certificate.subject, certificate.not_after
+        );
+    }
+    match (shared.auth.path(), shared.auth.applications()) {
         (Some(path), Some(applications)) => {
             println!("{}: ok, {applications} applications", path.display())
         }
         _ => println!("no auth file: anyone may open and send"),
+    }
+    let parser = config.messages.parser.name();
+    match &config.messages.schema {
+        Some(schema) => println!(
+            "messages: parser {parser}, schema {} ok, at most {} bytes",
+            schema.display(),
+            config.messages.max_size
+        ),
+        None => println!(
+            "messages: parser {parser}, at most {} bytes",
+            config.messages.max_size
+        ),
     }
     ExitCode::SUCCESS
 }
@@ -368,31 +446,61 @@ async fn reload(args: ReloadArgs) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Where `send` and `listen` connect: the URL, opened with the credentials when given.
-fn endpoint(url: &str, key: Option<&str>, secret: Option<&str>) -> anyhow::Result<Endpoint> {
-    let endpoint = Endpoint::new(url)?;
+/// Where `send` and `listen` connect: the URL, opened with the credentials when given, trusting
+/// what `--ca`/`--insecure` say for wss:// (the webpki roots without them).
+fn endpoint(
+    url: &str,
+    key: Option<&str>,
+    secret: Option<&str>,
+    trust: &TlsTrust,
+) -> anyhow::Result<Endpoint> {
+    let mut endpoint = Endpoint::new(url)?;
+    if trust.ca.is_some() || trust.insecure {
+        endpoint = endpoint.tls_config(Arc::new(bench::client::client_config(trust)?));
+    }
     Ok(match key {
         Some(key) => endpoint.credentials(key, secret),
         None => endpoint,
     })
 }
 
-async fn send(args: SendArgs) -> anyhow::Result<()> {
-    let message: serde_json::Value = if args.json {
-        serde_json::from_str(&args.message).context("MESSAGE is not valid JSON (--json)")?
-    } else {
-        serde_json::Value::String(args.message)
+/// The text of `send`'s message: the argument, stdin for `-`, or `--file`'s content; one final
+/// newline of stdin or a file is dropped (`echo Bonjour | tagcast send -` sends "Bonjour").
+fn message_text(args: &SendArgs) -> anyhow::Result<String> {
+    let text = match (&args.file, args.message.as_deref()) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .with_context(|| format!("--file {}: cannot read it", path.display()))?,
+        (None, Some("-")) => std::io::read_to_string(std::io::stdin())
+            .context("cannot read the message from stdin")?,
+        (None, Some(message)) => return Ok(message.to_owned()),
+        (None, None) => bail!("no message: give MESSAGE, - (stdin) or --file PATH"),
     };
-    let mut request = WebSocketRequest::create(message).tags(args.tags);
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    Ok(text.strip_suffix('\r').unwrap_or(text).to_owned())
+}
+
+async fn send(args: SendArgs) -> anyhow::Result<()> {
+    let text = message_text(&args)?;
+    let message: serde_json::Value = if args.json {
+        serde_json::from_str(&text).context("the message is not valid JSON (--json)")?
+    } else {
+        serde_json::Value::String(text)
+    };
+    let mut request = WebSocketRequest::create(message).tags(distinct_tags(args.tags)?);
     if let (Some(key), Some(secret)) = (&args.key, &args.secret) {
         request = request.metadata([("key", key.as_str()), ("secret", secret.as_str())]);
     }
     if args.http {
         return publish_http(&args.url, &request.to_json()?).await;
     }
-    let mut client = endpoint(&args.url, args.key.as_deref(), args.secret.as_deref())?
-        .connect()
-        .await?;
+    let mut client = endpoint(
+        &args.url,
+        args.key.as_deref(),
+        args.secret.as_deref(),
+        &args.trust,
+    )?
+    .connect()
+    .await?;
     client.send(&request).await?;
     // The server handles frames in order: a refusal of the request arrives before the close.
     match client.close().await {
@@ -437,12 +545,22 @@ async fn publish_http(url: &str, body: &str) -> anyhow::Result<()> {
 }
 
 async fn listen(args: ListenArgs) -> anyhow::Result<()> {
-    let endpoint = endpoint(&args.url, args.key.as_deref(), args.secret.as_deref())?;
+    let endpoint = endpoint(
+        &args.url,
+        args.key.as_deref(),
+        args.secret.as_deref(),
+        &args.trust,
+    )?;
+    let tags = distinct_tags(args.tags)?;
     if let Some(since) = args.since {
         let since = Some(since).filter(|since| !since.is_empty());
-        return listen_resuming(endpoint.resume_with_tags(args.tags, since)).await;
+        return listen_resuming(endpoint.resume_with_tags(tags, since)).await;
     }
-    let mut listener = endpoint.connect_with_tags(args.tags).await?;
+    let mut listener = endpoint.connect_with_tags(tags).await?;
+    // On stderr, so that stdout holds only the messages; without the query, which may hold a
+    // secret.
+    let (url, _) = args.url.split_once('?').unwrap_or((&args.url, ""));
+    eprintln!("tagcast: connected to {url}; waiting for messages");
     use std::io::Write;
     // Printed as it arrives: the JSON the server sent, one message per line.
     while let Some(message) = listener.next::<Box<RawValue>>().await? {

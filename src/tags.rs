@@ -24,6 +24,8 @@ use std::hash::Hash;
 
 use serde_json::{Map, Value};
 
+use crate::strict::JsonValue;
+
 /// The tags of a connection or a request: names mapped to string values, sorted by name.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Tags(Box<[(Box<str>, Box<str>)]>);
@@ -71,7 +73,7 @@ pub enum TagsError {
 impl Tags {
     /// Parses the text of a JSON tags object (the `tags` query parameter).
     pub fn parse(text: &str, limits: TagLimits) -> Result<Tags, TagsError> {
-        match serde_json::from_str::<Value>(text) {
+        match serde_json::from_str::<JsonValue>(text).map(|value| value.0) {
             Ok(Value::Object(map)) => Tags::from_map(&map, limits),
             Ok(_) => Err(TagsError::NotObject),
             Err(err) => Err(TagsError::NotJson(err.to_string())),

@@ -67,23 +67,25 @@ async fn every_scenario_delivers_everything_and_prints_a_json_line() {
         .iter()
         .map(|line| line["scenario"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["fanout", "broadcast", "latency", "conns"]);
+    assert_eq!(names, ["conns", "fanout", "broadcast", "latency"]);
     for line in &lines {
         assert_eq!(line["loss"], 0, "{line}");
         assert_eq!(line["errors"], 0, "{line}");
         assert_eq!(line["received"], line["expected"], "{line}");
         assert!(line["server"]["rss_kib"].as_u64().unwrap() > 0, "{line}");
     }
-    // fanout: 400 messages, each to the 6 subscribers of one room.
-    assert_eq!(lines[0]["expected"], 400 * 6);
+    // conns first (the default order), then fanout: 400 messages, each to the 6 subscribers
+    // of one room.
+    assert!(lines[0]["server"]["rss_per_connection_kib"].is_number());
+    assert_eq!(lines[1]["expected"], 400 * 6);
     // broadcast: 400 / 4 messages, each to all 24.
-    assert_eq!(lines[1]["expected"], 100 * 24);
+    assert_eq!(lines[2]["expected"], 100 * 24);
     // latency: 200 messages/s for 0.25 s.
-    assert_eq!(lines[2]["messages"], 50);
-    assert!(lines[0]["latency_ms"]["max"].as_f64().unwrap() > 0.0);
-    assert!(lines[0]["server"]["cpu_s_per_million"].is_number());
-    assert_arrivals_precede_reads(&lines[2]);
-    for line in [&lines[0], &lines[1], &lines[3]] {
+    assert_eq!(lines[3]["messages"], 50);
+    assert!(lines[1]["latency_ms"]["max"].as_f64().unwrap() > 0.0);
+    assert!(lines[1]["server"]["cpu_s_per_million"].is_number());
+    assert_arrivals_precede_reads(&lines[3]);
+    for line in [&lines[0], &lines[1], &lines[2]] {
         assert!(line["arrival_ms"].is_null(), "{line}");
     }
     // The subscribers are gone once it exits.

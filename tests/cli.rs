@@ -26,7 +26,8 @@ fn check_accepts_a_good_config_and_names_the_key_of_a_bad_one() {
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
         format!(
-            "{}: ok\nno auth file: anyone may open and send\n",
+            "{}: ok\nws: 0.0.0.0:9000\nno auth file: anyone may open and send\n\
+             messages: parser string, at most 65536 bytes\n",
             good.display()
         )
     );
@@ -97,4 +98,72 @@ async fn serve_routes_then_sigterm_closes_clients_with_1001_and_exits_0() {
     // Hanging up answers the close: the daemon need not wait out its grace period.
     drop((fr, sender));
     assert_eq!(daemon.wait().await.code(), Some(0));
+}
+
+/// Every refusal is logged once, as a notice (INFO), with the connection's fields: a request
+/// refused with 4400, a frame too large (1009), and plain HTTP answers 400 and 413.
+#[tokio::test]
+async fn every_refusal_is_logged_once_at_info_with_the_connections_fields() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        &dir,
+        "[server]\naddress = \"127.0.0.1\"\nport = 0\n[messages]\nmax_size = 100\n\
+         [http]\nadmin_address = \"\"\n[log]\ntarget = \"stderr\"\n",
+    );
+    let mut daemon = Daemon::start(&config);
+    let address = daemon.ws_address();
+    let url = format!("ws://{address}/");
+
+    let mut invalid = common::Client::connect(&url).await;
+    invalid.send("not json").await;
+    assert_eq!(invalid.expect_close().await.0, 4400);
+    let mut too_large = common::Client::connect(&url).await;
+    too_large.send(&"x".repeat(200)).await;
+    assert_eq!(too_large.expect_close().await.0, 1009);
+    for body in [
+        "{}".to_owned(),
+        format!(r#"{{"message":"{}"}}"#, "x".repeat(200)),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let request = format!(
+            "POST /publish HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+    }
+
+    for (text, fields) in [
+        (
+            "request refused with 4400",
+            &["INFO", "conn=", "peer=127.0.0.1:"][..],
+        ),
+        (
+            "request refused with 1009",
+            &["INFO", "conn=", "peer=127.0.0.1:"],
+        ),
+        (
+            "http request refused with 400",
+            &["INFO", "peer=127.0.0.1:", "path=/publish"],
+        ),
+        (
+            "http request refused with 413",
+            &["INFO", "peer=127.0.0.1:", "path=/publish"],
+        ),
+    ] {
+        let line = daemon.wait_for_line(text);
+        for field in fields {
+            assert!(line.contains(field), "{field} not in {line}");
+        }
+    }
+    // Once each: the 4400 and 1009 closes are not logged again when the connections end.
+    daemon.signal("TERM");
+    daemon.wait().await;
+    let log = daemon.log_so_far().to_vec();
+    for text in ["refused with 4400", "refused with 1009"] {
+        let count = log.iter().filter(|line| line.contains(text)).count();
+        assert_eq!(count, 1, "{text}: {log:#?}");
+    }
 }

@@ -32,12 +32,20 @@ async fn invalid_requests_close_with_4400_and_a_reason() {
     let mut bystander = server.connect(r#"{"bystander":"1"}"#).await;
     let cases = [
         ("not json", "invalid request: expected"),
-        ("[1,2]", "invalid request: a request must be a JSON object"),
+        (
+            "[1,2]",
+            "invalid request: invalid type: sequence, expected a JSON object",
+        ),
         (
             r#"{"message":"x","extra":1}"#,
             "invalid request: unknown field `extra`",
         ),
-        (r#"{"tags":{}}"#, "invalid request: missing field `message`"),
+        (r#"{"tags":{}}"#, "no message"),
+        (r#"{"message":null,"tags":{}}"#, "no message"),
+        (
+            r#"{"message":"x","tags":{"a":"1","a":"2"}}"#,
+            "invalid request: duplicate key `a`",
+        ),
         (
             r#"{"message":"x","tags":"FR"}"#,
             "invalid request: tags must be a JSON object",
@@ -61,6 +69,47 @@ async fn invalid_requests_close_with_4400_and_a_reason() {
         assert!(text.len() <= 123);
     }
     bystander_still_served(&server, &mut bystander).await;
+}
+
+/// `{"message": null}` is no message (SPEC §1, Gomoob's `isset`), even for the `json` parser
+/// that takes any other JSON: 4400 "no message", nothing delivered.
+#[tokio::test]
+async fn a_null_message_is_no_message() {
+    let server = TestServer::start("[messages]\nparser = \"json\"\n").await;
+    let mut bystander = server.connect(r#"{"bystander":"1"}"#).await;
+    let (code, reason) = closed_with(&server, r#"{"message":null}"#).await;
+    assert_eq!((code, reason.as_str()), (4400, "no message"));
+    bystander_still_served(&server, &mut bystander).await;
+}
+
+/// Gomoob's sample message is an object: the `message` parser refuses an array (serde's derive
+/// would read `type` from its first item) and a repeated key.
+#[tokio::test]
+async fn the_message_parser_takes_an_object_only() {
+    let server = TestServer::start("[messages]\nparser = \"message\"\n").await;
+    let mut bystander = server.connect(r#"{"bystander":"1"}"#).await;
+    let refused = "invalid message: the message must be an object with `type`, `creationDate`, \
+                   `metadata`: ";
+    for (request, problem) in [
+        (r#"{"message":[{"type":"chat"}]}"#, "invalid type: sequence"),
+        (
+            r#"{"message":{"type":"chat","type":"news"}}"#,
+            "duplicate field `type`",
+        ),
+    ] {
+        // The reason is cut to a close frame's 123 bytes.
+        let (code, reason) = closed_with(&server, request).await;
+        assert_eq!(code, 4400, "{request}");
+        assert!(
+            reason.starts_with(&format!("{refused}{problem}")),
+            "{request}: {reason}"
+        );
+    }
+    let mut sender = Client::connect(&server.url("")).await;
+    sender
+        .publish(r#"{"type":"chat"}"#, r#"{"bystander":"1"}"#)
+        .await;
+    assert_eq!(bystander.recv().await, r#"{"type":"chat","metadata":{}}"#);
 }
 
 #[tokio::test]

@@ -312,7 +312,7 @@ async fn the_resuming_listener_yields_a_gap_as_an_event_and_refusals_as_errors()
         .next::<String>()
         .await;
     assert!(
-        matches!(&refused, Err(tagcast::client::ClientError::Unreachable { source, .. }) if source.to_string().contains("400")),
+        matches!(&refused, Err(tagcast::client::ClientError::Unreachable { error, .. }) if error.to_string().contains("400")),
         "{refused:?}"
     );
 }

@@ -313,6 +313,65 @@ async fn wait_for_metric(server: &TestServer, series: &str, value: f64) {
     }
 }
 
+/// Waits until the connection metrics add up: `opened - closed = connections`, summed over close
+/// codes and listeners. Every test that scrapes metrics ends with it.
+async fn assert_metrics_add_up(server: &TestServer) {
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        let metrics = scrape(server).await;
+        let sum = |prefix: &str| -> f64 {
+            let series = metrics.iter().filter(|(name, _)| name.starts_with(prefix));
+            series.map(|(_, value)| value).sum()
+        };
+        let opened = metrics["tagcast_connections_opened_total"];
+        let closed = sum("tagcast_connections_closed_total{");
+        let open = sum("tagcast_connections{");
+        if opened - closed == open {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "opened {opened} - closed {closed} != {open} connections"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// A client that resets its connection right after its upgrade request: the server's 101
+/// cannot be written. The connection is counted opened and closed (1006), not opened only.
+#[tokio::test]
+async fn a_failed_handshake_answer_is_counted_closed_too() {
+    let server = TestServer::start("").await;
+    let mut bystander = server.connect("").await;
+    const CLIENTS: usize = 20;
+    for _ in 0..CLIENTS {
+        let mut stream = tokio::net::TcpStream::connect(server.address)
+            .await
+            .expect("connect");
+        let request = common::upgrade_request("/");
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+            .await
+            .expect("write");
+        // Linger 0: closing sends a reset, and the server's next write to the socket fails.
+        stream.set_zero_linger().expect("linger");
+    }
+    wait_for_metric(
+        &server,
+        "tagcast_connections_opened_total",
+        1.0 + CLIENTS as f64,
+    )
+    .await;
+    wait_for_metric(
+        &server,
+        r#"tagcast_connections_closed_total{code="1006"}"#,
+        CLIENTS as f64,
+    )
+    .await;
+    assert_metrics_add_up(&server).await;
+    bystander.publish(r#""still here""#, "{}").await;
+    assert_eq!(bystander.recv().await, r#""still here""#);
+}
+
 #[tokio::test]
 async fn metrics_move_with_connections_requests_and_rejections() {
     let server =
@@ -434,6 +493,7 @@ async fn metrics_move_with_connections_requests_and_rejections() {
         assert_eq!(metrics[series], value, "{series}");
     }
     assert_eq!(metrics["tagcast_connections_opened_total"], 4.0);
+    assert_metrics_add_up(&server).await;
 }
 
 #[tokio::test]
@@ -462,6 +522,7 @@ async fn a_client_that_does_not_read_is_counted_as_a_slow_client() {
         1.0,
     )
     .await;
+    assert_metrics_add_up(&server).await;
 }
 
 #[tokio::test]
@@ -470,6 +531,7 @@ async fn the_cluster_gauge_is_there_when_clustered() {
     assert_eq!(scrape(&server).await["tagcast_cluster_connected"], 0.0);
     server.shared.metrics.set_cluster_connected(true);
     assert_eq!(scrape(&server).await["tagcast_cluster_connected"], 1.0);
+    assert_metrics_add_up(&server).await;
 }
 
 #[tokio::test]
@@ -649,4 +711,28 @@ async fn send_rights_from_the_auth_file_in_metadata_or_bearer() {
         metrics[r#"tagcast_requests_rejected_total{reason="unauthorized"}"#],
         4.0
     );
+    assert_metrics_add_up(&server).await;
+}
+
+/// `{"message": null}` is no message (SPEC §1), on `POST /publish` as on a WebSocket: 400, and
+/// nothing delivered, whatever the parser.
+#[tokio::test]
+async fn publish_refuses_a_null_message() {
+    let server = TestServer::start("[messages]\nparser = \"json\"\n").await;
+    let mut client = server.connect("").await;
+    for body in [
+        r#"{"message":null}"#,
+        r#"{"message":null,"tags":{},"metadata":{}}"#,
+    ] {
+        let response = publish(server.address, body, "").await;
+        assert_eq!(response.status, 400, "{body}");
+        assert_eq!(response.error(), "no message", "{body}");
+    }
+    assert_eq!(
+        publish(server.address, r#"{"message":"after"}"#, "")
+            .await
+            .json()["delivered"],
+        1
+    );
+    assert_eq!(client.recv().await, r#""after""#);
 }

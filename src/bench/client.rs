@@ -46,15 +46,15 @@ pub enum ClientError {
     #[error("wss:// needs --ca PEM (the server's CA or self-signed certificate) or --insecure")]
     NoTrust,
     /// TLS configuration failed.
-    #[error("TLS: {0}")]
+    #[error(transparent)]
     Tls(#[from] rustls::Error),
     /// A socket call failed.
-    #[error("{what}: {source}")]
+    #[error("{what}: {error}")]
     Io {
         /// What was being done.
         what: &'static str,
-        /// The error.
-        source: io::Error,
+        /// The error (shown in the message, so not also its source).
+        error: io::Error,
     },
     /// The server answered the upgrade with something other than 101.
     #[error("upgrade refused: {0}")]
@@ -62,7 +62,7 @@ pub enum ClientError {
 }
 
 fn io_error(what: &'static str) -> impl FnOnce(io::Error) -> ClientError {
-    move |source| ClientError::Io { what, source }
+    move |error| ClientError::Io { what, error }
 }
 
 /// Where and how to connect: the server from the URL, the TLS settings, the source addresses.
@@ -76,12 +76,16 @@ pub struct Target {
     sources: u8,
 }
 
-/// How to trust the server's certificate on `wss://`.
-#[derive(Clone, Debug, Default)]
+/// How to trust the server's certificate on `wss://`: the `--ca` and `--insecure` options of
+/// `tagcast bench`, `send` and `listen`.
+#[derive(Clone, Debug, Default, clap::Args)]
 pub struct TlsTrust {
-    /// PEM file of the CA (or self-signed certificate) to trust.
+    /// CA certificate (PEM) to trust for wss://: the server's CA, or its self-signed
+    /// certificate (one without CA:TRUE).
+    #[arg(long, value_name = "PEM")]
     pub ca: Option<std::path::PathBuf>,
-    /// Accept any certificate (test certificates only).
+    /// Accept any certificate for wss:// (local tries with test certificates only).
+    #[arg(long, conflicts_with = "ca")]
     pub insecure: bool,
 }
 
@@ -251,7 +255,8 @@ async fn read_upgrade_answer(stream: &mut Stream) -> Result<Vec<u8>, ClientError
     }
 }
 
-fn client_config(trust: &TlsTrust) -> Result<ClientConfig, ClientError> {
+/// The TLS client configuration `trust` asks for; [`ClientError::NoTrust`] when it names none.
+pub fn client_config(trust: &TlsTrust) -> Result<ClientConfig, ClientError> {
     let provider = Arc::new(aws_lc_rs::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
@@ -394,7 +399,7 @@ impl Stream {
             .map(|()| true)
             .map_err(|errno| ClientError::Io {
                 what: "SO_TIMESTAMPNS",
-                source: errno.into(),
+                error: errno.into(),
             }),
             Stream::Tls(_) => Ok(false),
         }

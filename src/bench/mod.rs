@@ -21,7 +21,6 @@ pub mod subscribers;
 pub mod workers;
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,6 +43,14 @@ pub enum BenchError {
     /// A connection failed.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// The server cannot be reached (checked once before any scenario runs).
+    #[error("cannot connect to {url}: {error}")]
+    Unreachable {
+        /// `--url`.
+        url: String,
+        /// Why (shown in the message, so not also its source).
+        error: ClientError,
+    },
     /// `--pid` names no readable process.
     #[error(transparent)]
     Probe(#[from] ProbeError),
@@ -81,7 +88,8 @@ pub enum Profile {
 /// `tagcast bench`: drives a tagcast-protocol server and measures it.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Scenarios to run, in order [default: fanout broadcast latency conns]
+    /// Scenarios to run, in order [default: conns fanout broadcast latency: conns first, on a
+    /// server whose memory no earlier scenario has grown]
     #[arg(value_enum)]
     pub scenarios: Vec<Scenario>,
     /// The server, ws://HOST:PORT[/PATH] or wss://...; nothing else is ever connected to.
@@ -129,12 +137,9 @@ pub struct BenchArgs {
     /// 127.0.0.0/8 only).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=254))]
     pub sources: u8,
-    /// CA certificate (PEM) to trust for wss://.
-    #[arg(long, value_name = "PEM")]
-    pub ca: Option<PathBuf>,
-    /// Accept any certificate for wss:// (test certificates only).
-    #[arg(long)]
-    pub insecure: bool,
+    /// How to trust the server's certificate (`--ca`, `--insecure`).
+    #[command(flatten)]
+    pub trust: TlsTrust,
     /// Give up after this many seconds without a delivery.
     #[arg(long, default_value_t = 10.0)]
     pub timeout: f64,
@@ -176,8 +181,8 @@ impl BenchArgs {
             window: self.window.max(1),
             seed: self.seed,
             sources: self.sources,
-            ca: self.ca.clone(),
-            insecure: self.insecure,
+            ca: self.trust.ca.clone(),
+            insecure: self.trust.insecure,
             timeout_s: self.timeout,
         }
     }
@@ -198,13 +203,14 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     let url = args.url.clone().unwrap_or_default();
     let scenarios = match args.scenarios.is_empty() {
         true => vec![
+            Scenario::Conns,
             Scenario::Fanout,
             Scenario::Broadcast,
             Scenario::Latency,
-            Scenario::Conns,
         ],
         false => args.scenarios.clone(),
     };
+    check_reachable(&url, &args.trust).await?;
     let mut stdout = std::io::stdout();
     let mut lines = Vec::new();
     let mut failed = 0;
@@ -240,6 +246,18 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         0 => Ok(()),
         failed => Err(BenchError::Failed(failed)),
     }
+}
+
+/// Opens and drops one connection to `url`, so that a wrong URL or a stopped server is named
+/// before any table is printed.
+async fn check_reachable(url: &str, trust: &TlsTrust) -> Result<(), BenchError> {
+    let unreachable = |error| BenchError::Unreachable {
+        url: url.to_owned(),
+        error,
+    };
+    let target = Target::new(url, trust, 1).await.map_err(unreachable)?;
+    target.connect(0, None).await.map_err(unreachable)?;
+    Ok(())
 }
 
 /// Where the subscribers run.

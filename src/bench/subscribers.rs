@@ -292,16 +292,16 @@ impl Subscribers {
             .thread_name("tagcast-bench-receiver")
             .enable_all()
             .build()
-            .map_err(|source| ClientError::Io {
+            .map_err(|error| ClientError::Io {
                 what: "starting the receivers' runtime",
-                source,
+                error,
             })?;
         // Sockets are registered with the runtime that connects them: connect on the new one.
         let connecting = runtime.spawn(Subscribers::connect_here(plan, target, range, board, true));
         let runtime = ReceiverRuntime(Some(runtime));
         let connected = connecting.await.map_err(|joined| ClientError::Io {
             what: "connecting subscribers",
-            source: joined.into(),
+            error: joined.into(),
         })?;
         let mut subscribers = connected?;
         subscribers.runtime = Some(runtime);

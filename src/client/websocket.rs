@@ -94,6 +94,14 @@ impl Endpoint {
         Ok(self)
     }
 
+    /// Uses `config` for `wss://` instead of the roots this endpoint trusts: e.g. one that
+    /// presents a client certificate, or that `tagcast --insecure` builds to accept any
+    /// certificate.
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Endpoint {
+        self.tls = config;
+        self
+    }
+
     /// Opens connections with an application key and secret (URL parameters `key` and `secret`),
     /// for a server that does not let anyone open (`auth.authorize_open = false`); the key alone
     /// is enough for an application whose `authorizeOpen` is true. This is not the metadata a
@@ -173,9 +181,9 @@ fn with_query_param(url: &str, name: &str, value: &str) -> String {
 
 /// Opens a WebSocket connection, bounded by [`CONNECT_TIMEOUT`].
 async fn open(url: &str, tls: &Arc<rustls::ClientConfig>) -> Result<Socket, ClientError> {
-    let unreachable = |source| ClientError::Unreachable {
+    let unreachable = |error| ClientError::Unreachable {
         url: url.split_once('?').map_or(url, |(base, _)| base).to_owned(),
-        source,
+        error,
     };
     let connecting = tokio_tungstenite::connect_async_tls_with_config(
         url,
@@ -191,6 +199,65 @@ async fn open(url: &str, tls: &Arc<rustls::ClientConfig>) -> Result<Socket, Clie
             format!("no connection within {CONNECT_TIMEOUT:?}"),
         )))),
     }
+}
+
+/// `error` in one line: the OS error, the certificate problem in words, or the HTTP status and
+/// the server's plain-text reason for refusing the upgrade. tungstenite's own message repeats
+/// its cause ("IO error: X" whose source is X) and shows rustls' errors as Rust values.
+pub(super) fn describe(error: &tungstenite::Error) -> String {
+    match error {
+        tungstenite::Error::Io(error) => describe_io(error),
+        tungstenite::Error::Tls(tungstenite::error::TlsError::Rustls(error)) => describe_tls(error),
+        tungstenite::Error::Http(response) => {
+            let body = response.body().as_deref().unwrap_or_default();
+            let reason = String::from_utf8_lossy(body);
+            let status = response.status();
+            match reason.trim() {
+                "" => format!("the server refused the upgrade with HTTP {status}"),
+                reason => format!("the server refused the upgrade with HTTP {status}: {reason}"),
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// An IO error, or the TLS error it carries (tokio-rustls reports a refused certificate so).
+fn describe_io(error: &std::io::Error) -> String {
+    match error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => describe_tls(tls),
+        None => error.to_string(),
+    }
+}
+
+/// A TLS error in words, the certificate problems first: they are what a newcomer meets.
+fn describe_tls(error: &rustls::Error) -> String {
+    use rustls::CertificateError as Problem;
+    let rustls::Error::InvalidCertificate(problem) = error else {
+        return format!("TLS: {error}");
+    };
+    let problem = match problem {
+        Problem::UnknownIssuer => "is not signed by a certificate authority this client trusts",
+        Problem::NotValidForName | Problem::NotValidForNameContext { .. } => {
+            "is not valid for this host name"
+        }
+        Problem::Expired | Problem::ExpiredContext { .. } => "has expired",
+        Problem::NotValidYet | Problem::NotValidYetContext { .. } => "is not valid yet",
+        Problem::Revoked => "is revoked",
+        Problem::BadSignature | Problem::BadEncoding => "is malformed or badly signed",
+        Problem::Other(other)
+            if matches!(
+                other.0.downcast_ref::<webpki::Error>(),
+                Some(webpki::Error::CaUsedAsEndEntity)
+            ) =>
+        {
+            "is a CA certificate (basicConstraints CA:TRUE), not a server certificate"
+        }
+        other => return format!("the server's certificate is refused: {other:?}"),
+    };
+    format!("the server's certificate {problem}")
 }
 
 /// The close code and reason the server closed a connection with.
@@ -575,10 +642,10 @@ impl ResumingListener {
                 Ok(())
             }
             Err(ClientError::Unreachable {
-                source: tungstenite::Error::Http(response),
+                error: tungstenite::Error::Http(response),
                 url,
             }) if response.status().is_client_error() => Err(ClientError::Unreachable {
-                source: tungstenite::Error::Http(response),
+                error: tungstenite::Error::Http(response),
                 url,
             }),
             Err(error) => {

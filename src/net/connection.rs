@@ -96,6 +96,10 @@ pub async fn serve<S>(
     // In the hub before the client learns it is connected: a request sent as soon as the
     // client sees the 101 reaches it. What is routed to it meanwhile waits in its outbox.
     if stream.write_all(&switching).await.is_err() {
+        // Counted opened: counted closed too, as a peer that vanished, so that the metrics
+        // add up (opened - closed = open connections).
+        drop(counted);
+        shared.metrics.connection_closed(close_code::ABNORMAL);
         return;
     }
     drop(switching);
@@ -109,19 +113,28 @@ pub async fn serve<S>(
                 shared.metrics.request(Source::Ws);
                 shared.metrics.rejected(Rejected::RateLimited);
             })
-            .and_then(|()| handle_text(&shared, &peer, &text, wakeups))
-            .inspect_err(|reason| {
-                // A client's mistake, not the server's: notice, never an error.
-                peer_span(&shared, &peer).in_scope(|| {
-                    info!(
-                        code = reason.code,
-                        "request refused with {}: {}", reason.code, reason.reason
-                    )
-                });
-            }),
+            .and_then(|()| handle_text(&shared, &peer, &text, wakeups)),
         _ => Ok(()),
     };
-    let closed = run_websocket(stream, &peer.outbox, messages, grace, on_message).await;
+    // Every refusal, of a request or of a frame (1002, 1003, 1007, 1009): a client's mistake,
+    // not the server's, so a notice, never an error; once, with the connection's fields.
+    let on_refusal = |reason: &CloseReason| {
+        peer_span(&shared, &peer).in_scope(|| {
+            info!(
+                code = reason.code,
+                "request refused with {}: {}", reason.code, reason.reason
+            )
+        });
+    };
+    let closed = run_websocket(
+        stream,
+        &peer.outbox,
+        messages,
+        grace,
+        on_message,
+        on_refusal,
+    )
+    .await;
     if let Some(reason) = closed
         .as_ref()
         .filter(|reason| reason.reason == outbox::SLOW_CLIENT)
@@ -206,14 +219,15 @@ where
         Ok(Some(head)) => head,
         Ok(None) => return None,
         Err(rejection) => {
-            debug!(peer = %address, status = rejection.status, reason = %rejection.reason, "bad request head");
+            info!(peer = %address, status = rejection.status, reason = %rejection.reason, "bad request head refused");
             let _ = stream.write_all(&rejection.to_response()).await;
             return None;
         }
     };
     if !head.wants_websocket() {
         let endpoints = crate::net::http::Endpoints::main(&shared.config);
-        crate::net::http::respond(shared, &head, stream, buffer, endpoints, deadline).await;
+        crate::net::http::respond(shared, &head, stream, address, buffer, endpoints, deadline)
+            .await;
         return None;
     }
     let limits = shared.config.limits.tag_limits();
@@ -285,7 +299,8 @@ pub async fn read_head<S: AsyncRead + Unpin>(
 ///
 /// The reader reassembles what the client sends with `messages`, answers pings and closes, and
 /// hands every whole data message ([`Incoming::Text`], or [`Incoming::Binary`] when `messages`
-/// accepts it) to `on_message`; an error from it closes the connection with its reason. The
+/// accepts it) to `on_message`; an error from it closes the connection with its reason, and so
+/// does a frame that breaks the protocol; `on_refusal` hears of each such reason first. The
 /// writers `on_message` queues frames to are woken once everything one read brought is handled
 /// (see [`Wakeups`]). The writer drains `outbox`. Once closing started, the client has `grace`
 /// to finish the closing handshake. The daemon routes requests here; the Autobahn echo server
@@ -293,19 +308,21 @@ pub async fn read_head<S: AsyncRead + Unpin>(
 ///
 /// Not an `async fn`: the halves are made here and only they are kept in the future, not a
 /// second copy of the arguments they were made from (every idle connection carries it).
-pub fn run_websocket<'a, S, F>(
+pub fn run_websocket<'a, S, F, R>(
     stream: S,
     outbox: &'a Outbox,
     messages: MessageReader,
     grace: Duration,
     on_message: F,
+    on_refusal: R,
 ) -> impl Future<Output = Option<CloseReason>> + 'a
 where
     S: Transport + 'a,
     F: FnMut(Incoming, &mut Wakeups) -> Result<(), CloseReason> + 'a,
+    R: FnMut(&CloseReason) + 'a,
 {
     let (read_half, write_half) = stream.split_for(outbox);
-    let reader = read_loop(read_half, outbox, messages, on_message);
+    let reader = read_loop(read_half, outbox, messages, on_message, on_refusal);
     let writer = write_loop(write_half, outbox);
     let closing_deadline = async move {
         outbox.closing_started().await;
@@ -447,15 +464,18 @@ where
 }
 
 /// Reads frames until the client closes (or breaks the protocol, or the stream ends); hands data
-/// messages to `on_message`; queues pongs and close frames.
-async fn read_loop<R, F>(
+/// messages to `on_message`; queues pongs and close frames; tells `on_refusal` why it closes
+/// for the client's fault.
+async fn read_loop<R, F, N>(
     mut stream: R,
     outbox: &Outbox,
     mut messages: MessageReader,
     mut on_message: F,
+    mut on_refusal: N,
 ) where
     R: AsyncRead + Unpin,
     F: FnMut(Incoming, &mut Wakeups) -> Result<(), CloseReason>,
+    N: FnMut(&CloseReason),
 {
     let mut wakeups = Wakeups::default();
     loop {
@@ -464,7 +484,7 @@ async fn read_loop<R, F>(
                 Ok(Some(incoming)) => incoming,
                 Ok(None) => break,
                 Err(reason) => {
-                    debug!(code = reason.code, reason = %reason.reason, "protocol error");
+                    on_refusal(&reason);
                     outbox.close(reason);
                     // The client's bytes can no longer be framed: stop reading.
                     return;
@@ -479,6 +499,7 @@ async fn read_loop<R, F>(
                         continue; // closing: data is ignored until the client's close
                     }
                     if let Err(reason) = on_message(incoming, &mut wakeups) {
+                        on_refusal(&reason);
                         outbox.close(reason);
                     }
                 }

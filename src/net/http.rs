@@ -21,7 +21,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::net::connection::read_head;
 use crate::net::server::{Shared, handshake_deadline};
@@ -82,6 +82,7 @@ pub async fn serve_admin(shared: Arc<Shared>, mut stream: TcpStream, address: So
                 &shared,
                 &head,
                 &mut stream,
+                address,
                 buffer,
                 Endpoints::ADMIN,
                 deadline,
@@ -90,17 +91,19 @@ pub async fn serve_admin(shared: Arc<Shared>, mut stream: TcpStream, address: So
         }
         Ok(None) => {}
         Err(rejection) => {
-            debug!(peer = %address, status = rejection.status, reason = %rejection.reason, "bad request head");
+            info!(peer = %address, status = rejection.status, reason = %rejection.reason, "bad request head refused");
             let _ = stream.write_all(&rejection.to_response()).await;
         }
     }
 }
 
-/// Answers the plain HTTP request `head` (whose body starts in `buffer`), then closes.
+/// Answers the plain HTTP request `head` from `address` (whose body starts in `buffer`), then
+/// closes. A refusal (4xx) is logged as a notice, as a refused WebSocket request is.
 pub async fn respond<S>(
     shared: &Shared,
     head: &Head,
     stream: &mut S,
+    address: SocketAddr,
     mut buffer: BytesMut,
     endpoints: Endpoints,
     deadline: Instant,
@@ -113,7 +116,15 @@ pub async fn respond<S>(
             Reply::error(408, "the request body did not arrive in time")
         }
     };
-    debug!(method = %head.method, path = %head.path, status = reply.status, "http request");
+    match reply.status {
+        400..500 => {
+            info!(peer = %address, method = %head.method, path = %head.path, status = reply.status,
+                reason = %reply.body.trim(), "http request refused with {}", reply.status)
+        }
+        _ => {
+            debug!(peer = %address, method = %head.method, path = %head.path, status = reply.status, "http request")
+        }
+    }
     let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&reply.to_bytes())).await;
     let _ = tokio::time::timeout(LINGER, linger(stream)).await;
 }

@@ -86,6 +86,17 @@ pub enum TlsError {
     },
 }
 
+/// What `tagcast check` says of the wss certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateSummary {
+    /// The subject, e.g. `CN=localhost`.
+    pub subject: String,
+    /// The end of its validity, e.g. `Dec  2 18:41:00 2027 +00:00`.
+    pub not_after: String,
+    /// Whole days until then; `None` once it has expired.
+    pub days_left: Option<i64>,
+}
+
 /// Performs TLS handshakes with the certificate in force, and reloads it from its files.
 pub struct TlsAcceptor {
     /// The PEM chain, re-read on reload.
@@ -119,6 +130,23 @@ impl TlsAcceptor {
     /// The certificate chain file.
     pub fn cert_path(&self) -> &Path {
         &self.cert
+    }
+
+    /// The subject and validity of the first certificate of the chain file, for `tagcast check`.
+    pub fn describe_certificate(&self) -> Result<CertificateSummary, TlsError> {
+        let chain = read_certificates(&self.cert)?;
+        let bad = |problem: String| TlsError::BadCertificate {
+            path: self.cert.clone(),
+            problem,
+        };
+        let (_, certificate) = x509_parser::parse_x509_certificate(&chain[0])
+            .map_err(|error| bad(error.to_string()))?;
+        let validity = certificate.validity();
+        Ok(CertificateSummary {
+            subject: certificate.subject().to_string(),
+            not_after: validity.not_after.to_string(),
+            days_left: validity.time_to_expiration().map(|left| left.whole_days()),
+        })
     }
 
     /// Runs the server side of a TLS handshake on `stream` with the certificate in force.

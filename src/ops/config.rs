@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::strict;
+
 use crate::tags::TagLimits;
 
 /// Where the daemon looks for its config when `--config` is not given.
@@ -163,6 +165,18 @@ pub enum ParserKind {
     Message,
     /// Any JSON value valid against `messages.schema`.
     JsonSchema,
+}
+
+impl ParserKind {
+    /// The name `messages.parser` gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ParserKind::String => "string",
+            ParserKind::Json => "json",
+            ParserKind::Message => "message",
+            ParserKind::JsonSchema => "json-schema",
+        }
+    }
 }
 
 /// `[messages]`: how requests' messages are parsed and how large they may be.
@@ -323,14 +337,23 @@ impl Default for LogConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawConfig {
+    #[serde(deserialize_with = "strict::table")]
     server: ServerConfig,
+    #[serde(deserialize_with = "strict::optional_table")]
     tls: Option<TlsConfig>,
+    #[serde(deserialize_with = "strict::table")]
     auth: AuthConfig,
+    #[serde(deserialize_with = "strict::table")]
     messages: MessagesConfig,
+    #[serde(deserialize_with = "strict::table")]
     limits: LimitsConfig,
+    #[serde(deserialize_with = "strict::table")]
     http: HttpConfig,
+    #[serde(deserialize_with = "strict::table")]
     cluster: ClusterConfig,
+    #[serde(deserialize_with = "strict::table")]
     history: HistoryConfig,
+    #[serde(deserialize_with = "strict::table")]
     log: LogConfig,
 }
 
@@ -553,6 +576,23 @@ fn socket_address(address: &str, port: u16) -> Result<SocketAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// serde's derive would fill a section's fields from an array, in order.
+    #[test]
+    fn a_section_is_a_table_and_nothing_else() {
+        for text in [
+            "server = [\"127.0.0.1\", 8080, true, []]\n",
+            "tls = [\"/c.pem\", \"/k.pem\"]\n",
+            "log = []\n",
+        ] {
+            let error = Config::parse(text, None).unwrap_err().to_string();
+            assert!(error.contains("expected a table"), "{text:?}: {error}");
+        }
+        let error = Config::parse("[server]\nport = 1\nport = 2\n", None).unwrap_err();
+        assert!(error.to_string().contains("duplicate key"), "{error}");
+        let error = Config::parse("[server]\naddress = 127\n", None).unwrap_err();
+        assert!(error.to_string().contains("expected a string"), "{error}");
+    }
 
     /// `etc/tagcast.toml` documents every key with its default: parsing it gives the defaults
     /// (but for the auth file the package creates),

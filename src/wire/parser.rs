@@ -11,6 +11,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::ops::config::{MessagesConfig, ParserKind};
+use crate::strict::{self, JsonValue};
 
 /// Checks a request's message and encodes what clients receive.
 ///
@@ -64,8 +65,11 @@ impl MessageParser for JsonParser {
     }
 }
 
+/// The message as a JSON value; an object repeating a key is refused.
 fn parse_value(message: &RawValue) -> Result<Value, Rejected> {
-    serde_json::from_str(message.get()).map_err(|error| Rejected(error.to_string()))
+    serde_json::from_str(message.get())
+        .map(|JsonValue(value)| value)
+        .map_err(|error| Rejected(error.to_string()))
 }
 
 /// `message`: Gomoob's sample message object, `{"type", "creationDate", "metadata"}`.
@@ -75,29 +79,33 @@ pub struct GomoobMessageParser;
 #[serde(deny_unknown_fields)]
 struct GomoobMessage {
     #[serde(rename = "type")]
-    kind: Value,
+    kind: JsonValue,
     #[serde(rename = "creationDate", default)]
-    creation_date: Option<Value>,
+    creation_date: Option<JsonValue>,
     #[serde(default)]
-    metadata: Option<serde_json::Map<String, Value>>,
+    metadata: Option<JsonValue>,
 }
 
 impl MessageParser for GomoobMessageParser {
     fn parse(&self, message: &RawValue) -> Result<String, Rejected> {
-        let parsed: GomoobMessage = serde_json::from_str(message.get()).map_err(|error| {
+        let refused = |problem: &dyn std::fmt::Display| {
             Rejected(format!(
-                "the message must be an object with `type`, `creationDate`, `metadata`: {error}"
+                "the message must be an object with `type`, `creationDate`, `metadata`: {problem}"
             ))
-        })?;
+        };
+        let parsed: GomoobMessage =
+            strict::object_from_str(message.get()).map_err(|error| refused(&error))?;
+        let metadata = match parsed.metadata.map(|metadata| metadata.0) {
+            None => Value::Object(Default::default()),
+            Some(metadata @ Value::Object(_)) => metadata,
+            Some(_) => return Err(refused(&"`metadata` is not an object")),
+        };
         let mut out = serde_json::Map::new();
-        out.insert("type".into(), parsed.kind);
-        if let Some(date) = parsed.creation_date {
+        out.insert("type".into(), parsed.kind.0);
+        if let Some(JsonValue(date)) = parsed.creation_date {
             out.insert("creationDate".into(), date);
         }
-        out.insert(
-            "metadata".into(),
-            Value::Object(parsed.metadata.unwrap_or_default()),
-        );
+        out.insert("metadata".into(), metadata);
         Ok(Value::Object(out).to_string())
     }
 }
@@ -219,6 +227,8 @@ mod tests {
                 .unwrap(),
             r#"{"z":1,"a":[true,null],"s":"é"}"#
         );
+        let refused = JsonParser.parse(&raw(r#"{"a":1,"b":{"a":1,"a":2}}"#));
+        assert!(refused.unwrap_err().0.starts_with("duplicate key `a`"));
     }
 
     #[test]
@@ -246,6 +256,21 @@ mod tests {
                 .is_err()
         );
         assert!(GomoobMessageParser.parse(&raw(r#""text""#)).is_err());
+        // serde's derive would fill `type` from the array's first item.
+        let refused = GomoobMessageParser
+            .parse(&raw(r#"[{"type":"chat"}]"#))
+            .unwrap_err();
+        assert!(refused.0.contains("expected a JSON object"), "{refused}");
+        for refused in [
+            r#"{"type":"T","metadata":[1]}"#,
+            r#"{"type":"T","type":"U"}"#,
+            r#"{"type":{"a":1,"a":2}}"#,
+        ] {
+            assert!(
+                GomoobMessageParser.parse(&raw(refused)).is_err(),
+                "{refused}"
+            );
+        }
     }
 
     #[test]

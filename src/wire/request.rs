@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::strict::{self, JsonValue};
 use crate::tags::{TagLimits, Tags, TagsError};
 
 /// A valid request, borrowing the message's JSON text from the frame it came in.
@@ -44,9 +45,12 @@ impl std::fmt::Debug for Credentials {
 /// Why a request is invalid (close code 4400). The `Display` text is sent to the client.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
-    /// Not JSON, not an object, an unknown key, no `message`.
+    /// Not JSON, not an object, an unknown or repeated key.
     #[error("invalid request: {0}")]
     Json(String),
+    /// `message` is missing or `null`: Gomoob's server, too, takes `null` for no message.
+    #[error("no message")]
+    NoMessage,
     /// The `tags` object is invalid.
     #[error("invalid request: {0}")]
     Tags(#[from] TagsError),
@@ -55,44 +59,38 @@ pub enum RequestError {
     Metadata(&'static str),
 }
 
+/// The request as written. `None` for a missing key and for `null` alike.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Wire<'a> {
-    #[serde(borrow)]
-    message: &'a RawValue,
+    #[serde(borrow, default)]
+    message: Option<&'a RawValue>,
     #[serde(default)]
-    tags: Option<Value>,
+    tags: Option<JsonValue>,
     #[serde(default)]
-    metadata: Option<Value>,
+    metadata: Option<JsonValue>,
 }
 
 impl<'a> Request<'a> {
     /// Parses and validates the text of a request.
     pub fn parse(text: &'a str, limits: TagLimits) -> Result<Request<'a>, RequestError> {
-        let not_an_object = || RequestError::Json("a request must be a JSON object".into());
-        // serde would also read a struct from an array: only an object is a request.
-        if !text.trim_start().starts_with('{') {
-            return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
-                Ok(_) => not_an_object(),
-                Err(error) => RequestError::Json(error.to_string()),
-            });
-        }
         let wire: Wire<'a> =
-            serde_json::from_str(text).map_err(|error| RequestError::Json(error.to_string()))?;
+            strict::object_from_str(text).map_err(|error| RequestError::Json(error.to_string()))?;
+        let message = wire.message.ok_or(RequestError::NoMessage)?;
         let tags = match &wire.tags {
-            None | Some(Value::Null) => Tags::default(),
-            Some(value) => Tags::from_json(value, limits)?,
+            None => Tags::default(),
+            Some(JsonValue(value)) => Tags::from_json(value, limits)?,
         };
-        let credentials = match &wire.metadata {
-            None | Some(Value::Null) => Credentials::default(),
+        let credentials = match wire.metadata.map(|metadata| metadata.0) {
+            None => Credentials::default(),
             Some(Value::Object(map)) => Credentials {
-                key: string_field(map, "key", "metadata.key must be a string")?,
-                secret: string_field(map, "secret", "metadata.secret must be a string")?,
+                key: string_field(&map, "key", "metadata.key must be a string")?,
+                secret: string_field(&map, "secret", "metadata.secret must be a string")?,
             },
             Some(_) => return Err(RequestError::Metadata("metadata must be a JSON object")),
         };
         Ok(Request {
-            message: wire.message,
+            message,
             tags,
             credentials,
         })
@@ -144,11 +142,22 @@ mod tests {
                 .starts_with("invalid request: expected")
         );
         assert!(parse("[1]").unwrap_err().contains("JSON object"));
+        assert_eq!(parse(r#"{"tags":{}}"#).unwrap_err(), "no message");
+        assert_eq!(parse(r#"{"message":null}"#).unwrap_err(), "no message");
         assert!(
-            parse(r#"{"tags":{}}"#)
+            parse(r#"{"message":"x","message":"y"}"#)
                 .unwrap_err()
-                .contains("missing field `message`")
+                .contains("duplicate field `message`")
         );
+        for repeated in [
+            r#"{"message":"x","tags":{"a":"1","a":"2"}}"#,
+            r#"{"message":"x","metadata":{"key":"k","key":"other"}}"#,
+        ] {
+            assert!(
+                parse(repeated).unwrap_err().contains("duplicate key `"),
+                "{repeated}"
+            );
+        }
         assert!(
             parse(r#"{"message":"x","to":1}"#)
                 .unwrap_err()

@@ -135,16 +135,20 @@ impl Applications {
             line,
             problem,
         };
-        let raw: Option<RawFile> = serde_saphyr::from_str(text).map_err(|error| {
-            let line = error
-                .location()
-                .map(|at| at.line())
-                .filter(|&line| line > 0);
-            let message = UserMessageFormatter.format_message(error.without_snippet());
-            // The formatter leaves control characters in; keep the message on one line.
-            let message = message.replace(char::is_control, " ");
-            invalid(line, message)
-        })?;
+        // `no_schema`: a key or secret written as a number (`secret: 0123`) or a boolean is
+        // refused, to be quoted, rather than read as its text: YAML says it is not a string.
+        let options = serde_saphyr::options! { no_schema: true };
+        let raw: Option<RawFile> =
+            serde_saphyr::from_str_with_options(text, options).map_err(|error| {
+                let line = error
+                    .location()
+                    .map(|at| at.line())
+                    .filter(|&line| line > 0);
+                let message = UserMessageFormatter.format_message(error.without_snippet());
+                // The formatter leaves control characters in; keep the message on one line.
+                let message = message.replace(char::is_control, " ");
+                invalid(line, message)
+            })?;
         let Some(entries) = raw.and_then(|raw| raw.applications) else {
             return Err(invalid(None, "no `applications:` list".into()));
         };
@@ -305,6 +309,47 @@ mod tests {
         parse(text).unwrap_err().to_string()
     }
 
+    /// A number or a boolean is not a key or a secret: YAML reads `0123` as a number, so it
+    /// must be quoted rather than be read back as its text.
+    #[test]
+    fn keys_and_secrets_are_strings_not_numbers() {
+        for (text, line) in [
+            (
+                "applications:\n  - key: 123\n    secret: s\n    authorizeOpen: true\n",
+                2,
+            ),
+            (
+                "applications:\n  - key: a\n    secret: 0123\n    authorizeOpen: true\n",
+                3,
+            ),
+            (
+                "applications:\n  - key: a\n    secret: true\n    authorizeOpen: true\n",
+                3,
+            ),
+        ] {
+            let error = error(text);
+            let expected = format!("{PATH}: line {line}: value requires quoting");
+            assert!(error.starts_with(&expected), "{error}");
+            assert!(
+                !error.contains("0123"),
+                "the file's text is not quoted: {error}"
+            );
+        }
+        assert!(
+            parse("applications:\n  - key: \"123\"\n    secret: '0123'\n    authorizeOpen: true\n")
+                .is_ok()
+        );
+        let repeated = error(
+            "applications:\n  - key: a\n    key: b\n    secret: s\n    authorizeOpen: true\n",
+        );
+        assert!(
+            repeated.contains("line 3: duplicate mapping key"),
+            "{repeated}"
+        );
+        let listed = error("applications:\n  - [a, s, null, true]\n");
+        assert!(listed.contains("line 2: "), "{listed}");
+    }
+
     #[test]
     fn the_gomoob_example_and_the_hashed_form() {
         let applications = parse(
@@ -380,7 +425,7 @@ mod tests {
                 "line 5: application `b` has no `secret`",
             ),
             (
-                "applications:\n  - key: a\n    secret: s\n    secretSha256: 00\n    authorizeOpen: true\n",
+                "applications:\n  - key: a\n    secret: s\n    secretSha256: \"00\"\n    authorizeOpen: true\n",
                 "line 2: application `a` has both",
             ),
             (
@@ -441,7 +486,7 @@ MCowBQYDK2VwAyEAV0j8Jsyw0Rz/Hae6gkeTWdipu7E9TYOlQKyvcaijGsk=
             Ok("HS256")
         );
         let hashed = format!(
-            "applications:\n  - key: a\n    secretSha256: {}\n    authorizeOpen: true\n",
+            "applications:\n  - key: a\n    secretSha256: \"{}\"\n    authorizeOpen: true\n",
             "0".repeat(64)
         );
         assert!(
