@@ -556,7 +556,9 @@ mod tests {
         let tags = Tags::default();
         cluster.share(&tags, r#""while down""#);
         assert!(outgoing.0.try_recv().is_err(), "not queued while down");
-        let metrics = Metrics::new(true);
+        let limits =
+            crate::routing::outbox::SendLimits::new(1, std::time::Duration::from_secs(1), 1);
+        let metrics = Metrics::new(true, limits);
         let gauge = |metrics: &Metrics| {
             let text = metrics.encode();
             text.lines()

@@ -152,8 +152,8 @@ async fn a_server_that_refuses_connections_is_an_error_not_a_panic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_drops_messages_is_reported_as_loss() {
-    // A one-message queue with a wide window: the server closes slow subscribers with 4429.
-    let server = TestServer::start("[limits]\nsend_queue = 1\n").await;
+    // A one-byte queue with a wide window: the server closes slow subscribers with 4429.
+    let server = TestServer::start("[limits]\nsend_queue_bytes = 1\n").await;
     let url = format!("ws://{}", server.address);
     let output = run_bench(
         &url,

@@ -115,7 +115,7 @@ pub struct BenchArgs {
     pub seconds: f64,
     /// Most messages each publisher keeps unfinished per room (sent, not yet received by every
     /// subscriber of the room): no server queue holds more than publishers × window frames.
-    /// Keep that below the server's `limits.send_queue`.
+    /// Keep that below the server's `limits.send_queue_bytes`.
     #[arg(long, default_value_t = 256)]
     pub window: usize,
     /// The server's process id: report its CPU time per million deliveries and its memory.

@@ -29,7 +29,7 @@ use crate::ops::config::{Config, ConfigError};
 use crate::ops::metrics::{Metrics, Rejected, Source};
 use crate::ops::watch;
 use crate::routing::hub::{Delivery, Hub, Listener};
-use crate::routing::outbox::Wakeups;
+use crate::routing::outbox::{SendLimits, Wakeups};
 use crate::tags::Tags;
 use crate::wire::frame::{self, CloseReason, close_code};
 use crate::wire::parser::{self, MessageParser};
@@ -117,7 +117,7 @@ impl Shared {
     /// The recipients' writers join `wakeups`: the caller wakes them when its batch is routed.
     pub fn route(&self, tags: &Tags, payload: &str, wakeups: &mut Wakeups) -> Delivery {
         let delivery = self.hub.route(tags, &frame::text_frame(payload), wakeups);
-        self.metrics.routed(delivery.delivered, delivery.overflowed);
+        self.metrics.routed(delivery.delivered);
         delivery
     }
 
@@ -320,15 +320,20 @@ impl Server {
     ) -> Result<Server, StartError> {
         let tls = config.tls.as_ref().map(TlsAcceptor::load).transpose()?;
         let (cluster, cluster_queue) = Cluster::from_config(&config.cluster)?.unzip();
+        let limits = SendLimits::new(
+            config.limits.send_queue_bytes,
+            Duration::from_millis(config.limits.write_timeout_ms),
+            config.limits.max_queued_bytes,
+        );
         let shared = Shared {
             connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
-            hub: Arc::new(Hub::new()),
+            hub: Arc::new(Hub::new(limits.clone())),
             auth: Auth::from_config(&config.auth)?,
             parser,
             shutdown: CancellationToken::new(),
             tls,
             cluster,
-            metrics: Metrics::new(!config.cluster.redis.is_empty()),
+            metrics: Metrics::new(!config.cluster.redis.is_empty(), limits),
             config,
         };
         Ok(Server {

@@ -464,3 +464,21 @@ pub fn address_of(line: &str) -> SocketAddr {
         .and_then(|address| address.parse().ok())
         .unwrap_or_else(|| panic!("no address in {line:?}"))
 }
+
+/// Resident memory of this process, in bytes.
+pub fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kilobytes = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| {
+            value
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .expect("VmRSS");
+    kilobytes * 1024
+}
