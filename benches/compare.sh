@@ -27,10 +27,7 @@ for run in $(seq "$runs"); do
     measure "$name" "$run" conns --subscribers "$conns"
     # shellcheck disable=SC2086 # BENCH is a list of arguments
     measure "$name" "$run" fanout broadcast latency ${BENCH:-}
-    measure "$name" "$run" fanout --window 0 --subscribers 1000 --rooms 10 --publishers 4 \
-      --messages 20000 --size 64 --settle "${SETTLE:-30}"
-    measure "$name" "$run" broadcast --window 0 --subscribers 1000 --messages 2000 --size 64 \
-      --settle "${SETTLE:-30}"
+    measure_bursts "$name" "$run"
     stop_server
   done
 done
