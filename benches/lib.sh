@@ -78,3 +78,13 @@ measure() {
   "${BENCH_TOOL:-$tagcast}" bench --url "${URL:-ws://127.0.0.1:$port}" --pid "$pid" "$@" | tee "$work/bench" | grep -v '^{' >&2 || true
   grep '^{' "$work/bench" | sed "s/^{/{\"server_name\":\"$label\",\"run\":$run,/" >>"$out"
 }
+
+# measure_bursts LABEL RUN: the unpaced bursts of issues #22/#23 at the server's default config:
+# fanout (1,000 subscribers, 10 rooms, 4 publishers, 20,000 x 64 B) and broadcast (1,000
+# subscribers, 2,000 x 64 B), the server's RSS sampled again SETTLE (30) seconds after each.
+measure_bursts() {
+  measure "$1" "$2" fanout --window 0 --subscribers 1000 --rooms 10 --publishers 4 \
+    --messages 20000 --size 64 --settle "${SETTLE:-30}"
+  measure "$1" "$2" broadcast --window 0 --subscribers 1000 --messages 2000 --size 64 \
+    --settle "${SETTLE:-30}"
+}

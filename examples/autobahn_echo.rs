@@ -15,7 +15,7 @@ use bytes::BytesMut;
 use tagcast::net::connection::{Transport, read_head, run_websocket};
 use tagcast::net::tls::TlsAcceptor;
 use tagcast::ops::config::TlsConfig;
-use tagcast::routing::outbox::{Outbox, Wakeups};
+use tagcast::routing::outbox::{Outbox, Outgoing, SendLimits, Wakeups};
 use tagcast::tags::TagLimits;
 use tagcast::wire::frame::{self, CloseReason, Incoming, MessageReader, close_code};
 use tagcast::wire::handshake;
@@ -24,8 +24,10 @@ use tokio::net::TcpListener;
 
 /// Autobahn's largest messages are 16 MiB (cases 9.*).
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
-/// Frames an echo connection may have waiting (cases 9.* send thousands back to back).
-const SEND_QUEUE: usize = 1 << 20;
+/// Bytes an echo connection may have waiting (cases 9.* send hundreds of MiB back to back).
+const SEND_QUEUE_BYTES: usize = 1 << 30;
+/// How long a write may wait for the test client to read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 type Error = Box<dyn std::error::Error>;
 
@@ -92,7 +94,7 @@ async fn echo<S: Transport>(mut stream: S) {
     if stream.write_all(&switching).await.is_err() {
         return;
     }
-    let outbox = Outbox::new(SEND_QUEUE);
+    let outbox = Outbox::new(SendLimits::new(SEND_QUEUE_BYTES, WRITE_TIMEOUT, usize::MAX));
     let messages = MessageReader::new(MAX_MESSAGE, buffer).accept_binary();
     let echo_message = |message, wakeups: &mut Wakeups| {
         let echoed = match message {
@@ -103,7 +105,7 @@ async fn echo<S: Transport>(mut stream: S) {
             Incoming::Binary(data) => frame::binary_frame(&data),
             _ => return Ok(()),
         };
-        outbox.push(&echoed, wakeups);
+        outbox.push(&Outgoing::new(&echoed), wakeups);
         Ok(())
     };
     run_websocket(

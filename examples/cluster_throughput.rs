@@ -77,8 +77,8 @@ impl Drop for RedisServer {
 /// Deliveries per second with `nodes` nodes.
 async fn measure(nodes: usize, cluster: &str, subscribers: usize, messages: usize) -> f64 {
     let toml = format!(
-        "[server]\naddress = \"127.0.0.1\"\nport = 0\n[limits]\nsend_queue = {}\n{cluster}",
-        messages + 16
+        "[server]\naddress = \"127.0.0.1\"\nport = 0\n[limits]\nsend_queue_bytes = {}\n{cluster}",
+        (messages + 16) * 1024
     );
     let mut running = Vec::new();
     for _ in 0..nodes {

@@ -66,7 +66,7 @@ use crate::ops::config::{ClusterConfig, HistoryConfig};
 use crate::ops::metrics::{Metrics, Source};
 use crate::routing::history::{History, MessageId};
 use crate::routing::hub::Delivery;
-use crate::routing::outbox::Wakeups;
+use crate::routing::outbox::{self, Wakeups};
 use crate::tags::{TagLimits, Tags, TagsError};
 
 /// The envelope version this node writes and reads.
@@ -634,7 +634,7 @@ impl Cluster {
             let mut wakeups = Wakeups::default();
             for peer in shared.hub.peers() {
                 if peer.wants_ids {
-                    peer.outbox.push(gap, &mut wakeups);
+                    peer.outbox.push(&outbox::Outgoing::new(gap), &mut wakeups);
                 }
             }
         });
@@ -1006,7 +1006,9 @@ mod tests {
         let tags = Tags::default();
         cluster.share(&tags, r#""while down""#);
         assert!(outgoing.0.try_recv().is_err(), "not queued while down");
-        let metrics = Metrics::new(true);
+        let limits =
+            crate::routing::outbox::SendLimits::new(1, std::time::Duration::from_secs(1), 1);
+        let metrics = Metrics::new(true, limits);
         let gauge = |metrics: &Metrics| {
             let text = metrics.encode();
             text.lines()

@@ -154,8 +154,8 @@ async fn a_server_that_refuses_connections_is_an_error_not_a_panic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_drops_messages_is_reported_as_loss() {
-    // A one-message queue with a wide window: the server closes slow subscribers with 4429.
-    let server = TestServer::start("[limits]\nsend_queue = 1\n").await;
+    // A one-byte queue with a wide window: the server closes slow subscribers with 4429.
+    let server = TestServer::start("[limits]\nsend_queue_bytes = 1\n").await;
     let url = format!("ws://{}", server.address);
     let output = run_bench(
         &url,
@@ -267,4 +267,39 @@ async fn wss_urls_work_with_a_ca_file() {
     let output = run_bench(&url, &args).await;
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--ca"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpaced_burst_at_the_default_config_loses_nothing() {
+    let server = TestServer::start("").await;
+    // `--window 0`: the publishers send as fast as their sockets take frames.
+    let lines = bench(
+        &server,
+        &[
+            "--window",
+            "0",
+            "--settle",
+            "0.2",
+            "fanout",
+            "--subscribers",
+            "200",
+            "--rooms",
+            "4",
+            "--publishers",
+            "4",
+            "--messages",
+            "4000",
+        ],
+    )
+    .await;
+    let line = &lines[0];
+    assert_eq!(line["window"], 0, "{line}");
+    assert_eq!(line["loss"], 0, "{line}");
+    assert_eq!(line["errors"], 0, "{line}");
+    let server_line = &line["server"];
+    assert!(
+        server_line["rss_peak_kib"].as_u64().unwrap() >= server_line["rss_kib"].as_u64().unwrap(),
+        "{line}"
+    );
+    assert!(server_line["rss_settled_kib"].as_u64().is_some(), "{line}");
 }

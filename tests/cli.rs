@@ -34,7 +34,10 @@ fn check_accepts_a_good_config_and_names_the_key_of_a_bad_one() {
 
     for (text, named) in [
         ("[server]\nprot = 9000\n", "unknown field `prot`"),
-        ("[limits]\nsend_queue = -1\n", "send_queue"),
+        (
+            "[limits]\nsend_queue = 1024\n",
+            "limits.send_queue (a count of messages) is replaced by limits.send_queue_bytes",
+        ),
         ("[messages]\nparser = \"xml\"\n", "unknown variant `xml`"),
         (
             "[limits]\nmax_connections = 0\n",

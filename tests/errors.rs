@@ -238,7 +238,7 @@ async fn a_client_that_never_finishes_its_handshake_is_dropped() {
 
 #[tokio::test]
 async fn a_client_too_slow_to_read_is_closed_with_4429_and_slows_nobody() {
-    let server = TestServer::start("[limits]\nsend_queue = 16\n").await;
+    let server = TestServer::start("[limits]\nsend_queue_bytes = 262144\n").await;
     let mut bystander = server.connect(r#"{"bystander":"1"}"#).await;
     // Never reads: its socket buffers fill, then its queue overflows.
     let _stalled = RawClient::upgrade(
@@ -262,7 +262,7 @@ async fn a_client_too_slow_to_read_is_closed_with_4429_and_slows_nobody() {
 
 #[tokio::test]
 async fn a_slow_reader_that_reads_again_sees_4429() {
-    let server = TestServer::start("[limits]\nsend_queue = 4\n").await;
+    let server = TestServer::start("[limits]\nsend_queue_bytes = 64\n").await;
     let mut slow = RawClient::upgrade(server.address, "/?tags=%7B%22slow%22%3A%221%22%7D").await;
     server.wait_for_connections(1).await;
     // Queue more frames than fit at once, from inside the server, before the writer runs.

@@ -392,7 +392,11 @@ async fn metrics_move_with_connections_requests_and_rejections() {
         r#"tagcast_requests_rejected_total{reason="unauthorized"}"#,
         r#"tagcast_requests_rejected_total{reason="too_large"}"#,
         r#"tagcast_requests_rejected_total{reason="rate_limited"}"#,
-        "tagcast_slow_clients_closed_total",
+        r#"tagcast_slow_clients_closed_total{reason="bytes"}"#,
+        r#"tagcast_slow_clients_closed_total{reason="timeout"}"#,
+        r#"tagcast_slow_clients_closed_total{reason="budget"}"#,
+        r#"tagcast_slow_clients_closed_total{reason="rate"}"#,
+        "tagcast_queued_bytes",
         r#"tagcast_auth_reloads_total{result="ok"}"#,
         r#"tagcast_auth_reloads_total{result="failed"}"#,
         r#"tagcast_tls_reloads_total{result="ok"}"#,
@@ -498,14 +502,15 @@ async fn metrics_move_with_connections_requests_and_rejections() {
 
 #[tokio::test]
 async fn a_client_that_does_not_read_is_counted_as_a_slow_client() {
-    let server = TestServer::start("[limits]\nsend_queue = 4\nshutdown_grace_ms = 100\n").await;
+    let server =
+        TestServer::start("[limits]\nsend_queue_bytes = 262144\nshutdown_grace_ms = 100\n").await;
     let _silent = RawClient::upgrade(server.address, &common::tags_query(r#"{"slow":"1"}"#)).await;
     server.wait_for_connections(1).await;
     let message = format!(r#""{}""#, "x".repeat(60_000));
     let mut sender = server.connect(r#"{"sender":"1"}"#).await;
     // The socket buffers fill first, then the queue overflows: well within 1000 messages.
     let mut sent = 0;
-    while scrape(&server).await["tagcast_slow_clients_closed_total"] == 0.0 {
+    while scrape(&server).await[r#"tagcast_slow_clients_closed_total{reason="bytes"}"#] == 0.0 {
         assert!(sent < 1000, "the silent client was never closed");
         for _ in 0..20 {
             sender.publish(&message, r#"{"slow":"1"}"#).await;
@@ -513,7 +518,7 @@ async fn a_client_that_does_not_read_is_counted_as_a_slow_client() {
         sent += 20;
     }
     assert_eq!(
-        scrape(&server).await["tagcast_slow_clients_closed_total"],
+        scrape(&server).await[r#"tagcast_slow_clients_closed_total{reason="bytes"}"#],
         1.0
     );
     wait_for_metric(

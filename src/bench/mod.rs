@@ -123,7 +123,8 @@ pub struct BenchArgs {
     pub seconds: f64,
     /// Most messages each publisher keeps unfinished per room (sent, not yet received by every
     /// subscriber of the room): no server queue holds more than publishers × window frames.
-    /// Keep that below the server's `limits.send_queue`.
+    /// 0: unpaced, publishers send as fast as their sockets take frames (a burst, as real
+    /// publishers do), and the server's queues hold what the subscribers have not read yet.
     #[arg(long, default_value_t = 256)]
     pub window: usize,
     /// The server's process id: report its CPU time per million deliveries and its memory.
@@ -143,6 +144,10 @@ pub struct BenchArgs {
     /// Give up after this many seconds without a delivery.
     #[arg(long, default_value_t = 10.0)]
     pub timeout: f64,
+    /// With --pid: seconds to wait once the subscribers closed, then sample the server's
+    /// memory again (`rss_settled_kib`: does it hand back what a burst took?).
+    #[arg(long, default_value_t = 0.0)]
+    pub settle: f64,
     /// Seed of the rooms messages go to.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -178,12 +183,13 @@ impl BenchArgs {
             messages,
             size: self.size,
             rate: self.rate,
-            window: self.window.max(1),
+            window: self.window,
             seed: self.seed,
             sources: self.sources,
             ca: self.trust.ca.clone(),
             insecure: self.trust.insecure,
             timeout_s: self.timeout,
+            settle_s: self.settle,
         }
     }
 }
@@ -285,6 +291,8 @@ struct Report {
     server_start: Option<Sample>,
     server_before: Option<Sample>,
     server_after: Option<Sample>,
+    /// `--settle` seconds after the subscribers closed.
+    server_settled: Option<Sample>,
     tool_cpu_s: f64,
 }
 
@@ -294,6 +302,10 @@ async fn run_scenario(
     pid: Option<u32>,
 ) -> Result<Report, BenchError> {
     let name = settings.scenario.name();
+    // The peak reported is this scenario's (where the kernel allows starting it over).
+    if let Some(pid) = pid {
+        probe::reset_peak(pid);
+    }
     let server_start = pid.map(|pid| probe::sample(Some(pid))).transpose()?;
     let tool_start = probe::sample(None)?.cpu_seconds;
     let target = Arc::new(Target::new(&settings.url, &trust(&settings), settings.sources).await?);
@@ -373,6 +385,13 @@ async fn run_scenario(
     };
     outcome?;
     let tool_cpu_s = probe::sample(None)?.cpu_seconds - tool_start;
+    let server_settled = match pid {
+        Some(pid) if settings.settle_s > 0.0 => {
+            tokio::time::sleep(Duration::from_secs_f64(settings.settle_s)).await;
+            Some(probe::sample(Some(pid))?)
+        }
+        _ => None,
+    };
     let first_send_ns = sent_result.as_ref().map_or(0, |sent| sent.first_send_ns);
     let (send_lag, server_before) = sent_result
         .map(|sent| (sent.send_lag, sent.server_before))
@@ -396,6 +415,7 @@ async fn run_scenario(
         send_lag,
         server_before,
         server_after,
+        server_settled,
         tool_cpu_s,
         settings,
     };
@@ -532,6 +552,8 @@ impl Report {
                 },
                 "cpu_s_per_million": self.server_cpu_per_million(),
                 "rss_kib": self.server_after.map(|sample| sample.rss_kib),
+                "rss_peak_kib": self.server_after.map(|sample| sample.peak_rss_kib),
+                "rss_settled_kib": self.server_settled.map(|sample| sample.rss_kib),
                 "rss_start_kib": self.server_start.map(|sample| sample.rss_kib),
                 "rss_per_connection_kib": match settings.scenario {
                     Scenario::Conns => self.rss_per_connection(),

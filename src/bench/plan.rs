@@ -65,6 +65,8 @@ pub struct Settings {
     pub insecure: bool,
     /// Give up waiting after this many seconds without a delivery.
     pub timeout_s: f64,
+    /// Seconds to wait once the subscribers closed before the server's memory is sampled again.
+    pub settle_s: f64,
 }
 
 /// The schedule of one scenario.
@@ -271,6 +273,7 @@ mod tests {
             ca: None,
             insecure: false,
             timeout_s: 1.0,
+            settle_s: 0.0,
         }
     }
 

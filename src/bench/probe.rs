@@ -13,6 +13,14 @@ pub struct Sample {
     pub cpu_seconds: f64,
     /// Resident set size, in KiB.
     pub rss_kib: u64,
+    /// The largest resident set size since the process started or [`reset_peak`], in KiB.
+    pub peak_rss_kib: u64,
+}
+
+/// Starts the peak of process `pid`'s resident memory over from now (Linux ≥ 4.0; the
+/// process's owner only). Returns false when it could not.
+pub fn reset_peak(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
 
 /// Reading `/proc` failed: the process is gone, or this is not Linux.
@@ -43,10 +51,12 @@ pub fn sample(pid: Option<u32>) -> Result<Sample, ProbeError> {
         reason: format!("no {what}"),
     };
     let cpu_seconds = cpu_seconds(&stat).ok_or_else(|| malformed("utime/stime in stat"))?;
-    let rss_kib = rss_kib(&status).ok_or_else(|| malformed("VmRSS in status"))?;
+    let rss_kib = kib(&status, "VmRSS:").ok_or_else(|| malformed("VmRSS in status"))?;
+    let peak_rss_kib = kib(&status, "VmHWM:").ok_or_else(|| malformed("VmHWM in status"))?;
     Ok(Sample {
         cpu_seconds,
         rss_kib,
+        peak_rss_kib,
     })
 }
 
@@ -61,8 +71,9 @@ fn cpu_seconds(stat: &str) -> Option<f64> {
     Some((utime + stime) as f64 / TICKS_PER_SECOND)
 }
 
-fn rss_kib(status: &str) -> Option<u64> {
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+/// The value of `key` (e.g. `VmRSS:`) in `/proc/PID/status`, in KiB.
+fn kib(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|line| line.starts_with(key))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -80,5 +91,6 @@ mod tests {
     fn samples_this_process() {
         let sample = sample(None).unwrap();
         assert!(sample.rss_kib > 0);
+        assert!(sample.peak_rss_kib >= sample.rss_kib);
     }
 }

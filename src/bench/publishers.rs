@@ -205,7 +205,11 @@ impl Window {
             publisher,
         } = self;
         let step = plan.publishers();
-        let window = plan.settings.window.max(1);
+        // 0: unpaced, as far ahead as the socket takes frames.
+        let window = match plan.settings.window {
+            0 => usize::MAX,
+            window => window,
+        };
         let mask = [0x5A, publisher as u8, 0xA5, 0x3C];
         let mut batch = Vec::with_capacity(BATCH_BYTES + 1024);
         let mut request = Vec::with_capacity(plan.settings.size + 128);
@@ -219,7 +223,9 @@ impl Window {
                 let room = plan.room_of_message(next);
                 if sent[room] >= allowed[room] {
                     let below = board.min_received_below(room, publisher);
-                    allowed[room] = plan.received_count(room, publisher, below) + window;
+                    allowed[room] = plan
+                        .received_count(room, publisher, below)
+                        .saturating_add(window);
                     if sent[room] >= allowed[room] {
                         break;
                     }

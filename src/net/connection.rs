@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -27,7 +27,9 @@ use crate::ops::auth::OpenRefusal;
 use crate::ops::logging::message_id;
 use crate::ops::metrics::{Rejected, Source};
 use crate::routing::hub::{Listener, Peer};
-use crate::routing::outbox::{self, Next, Outbox, Wakeups};
+use crate::routing::outbox::{
+    Batch, Interrupted, Next, Outbox, Outgoing, Slow, TAKE_AT_MOST, Wakeups,
+};
 use crate::token;
 use crate::wire::frame::{self, CloseReason, Incoming, MessageReader, close_code};
 use crate::wire::handshake::{self, Head, Rejection, Upgrade};
@@ -60,7 +62,7 @@ pub async fn serve<S>(
             listener,
             credentials: upgrade.credentials,
             token: upgrade.token.map(String::into_boxed_str),
-            outbox: Outbox::new(shared.config.limits.send_queue),
+            outbox: shared.hub.outbox(),
             wants_ids: upgrade.since.is_some(),
         });
         debug!(conn = peer.id, peer = %address, tags = %upgrade.tags, listener = listener.as_str(), "connection opened");
@@ -74,7 +76,7 @@ pub async fn serve<S>(
                     SystemTime::now(),
                     || shared.hub.register(upgrade.tags.clone(), peer.clone()),
                     |frame| {
-                        peer.outbox.push(frame, &mut wakeups);
+                        peer.outbox.push(&Outgoing::new(frame), &mut wakeups);
                     },
                 );
                 debug!(
@@ -109,9 +111,11 @@ pub async fn serve<S>(
     let on_message = |message, wakeups: &mut Wakeups| match message {
         Incoming::Text(text) => rate
             .admit()
-            .inspect_err(|_| {
+            .inspect_err(|reason| {
                 shared.metrics.request(Source::Ws);
                 shared.metrics.rejected(Rejected::RateLimited);
+                peer.outbox
+                    .close_slow(Slow::Rate, reason.reason.to_string());
             })
             .and_then(|()| handle_text(&shared, &peer, &text, wakeups)),
         _ => Ok(()),
@@ -137,7 +141,7 @@ pub async fn serve<S>(
     .await;
     if let Some(reason) = closed
         .as_ref()
-        .filter(|reason| reason.reason == outbox::SLOW_CLIENT)
+        .filter(|_| peer.outbox.slow().is_some_and(|slow| slow != Slow::Rate))
     {
         // Logged while the connection's tags are still in the hub, for the span's TAGS.
         peer_span(&shared, &peer).in_scope(|| {
@@ -162,6 +166,9 @@ pub async fn serve<S>(
         shared.metrics.rejected(Rejected::TooLarge);
     }
     shared.metrics.connection_closed(code);
+    if let Some(slow) = peer.outbox.slow() {
+        shared.metrics.slow_client_closed(slow);
+    }
     match closed {
         Some(reason) => {
             debug!(conn = peer.id, code = reason.code, reason = %reason.reason, "connection closed")
@@ -504,7 +511,7 @@ async fn read_loop<R, F, N>(
                     }
                 }
                 Incoming::Ping(payload) => {
-                    outbox.push(&frame::pong_frame(&payload), &mut wakeups);
+                    outbox.push(&Outgoing::new(&frame::pong_frame(&payload)), &mut wakeups);
                 }
                 Incoming::Pong => {}
                 Incoming::Close(reason) => {
@@ -544,20 +551,33 @@ fn handle_text(
 }
 
 /// Writes what the outbox holds until the close frame is written or the connection aborts.
+///
+/// A socket that takes no byte for `limits.write_timeout_ms` while frames wait closes the
+/// connection with 4429 ([`Slow::Timeout`]) and ends it at once: nothing more can reach the
+/// client. When the client is closed for being slow meanwhile, what was taken is dropped (its
+/// memory counts in the budget) but the rest of a frame partly written; the close frame follows.
 async fn write_loop<W: AsyncWrite + Unpin>(mut stream: W, outbox: &Outbox) -> std::io::Result<()> {
-    let mut batch: Vec<Bytes> = Vec::new();
+    let mut batch = Batch::new();
+    let timeout = outbox.limits().write_timeout;
     loop {
         match outbox.take(&mut batch).await {
-            Next::Write => {
+            Next::Write => loop {
                 tokio::select! {
-                    written = write_batch(&mut stream, &mut batch) => written?,
-                    _ = outbox.aborted() => return Ok(()),
+                    written = write_batch(&mut stream, &mut batch, timeout) => {
+                        if let Err(error) = written {
+                            if error.kind() == std::io::ErrorKind::TimedOut {
+                                outbox.close_slow(Slow::Timeout, Slow::Timeout.reason().into());
+                            }
+                            return Err(error);
+                        }
+                        break;
+                    }
+                    interrupted = outbox.interrupted() => match interrupted {
+                        Interrupted::Abort => return Ok(()),
+                        Interrupted::Discard => batch.drop_unstarted(),
+                    },
                 }
-                batch.clear();
-                if batch.capacity() > 64 {
-                    batch.shrink_to(8);
-                }
-            }
+            },
             Next::Finished => {
                 let _ = stream.shutdown().await;
                 return Ok(());
@@ -567,36 +587,35 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut stream: W, outbox: &Outbox) -> st
     }
 }
 
-/// Writes every frame of `batch` with as few vectored writes as the stream allows.
+/// Writes every frame of `batch` with as few vectored writes as the stream allows; fails with
+/// `TimedOut` when the stream takes no byte for `timeout`.
 async fn write_batch<W: AsyncWrite + Unpin>(
     stream: &mut W,
-    batch: &mut [Bytes],
+    batch: &mut Batch,
+    timeout: Duration,
 ) -> std::io::Result<()> {
-    const MAX_SLICES: usize = 64;
-    let mut first = 0;
-    while first < batch.len() {
+    while !batch.is_done() {
         // The slices are made on each poll, on the stack: nothing is allocated per write and
-        // no idle connection's task carries them.
-        let frames = &batch[first..];
-        let mut written = poll_fn(|cx| {
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            for (slice, frame) in slices.iter_mut().zip(frames) {
-                *slice = IoSlice::new(frame);
+        // no idle connection's task carries them. The timer exists only once the socket is
+        // full, not for every write.
+        let mut stalled: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        let written = poll_fn(|cx| {
+            let mut slices = [IoSlice::new(&[]); TAKE_AT_MOST + 1];
+            let count = batch.slices(&mut slices);
+            if let Poll::Ready(written) =
+                Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..count])
+            {
+                return Poll::Ready(written);
             }
-            let count = frames.len().min(MAX_SLICES);
-            Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..count])
+            let timer = stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+            ready!(timer.as_mut().poll(cx));
+            Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()))
         })
         .await?;
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
-        while first < batch.len() && written >= batch[first].len() {
-            written -= batch[first].len();
-            first += 1;
-        }
-        if written > 0 {
-            batch[first].advance(written);
-        }
+        batch.advance(written);
     }
     stream.flush().await
 }

@@ -30,7 +30,7 @@ use crate::ops::metrics::{Metrics, Rejected, Source};
 use crate::ops::watch;
 use crate::routing::history::{History, MessageId};
 use crate::routing::hub::{Delivery, Hub, Listener};
-use crate::routing::outbox::Wakeups;
+use crate::routing::outbox::{SendLimits, Wakeups};
 use crate::tags::Tags;
 use crate::wire::frame::{self, CloseReason, close_code};
 use crate::wire::parser::{self, MessageParser};
@@ -140,7 +140,7 @@ impl Shared {
             self.hub.route(tags, &frame, Some(id_frame), wakeups)
         })?;
         self.metrics.set_history_bytes(history.bytes());
-        self.metrics.routed(delivery.delivered, delivery.overflowed);
+        self.metrics.routed(delivery.delivered);
         Some(Delivery {
             id: Some(id),
             ..delivery
@@ -167,7 +167,7 @@ impl Shared {
             }
             None => self.hub.route(tags, &frame, None, wakeups),
         };
-        self.metrics.routed(delivery.delivered, delivery.overflowed);
+        self.metrics.routed(delivery.delivered);
         delivery
     }
 
@@ -191,7 +191,7 @@ impl Shared {
                 }
             }
         };
-        self.metrics.routed(delivery.delivered, delivery.overflowed);
+        self.metrics.routed(delivery.delivered);
         delivery
     }
 
@@ -442,16 +442,21 @@ impl Server {
             // Until its reader has caught up with the cluster's stream.
             history.set_blind(true);
         }
+        let limits = SendLimits::new(
+            config.limits.send_queue_bytes,
+            Duration::from_millis(config.limits.write_timeout_ms),
+            config.limits.max_queued_bytes,
+        );
         let shared = Shared {
             connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
-            hub: Arc::new(Hub::new()),
+            hub: Arc::new(Hub::new(limits.clone())),
             auth: Auth::from_config(&config.auth)?,
             parser,
             shutdown: CancellationToken::new(),
             tls,
             cluster,
             history,
-            metrics: Metrics::new(!config.cluster.redis.is_empty()),
+            metrics: Metrics::new(!config.cluster.redis.is_empty(), limits),
             config,
         };
         Ok(Server {

@@ -13,6 +13,14 @@ use crate::strict;
 
 use crate::tags::TagLimits;
 
+/// Keys of older versions, refused with what replaced them: (key, explanation).
+const RETIRED_KEYS: [(&str, &str); 1] = [(
+    "send_queue",
+    "limits.send_queue (a count of messages) is replaced by limits.send_queue_bytes (bytes \
+     waiting for one client, default 4194304) and limits.write_timeout_ms (default 10000): \
+     remove it, and see etc/tagcast.toml",
+)];
+
 /// Where the daemon looks for its config when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/tagcast/tagcast.toml";
 
@@ -211,8 +219,13 @@ pub struct LimitsConfig {
     pub max_tags: usize,
     /// Longest tag name or value, in bytes.
     pub max_tag_length: usize,
-    /// Frames queued for one client before it is closed with 4429.
-    pub send_queue: usize,
+    /// Bytes of frames waiting for one client before it is closed with 4429.
+    pub send_queue_bytes: usize,
+    /// How long frames may wait while a client's socket takes no byte before it is closed
+    /// with 4429.
+    pub write_timeout_ms: u64,
+    /// Memory all waiting frames may hold together; past it, the largest backlogs are closed.
+    pub max_queued_bytes: usize,
     /// Requests per second one connection may send; 0: no limit.
     pub max_requests_per_s: u32,
     /// Time a client has to complete its handshake.
@@ -227,7 +240,9 @@ impl Default for LimitsConfig {
             max_connections: 100_000,
             max_tags: 32,
             max_tag_length: 256,
-            send_queue: 1024,
+            send_queue_bytes: 4 * 1024 * 1024,
+            write_timeout_ms: 10_000,
+            max_queued_bytes: 512 * 1024 * 1024,
             max_requests_per_s: 0,
             handshake_timeout_ms: 5000,
             shutdown_grace_ms: 5000,
@@ -384,9 +399,17 @@ impl Config {
 
     /// Parses and validates config text; `path` is only used in error messages.
     pub fn parse(text: &str, path: Option<&Path>) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError::Parse {
-            path: display_path(path),
-            message: error.to_string().trim_end().replace('\n', " | "),
+        let raw: RawConfig = toml::from_str(text).map_err(|error| {
+            let mut message = error.to_string().trim_end().replace('\n', " | ");
+            for (retired, replaced_by) in RETIRED_KEYS {
+                if message.contains(&format!("unknown field `{retired}`")) {
+                    message = format!("{message} | {replaced_by}");
+                }
+            }
+            ConfigError::Parse {
+                path: display_path(path),
+                message,
+            }
         })?;
         Config::from_raw(raw, path)
     }
@@ -451,14 +474,22 @@ impl Config {
             }
             _ => {}
         }
-        let positive: [(&'static str, u64); 6] = [
+        let positive: [(&'static str, u64); 8] = [
             ("messages.max_size", config.messages.max_size as u64),
             (
                 "limits.max_connections",
                 config.limits.max_connections as u64,
             ),
             ("limits.max_tag_length", config.limits.max_tag_length as u64),
-            ("limits.send_queue", config.limits.send_queue as u64),
+            (
+                "limits.send_queue_bytes",
+                config.limits.send_queue_bytes as u64,
+            ),
+            ("limits.write_timeout_ms", config.limits.write_timeout_ms),
+            (
+                "limits.max_queued_bytes",
+                config.limits.max_queued_bytes as u64,
+            ),
             (
                 "limits.handshake_timeout_ms",
                 config.limits.handshake_timeout_ms,
@@ -672,6 +703,19 @@ mod tests {
     }
 
     #[test]
+    fn the_retired_send_queue_is_refused_naming_its_replacement() {
+        let message = error("[limits]\nsend_queue = 1024\n");
+        assert!(message.contains("line 2"), "{message}");
+        assert!(
+            message.contains(
+                "limits.send_queue (a count of messages) is replaced by limits.send_queue_bytes"
+            ),
+            "{message}"
+        );
+        assert!(message.contains("limits.write_timeout_ms"), "{message}");
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
         let message = error("[server]\nprot = 1\n");
         assert!(message.contains("/x/tagcast.toml"), "{message}");
@@ -680,7 +724,9 @@ mod tests {
         assert!(error("[nope]\n").contains("nope"));
         assert!(error("[server]\nport = \"x\"\n").contains("port"));
         assert!(error("[messages]\nparser = \"xml\"\n").contains("xml"));
-        assert!(error("[limits]\nsend_queue = 0\n").contains("limits.send_queue"));
+        assert!(error("[limits]\nsend_queue_bytes = 0\n").contains("limits.send_queue_bytes"));
+        assert!(error("[limits]\nwrite_timeout_ms = 0\n").contains("limits.write_timeout_ms"));
+        assert!(error("[limits]\nmax_queued_bytes = 0\n").contains("limits.max_queued_bytes"));
         assert!(error("[server]\naddress = \"here\"\n").contains("server.address"));
         assert!(error("[server]\nplain = false\n").contains("server.plain"));
         assert!(error("[messages]\nparser = \"json-schema\"\n").contains("messages.schema"));

@@ -13,7 +13,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::{Metric, Registry, Unit};
 
+use std::sync::Arc;
+
 use crate::routing::hub::Listener;
+use crate::routing::outbox::{SendLimits, Slow};
 use crate::wire::frame::close_code;
 
 /// The `Content-Type` of [`Metrics::encode`]'s text: the Prometheus text format 0.0.4, which
@@ -162,7 +165,8 @@ pub struct Metrics {
     deliveries: Counter,
     /// By reason, in the order of `Rejected::ALL`.
     rejected: [Counter; 4],
-    slow_clients_closed: Counter,
+    /// By reason, in the order of `Slow::ALL`.
+    slow_clients_closed: [Counter; 4],
     /// Successful, then failed.
     auth_reloads: [Counter; 2],
     /// Successful, then failed.
@@ -195,8 +199,9 @@ fn counter(registry: &mut Registry, name: &str, help: &str) -> Counter {
 }
 
 impl Metrics {
-    /// Registers every metric; `clustered` adds `tagcast_cluster_connected`.
-    pub fn new(clustered: bool) -> Metrics {
+    /// Registers every metric; `clustered` adds `tagcast_cluster_connected`;
+    /// `tagcast_queued_bytes` is read from `limits`.
+    pub fn new(clustered: bool, limits: Arc<SendLimits>) -> Metrics {
         let mut registry = Registry::default();
         let connections = family(
             &mut registry,
@@ -248,10 +253,13 @@ impl Metrics {
             "reason",
             Rejected::ALL.map(Rejected::as_str),
         );
-        let slow_clients_closed = counter(
+        let slow_clients_closed = family(
             &mut registry,
             "tagcast_slow_clients_closed",
-            "Connections closed with 4429 because their send queue overflowed",
+            "Connections closed with 4429, by reason: bytes (send_queue_bytes), timeout \
+             (write_timeout_ms), budget (max_queued_bytes), rate (max_requests_per_s)",
+            "reason",
+            Slow::ALL.map(Slow::as_str),
         );
         let auth_reloads = family(
             &mut registry,
@@ -290,6 +298,7 @@ impl Metrics {
             history_bytes.clone(),
         );
         registry.register_collector(Box::new(ProcessCollector));
+        registry.register_collector(Box::new(QueuedBytes(limits)));
         Metrics {
             registry,
             connections,
@@ -340,12 +349,14 @@ impl Metrics {
         self.rejected[reason as usize].inc();
     }
 
-    /// A request was queued to `delivered` connections, and `overflowed` slow ones were closed.
-    pub fn routed(&self, delivered: usize, overflowed: usize) {
+    /// A request was queued to `delivered` connections.
+    pub fn routed(&self, delivered: usize) {
         self.deliveries.inc_by(delivered as u64);
-        if overflowed > 0 {
-            self.slow_clients_closed.inc_by(overflowed as u64);
-        }
+    }
+
+    /// A connection closed with 4429 for being `slow` (counted once, when it ends).
+    pub fn slow_client_closed(&self, slow: Slow) {
+        self.slow_clients_closed[slow as usize].inc();
     }
 
     /// The auth file was reloaded (`ok`) or a reload was refused.
@@ -392,6 +403,23 @@ pub struct OpenConnection<'a> {
 impl Drop for OpenConnection<'_> {
     fn drop(&mut self) {
         self.gauge.dec();
+    }
+}
+
+/// `tagcast_queued_bytes`: the memory of the frames waiting, read at each scrape.
+#[derive(Debug)]
+struct QueuedBytes(Arc<SendLimits>);
+
+impl Collector for QueuedBytes {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let gauge = ConstGauge::new(self.0.queued_bytes() as i64);
+        gauge.encode(encoder.encode_descriptor(
+            "tagcast_queued",
+            "Memory held by the frames waiting to be written, all clients together (a frame \
+             sent to many counted once)",
+            Some(&Unit::Bytes),
+            gauge.metric_type(),
+        )?)
     }
 }
 

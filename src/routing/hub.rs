@@ -1,9 +1,11 @@
 //! The hub: every open connection, found by tags, and the routing of a request to them.
 //!
 //! One [`Hub`] is shared by all listeners (ws and wss) and by every source of requests. Routing
-//! takes the index's read lock, pushes a reference-counted copy of the already-encoded frame into
-//! each matching connection's [`Outbox`] (which never waits) and releases the lock: nothing here
-//! awaits, so no lock is ever held across an `.await`.
+//! takes the index's read lock, pushes the already-encoded frame into each matching connection's
+//! [`Outbox`] (which never waits) and releases the lock: nothing here awaits, so no lock is ever
+//! held across an `.await`. When the frames waiting in all outboxes then hold more than
+//! `limits.max_queued_bytes`, the connections with the largest backlogs are closed (4429) until
+//! they hold less.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +14,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use bytes::Bytes;
 
 use crate::routing::history::MessageId;
-use crate::routing::outbox::{Outbox, Pushed, Wakeups};
+use crate::routing::outbox::{Outbox, Outgoing, Pushed, SendLimits, Slow, Wakeups};
 use crate::tags::{TagIndex, Tags};
 use crate::wire::frame::CloseReason;
 use crate::wire::request::Credentials;
@@ -62,23 +64,38 @@ pub struct Peer {
 pub struct Delivery {
     /// Connections the frame was queued to.
     pub delivered: usize,
-    /// Connections closed with 4429 because their queue was full.
+    /// Connections closed with 4429 because their queue was full, or because theirs were the
+    /// largest backlogs when all queues together held more than the budget.
     pub overflowed: usize,
     /// The message's id, when the history is on.
     pub id: Option<MessageId>,
 }
 
 /// All open connections, indexed by tags.
-#[derive(Default)]
 pub struct Hub {
     index: RwLock<TagIndex<ConnectionId, Arc<Peer>>>,
     next_id: AtomicU64,
+    limits: Arc<SendLimits>,
 }
 
 impl Hub {
-    /// An empty hub.
-    pub fn new() -> Hub {
-        Hub::default()
+    /// An empty hub whose connections' outboxes share `limits`.
+    pub fn new(limits: Arc<SendLimits>) -> Hub {
+        Hub {
+            index: RwLock::default(),
+            next_id: AtomicU64::default(),
+            limits,
+        }
+    }
+
+    /// An empty outbox under the hub's limits, for a new connection.
+    pub fn outbox(&self) -> Outbox {
+        Outbox::new(self.limits.clone())
+    }
+
+    /// The limits the outboxes share, and the memory their frames hold.
+    pub fn limits(&self) -> &SendLimits {
+        &self.limits
     }
 
     fn read(&self) -> RwLockReadGuard<'_, TagIndex<ConnectionId, Arc<Peer>>> {
@@ -109,7 +126,8 @@ impl Hub {
     }
 
     /// Queues `frame` to every connection whose tags contain all of `tags` (`id_frame`, when
-    /// given, to those that want ids); their writers join `wakeups`.
+    /// given, to those that want ids); their writers join `wakeups`. Then, when all queues hold
+    /// more than the budget, closes the largest backlogs.
     pub fn route(
         &self,
         tags: &Tags,
@@ -118,18 +136,52 @@ impl Hub {
         wakeups: &mut Wakeups,
     ) -> Delivery {
         let mut delivery = Delivery::default();
+        let outgoing = Outgoing::new(frame);
+        let id_outgoing = id_frame.map(Outgoing::new);
         self.read().for_each_match(tags, |_, peer| {
-            let frame = match id_frame {
-                Some(id_frame) if peer.wants_ids => id_frame,
-                _ => frame,
+            let outgoing = match &id_outgoing {
+                Some(id_outgoing) if peer.wants_ids => id_outgoing,
+                _ => &outgoing,
             };
-            match peer.outbox.push(frame, wakeups) {
+            match peer.outbox.push(outgoing, wakeups) {
                 Pushed::Accepted => delivery.delivered += 1,
                 Pushed::Overflowed => delivery.overflowed += 1,
                 Pushed::Closed => {}
             }
         });
+        drop(outgoing);
+        drop(id_outgoing);
+        wakeups.settle();
+        if self.limits.over_budget() {
+            delivery.overflowed += self.close_largest_backlogs();
+        }
         delivery
+    }
+
+    /// Closes the connections with the largest backlogs, largest first, until the frames
+    /// waiting hold no more than `limits.max_queued_bytes`; returns how many it closed.
+    fn close_largest_backlogs(&self) -> usize {
+        let mut backlogs = Vec::new();
+        self.read().for_each(|_, _, peer| {
+            let backlog = peer.outbox.backlog();
+            if backlog > 0 {
+                backlogs.push((backlog, peer.clone()));
+            }
+        });
+        backlogs.sort_unstable_by_key(|(backlog, _)| std::cmp::Reverse(*backlog));
+        let mut closed = 0;
+        for (_, peer) in backlogs {
+            if !self.limits.over_budget() {
+                break;
+            }
+            if peer
+                .outbox
+                .close_slow(Slow::Budget, Slow::Budget.reason().into())
+            {
+                closed += 1;
+            }
+        }
+        closed
     }
 
     /// Starts closing every connection with `reason` (shutdown).

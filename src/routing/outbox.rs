@@ -1,9 +1,22 @@
-//! The bounded queue of frames waiting to be written to one client.
+//! The queue of frames waiting to be written to one client, and the limits all queues share.
 //!
-//! The router pushes with [`Outbox::push`], which never waits: when a client already has
-//! `limits.send_queue` frames waiting, it is too slow to read, and its queue is replaced by a
-//! close frame (4429). The connection's writer takes everything queued at once
-//! ([`Outbox::take`]) and writes it in one vectored write. An idle outbox holds no allocation.
+//! The router pushes with [`Outbox::push`], which never waits, so a publisher is never slowed
+//! down by a recipient. A client is judged slow by bytes and time, never by a count of messages
+//! (SPEC §1 "Slow clients"): it is closed with 4429 when the frames waiting for it would pass
+//! `limits.send_queue_bytes` ([`Slow::Bytes`]), when its socket took no byte for
+//! `limits.write_timeout_ms` while frames waited ([`Slow::Timeout`], judged by the writer), or
+//! when all queues together hold more than `limits.max_queued_bytes` and its backlog is among the
+//! largest ([`Slow::Budget`], judged by the hub after routing). Closing a slow client drops what
+//! waits for it at once, including what its writer took and has not started writing: its memory
+//! is back before the next request is routed.
+//!
+//! A queued delivery costs one pointer ([`Waiting`], shared by every queue the frame waits in):
+//! a frame is made shared once, by the first queue that keeps it, and freed when the last queue
+//! lets go of it. The memory [`SendLimits::queued_bytes`] counts is what the queues really hold:
+//! each shared frame once, each client's private copies, and a pointer per queued delivery.
+//!
+//! The connection's writer takes what is queued ([`Outbox::take`], a bounded number of entries
+//! at a time) and writes it in one vectored write. An idle outbox holds no allocation.
 //!
 //! A push does not wake the writer itself: it hands the writer's waker to the router's
 //! [`Wakeups`], which wakes every recipient once the router is done with what it read. A
@@ -25,13 +38,17 @@
 //! frame of a few dozen bytes the copy costs less than counting a shared reference up here and
 //! down after the write (every recipient's core touching the same counter), and the writer then
 //! hands the kernel one slice for many frames instead of one slice each. At most
-//! 64 KiB (`COPY_BUDGET`) are copied per queue: past that (a client that stopped reading), frames
-//! are shared again, so a slow reader holds no more than that of private copies.
+//! `COPY_BUDGET` bytes are copied per queue between two takes: past that (a client that reads
+//! less than it is sent), frames are shared, so a backlog costs a pointer per frame, not a copy.
 
+use std::cell::OnceCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::io::IoSlice;
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::net::tcp::OwnedWriteHalf;
@@ -41,97 +58,260 @@ use crate::wire::frame::{self, CloseReason, close_code};
 /// The reason of the close (4429) of a client whose queue overflowed: too slow to read.
 pub const SLOW_CLIENT: &str = "send queue overflow: the client reads too slowly";
 
-/// One client's queue of outgoing frames.
-///
-/// One task waits on it: the connection's, whose writer and closing timer share its waker.
-/// It keeps one waker, so a second task waiting on the same outbox would not be woken.
-pub struct Outbox {
-    state: Mutex<State>,
-    /// Frames a client may have waiting before it counts as too slow.
-    capacity: usize,
-}
-
 /// Frames up to this size are copied into the queue; larger ones are shared.
 const COPY_UP_TO: usize = 1024;
 /// Bytes a queue copies at most before it shares frames again (until the writer takes them).
-const COPY_BUDGET: usize = 64 * 1024;
+const COPY_BUDGET: usize = 4 * 1024;
 /// Recipients of one request that the router writes to itself, at most.
 const WRITE_THROUGH_PER_REQUEST: usize = 128;
 /// Frames up to this size may be written through; larger ones are left to the writer.
 const WRITE_THROUGH_UP_TO: usize = 16 * 1024;
+/// Entries the writer takes at once: what one vectored write takes at most.
+pub const TAKE_AT_MOST: usize = 64;
+/// Bytes the writer takes at once (or one frame, when larger): about what a socket takes in one
+/// write, and a bound on what a writer stuck on a full socket holds besides its queue.
+const TAKE_BYTES: usize = 64 * 1024;
+/// What one queued delivery costs besides its frame: the pointer in the queue.
+const ENTRY_BYTES: usize = size_of::<Arc<Waiting>>();
+/// What a shared frame costs besides its bytes: its shared header and the [`Waiting`].
+const WAITING_OVERHEAD: usize = size_of::<Waiting>() + 2 * size_of::<usize>();
 
-/// The frames waiting, in order: runs of small frames copied end to end into one buffer, larger
-/// frames as they are.
+/// Why a client was closed with 4429 (the `reason` of `tagcast_slow_clients_closed_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slow {
+    /// The frames waiting for it would pass `limits.send_queue_bytes`.
+    Bytes,
+    /// Frames waited and its socket took no byte for `limits.write_timeout_ms`.
+    Timeout,
+    /// All queues together passed `limits.max_queued_bytes` and its backlog was among the largest.
+    Budget,
+    /// It sent more than `limits.max_requests_per_s`.
+    Rate,
+}
+
+impl Slow {
+    /// Every reason, in the order of their metrics series.
+    pub const ALL: [Slow; 4] = [Slow::Bytes, Slow::Timeout, Slow::Budget, Slow::Rate];
+
+    /// The metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Slow::Bytes => "bytes",
+            Slow::Timeout => "timeout",
+            Slow::Budget => "budget",
+            Slow::Rate => "rate",
+        }
+    }
+
+    /// The close reason told to the client, for the reasons the outbox judges.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Slow::Bytes => SLOW_CLIENT,
+            Slow::Timeout => "write timeout: the client reads too slowly",
+            Slow::Budget => "server send budget exceeded: the client reads too slowly",
+            Slow::Rate => "too many requests",
+        }
+    }
+}
+
+/// The limits every outbox of a server shares (`[limits]`), and the memory all their waiting
+/// frames hold.
+#[derive(Debug)]
+pub struct SendLimits {
+    /// `limits.send_queue_bytes`: bytes of frames one client may have waiting.
+    pub send_queue_bytes: usize,
+    /// `limits.write_timeout_ms`: how long frames may wait on a socket that takes no byte.
+    pub write_timeout: Duration,
+    /// `limits.max_queued_bytes`: memory all waiting frames may hold together.
+    pub max_queued_bytes: usize,
+    /// What they hold now; may dip below 0 for a moment (a release seen before its count).
+    held: AtomicIsize,
+}
+
+impl SendLimits {
+    /// Limits with nothing held yet.
+    pub fn new(
+        send_queue_bytes: usize,
+        write_timeout: Duration,
+        max_queued_bytes: usize,
+    ) -> Arc<SendLimits> {
+        Arc::new(SendLimits {
+            send_queue_bytes,
+            write_timeout,
+            max_queued_bytes,
+            held: AtomicIsize::new(0),
+        })
+    }
+
+    /// Memory held by waiting frames, all clients together (`tagcast_queued_bytes`).
+    pub fn queued_bytes(&self) -> usize {
+        self.held.load(Ordering::Relaxed).max(0) as usize
+    }
+
+    /// True when waiting frames hold more than `max_queued_bytes`.
+    pub fn over_budget(&self) -> bool {
+        self.queued_bytes() > self.max_queued_bytes
+    }
+
+    fn hold(&self, bytes: usize) {
+        if bytes > 0 {
+            self.held.fetch_add(bytes as isize, Ordering::Relaxed);
+        }
+    }
+
+    fn release(&self, bytes: usize) {
+        if bytes > 0 {
+            self.held.fetch_sub(bytes as isize, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A frame waiting in one or more queues (or a run of small frames copied end to end for one
+/// queue). What it holds counts in [`SendLimits::queued_bytes`] until it is freed.
+pub struct Waiting {
+    frame: Bytes,
+    limits: Arc<SendLimits>,
+}
+
+impl Waiting {
+    /// Wraps `frame`, whose bytes are already counted as held, and counts its overhead.
+    fn counted(frame: Bytes, limits: &Arc<SendLimits>) -> Arc<Waiting> {
+        limits.hold(WAITING_OVERHEAD);
+        Arc::new(Waiting {
+            frame,
+            limits: limits.clone(),
+        })
+    }
+
+    /// Wraps `frame` and counts it as held.
+    fn new(frame: Bytes, limits: &Arc<SendLimits>) -> Arc<Waiting> {
+        limits.hold(frame.len());
+        Waiting::counted(frame, limits)
+    }
+
+    /// The frame's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.frame
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.limits.release(self.frame.len() + WAITING_OVERHEAD);
+    }
+}
+
+/// A frame being routed to its recipients: shared, when a queue keeps it, by every queue that
+/// does, and made shared only once.
+pub struct Outgoing<'a> {
+    frame: &'a Bytes,
+    shared: OnceCell<Arc<Waiting>>,
+}
+
+impl<'a> Outgoing<'a> {
+    /// `frame`, not yet kept by any queue.
+    pub fn new(frame: &'a Bytes) -> Outgoing<'a> {
+        Outgoing {
+            frame,
+            shared: OnceCell::new(),
+        }
+    }
+
+    fn shared(&self, limits: &Arc<SendLimits>) -> Arc<Waiting> {
+        self.shared
+            .get_or_init(|| Waiting::new(self.frame.clone(), limits))
+            .clone()
+    }
+}
+
+/// The frames waiting, in order: runs of small frames copied end to end, and shared frames.
 #[derive(Default)]
 struct Queue {
-    /// The rest of a frame whose start was written through: first out, and kept when closing
-    /// drops the rest of the queue (the client is in the middle of it).
-    started: Option<Bytes>,
-    chunks: VecDeque<Bytes>,
-    /// Small frames queued after the last chunk.
+    /// The first entry is the rest of a frame whose start was written through: kept when
+    /// closing drops the rest of the queue (the client is in the middle of it).
+    started: bool,
+    entries: VecDeque<Arc<Waiting>>,
+    /// Small frames copied after the last entry.
     tail: BytesMut,
-    frames: usize,
-    /// Bytes copied since the writer last took the queue.
+    /// Bytes copied since the writer last took from the queue.
     copied: usize,
+    /// Bytes of the frames waiting, a shared frame counted fully (`send_queue_bytes`).
+    backlog: usize,
 }
 
 impl Queue {
-    fn push(&mut self, frame: &Bytes) {
-        if frame.len() <= COPY_UP_TO && self.copied + frame.len() <= COPY_BUDGET {
-            self.copied += frame.len();
+    /// Queues `frame`; returns the memory this adds to what queues hold.
+    fn push(&mut self, frame: &Outgoing<'_>, limits: &Arc<SendLimits>) -> usize {
+        let length = frame.frame.len();
+        self.backlog += length;
+        if length <= COPY_UP_TO && self.copied + length <= COPY_BUDGET {
+            self.copied += length;
             // Starts small and doubles as frames arrive: a message to every idle connection
-            // allocates little for each (what malloc keeps after a burst stays in the RSS).
-            self.tail.extend_from_slice(frame);
+            // allocates little for each.
+            self.tail.extend_from_slice(frame.frame);
+            length
         } else {
-            self.seal_tail();
-            self.chunks.push_back(frame.clone());
+            let sealed = self.seal_tail(limits);
+            self.entries.push_back(frame.shared(limits));
+            sealed + ENTRY_BYTES
         }
-        self.frames += 1;
     }
 
-    /// Queues what a write through left of `frame`; the queue is empty.
-    fn push_started(&mut self, rest: Bytes) {
-        self.started = Some(rest);
-        self.frames += 1;
+    /// Queues what a write through left of a frame; the queue is empty.
+    fn push_started(&mut self, rest: &[u8], limits: &Arc<SendLimits>) -> usize {
+        self.started = true;
+        self.backlog += rest.len();
+        self.entries
+            .push_back(Waiting::new(Bytes::copy_from_slice(rest), limits));
+        ENTRY_BYTES
     }
 
-    /// Drops every frame but the rest of a started one.
-    fn drop_unstarted(&mut self) {
-        let started = self.started.take();
-        *self = Queue {
-            frames: usize::from(started.is_some()),
-            started,
-            ..Queue::default()
+    /// Makes the copied frames an entry; returns the memory this adds (the entry's pointer).
+    fn seal_tail(&mut self, limits: &Arc<SendLimits>) -> usize {
+        if self.tail.is_empty() {
+            return 0;
+        }
+        let run = std::mem::take(&mut self.tail).freeze();
+        self.entries.push_back(Waiting::counted(run, limits));
+        ENTRY_BYTES
+    }
+
+    /// Drops every frame but the rest of a started one; returns the memory this lets go of
+    /// (besides shared frames, which let go of theirs when freed).
+    fn drop_unstarted(&mut self) -> usize {
+        let kept = if self.started {
+            self.entries.pop_front()
+        } else {
+            None
         };
-    }
-
-    fn seal_tail(&mut self) {
-        if !self.tail.is_empty() {
-            self.chunks
-                .push_back(std::mem::take(&mut self.tail).freeze());
-        }
-    }
-
-    /// Moves every frame into `batch`, as few slices as there are chunks.
-    fn drain_into(&mut self, batch: &mut Vec<Bytes>) {
-        self.seal_tail();
-        batch.extend(self.started.take());
-        batch.extend(self.chunks.drain(..));
-        if self.chunks.capacity() > 64 {
-            self.chunks.shrink_to_fit();
-        }
-        self.frames = 0;
+        let released = self.entries.len() * ENTRY_BYTES + self.tail.len();
+        self.backlog = kept.as_ref().map_or(0, |rest| rest.frame.len());
+        self.entries = kept.into_iter().collect();
+        self.tail = BytesMut::new();
         self.copied = 0;
+        released
+    }
+
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.tail.is_empty()
     }
 }
 
 #[derive(Default)]
 struct State {
     queue: Queue,
+    /// What the writer took last: entries, and their bytes. Counted as waiting until the
+    /// writer comes back for more (it wrote them) or closing discards them.
+    in_flight: (usize, usize),
     /// Set once the connection is closing: the close frame to write after `queue`, until taken.
-    close_frame: Option<Bytes>,
+    close_frame: Option<Arc<Waiting>>,
     /// Why the connection is closing, once it is.
     closing: Option<CloseReason>,
+    /// Why it was closed with 4429, when it was for being slow.
+    slow: Option<Slow>,
+    /// The writer must drop what it took and has not started writing (the client was closed
+    /// for being slow).
+    discard: bool,
     /// The writer must stop at once, without writing anything more.
     aborted: bool,
     /// The connection task while it waits for a change; taken by the change that wakes it.
@@ -154,6 +334,26 @@ impl State {
             self.waiter = Some(cx.waker().clone());
         }
     }
+
+    /// The writer is done with what it took: it no longer waits.
+    fn settle_in_flight(&mut self, limits: &SendLimits) {
+        let (entries, _) = std::mem::take(&mut self.in_flight);
+        limits.release(entries * ENTRY_BYTES);
+    }
+
+    /// Bytes waiting for the client, with those the writer took and has not written.
+    fn backlog(&self) -> usize {
+        self.queue.backlog + self.in_flight.1
+    }
+}
+
+/// One client's queue of outgoing frames.
+///
+/// One task waits on it: the connection's, whose writer and closing timer share its waker.
+/// It keeps one waker, so a second task waiting on the same outbox would not be woken.
+pub struct Outbox {
+    state: Mutex<State>,
+    limits: Arc<SendLimits>,
 }
 
 /// What [`Outbox::push`] did with a frame.
@@ -178,13 +378,28 @@ pub enum Next {
     Abort,
 }
 
+/// What interrupted a write, from [`Outbox::interrupted`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Interrupted {
+    /// Stop without writing anything more (the peer is gone).
+    Abort,
+    /// The client was closed for being slow: drop what was taken but the rest of a frame
+    /// partly written ([`Batch::drop_unstarted`]).
+    Discard,
+}
+
 impl Outbox {
-    /// An empty outbox holding at most `capacity` frames.
-    pub fn new(capacity: usize) -> Outbox {
+    /// An empty outbox under `limits`.
+    pub fn new(limits: Arc<SendLimits>) -> Outbox {
         Outbox {
             state: Mutex::new(State::default()),
-            capacity: capacity.max(1),
+            limits,
         }
+    }
+
+    /// The limits this outbox is judged by.
+    pub fn limits(&self) -> &SendLimits {
+        &self.limits
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -215,35 +430,40 @@ impl Outbox {
 
     /// Queues a frame, or writes it at once (see [`Outbox::write_through`]), without waiting;
     /// see [`Pushed`]. The writer, when this frame is the first one waiting, joins `wakeups`.
-    pub fn push(&self, frame: &Bytes, wakeups: &mut Wakeups) -> Pushed {
+    pub fn push(&self, frame: &Outgoing<'_>, wakeups: &mut Wakeups) -> Pushed {
         let mut state = self.lock();
         if state.closing.is_some() {
             return Pushed::Closed;
         }
-        if state.queue.frames >= self.capacity {
+        let length = frame.frame.len();
+        let backlog = state.backlog();
+        if backlog > 0 && backlog + length > self.limits.send_queue_bytes {
             drop(state);
-            self.close(CloseReason::new(close_code::TOO_MANY, SLOW_CLIENT));
+            self.close_slow(Slow::Bytes, Slow::Bytes.reason().into());
             return Pushed::Overflowed;
         }
-        let was_empty = state.queue.frames == 0;
-        match &state.socket {
+        let was_empty = state.queue.is_empty();
+        let held = match &state.socket {
             Some(socket)
                 if was_empty
                     && wakeups.write_through > 0
                     && !state.writing
-                    && frame.len() <= WRITE_THROUGH_UP_TO =>
+                    && length <= WRITE_THROUGH_UP_TO =>
             {
                 wakeups.write_through -= 1;
-                match socket.try_write(frame) {
-                    Ok(written) if written == frame.len() => return Pushed::Accepted,
-                    Ok(written) => state.queue.push_started(frame.slice(written..)),
+                match socket.try_write(frame.frame) {
+                    Ok(written) if written == length => return Pushed::Accepted,
+                    Ok(written) => state
+                        .queue
+                        .push_started(&frame.frame[written..], &self.limits),
                     // The socket's buffer is full (the writer waits for room) or the write
                     // failed (the writer fails the same way and ends the connection).
-                    Err(_) => state.queue.push(frame),
+                    Err(_) => state.queue.push(frame, &self.limits),
                 }
             }
-            _ => state.queue.push(frame),
-        }
+            _ => state.queue.push(frame, &self.limits),
+        };
+        wakeups.hold(held, &self.limits);
         if was_empty && let Some(waiter) = state.waiter.take() {
             drop(state);
             wakeups.wakers.push(waiter);
@@ -255,14 +475,28 @@ impl Outbox {
     /// partly written) and the close frame is written next. Returns false when the outbox was
     /// already closing (the first reason wins).
     pub fn close(&self, reason: CloseReason) -> bool {
+        self.close_with(reason, None)
+    }
+
+    /// Closes with 4429 because the client is `slow`, with `reason` for the client; what the
+    /// writer took and has not started writing is dropped too. Returns false when the outbox
+    /// was already closing.
+    pub fn close_slow(&self, slow: Slow, reason: String) -> bool {
+        self.close_with(CloseReason::new(close_code::TOO_MANY, reason), Some(slow))
+    }
+
+    fn close_with(&self, reason: CloseReason, slow: Option<Slow>) -> bool {
         let mut state = self.lock();
         if state.closing.is_some() {
             return false;
         }
-        state.queue.drop_unstarted();
+        let released = state.queue.drop_unstarted();
+        self.limits.release(released);
         state.socket = None;
-        state.close_frame = Some(frame::close_frame(&reason));
+        state.close_frame = Some(Waiting::new(frame::close_frame(&reason), &self.limits));
         state.closing = Some(reason);
+        state.slow = slow;
+        state.discard = slow.is_some() && state.in_flight.0 > 0;
         Outbox::wake_now(state);
         true
     }
@@ -283,28 +517,65 @@ impl Outbox {
         self.lock().closing.clone()
     }
 
-    /// Number of frames waiting.
-    pub fn len(&self) -> usize {
-        self.lock().queue.frames
+    /// Why the connection was closed with 4429 for being slow, when it was.
+    pub fn slow(&self) -> Option<Slow> {
+        self.lock().slow
     }
 
-    /// True when nothing is waiting.
+    /// Bytes of the frames waiting for this client (a shared frame counted fully), with those
+    /// its writer took and has not finished writing.
+    pub fn backlog(&self) -> usize {
+        self.lock().backlog()
+    }
+
+    /// True when nothing is waiting (but perhaps what the writer took).
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.lock().queue.is_empty()
     }
 
-    /// Waits until there is something to do, then moves every waiting frame into `batch`.
-    pub async fn take(&self, batch: &mut Vec<Bytes>) -> Next {
+    /// Waits until there is something to do, then moves up to [`TAKE_AT_MOST`] entries or
+    /// `TAKE_BYTES` bytes, whichever comes first (and
+    /// the close frame after the last of them) into `batch`. What the last call took is
+    /// written, or discarded: it is cleared.
+    pub async fn take(&self, batch: &mut Batch) -> Next {
+        batch.clear();
         poll_fn(|cx| {
             let mut state = self.lock();
             // Called again: what the last call took is written.
             state.writing = false;
+            state.discard = false;
+            state.settle_in_flight(&self.limits);
             if state.aborted {
                 return Poll::Ready(Next::Abort);
             }
-            if state.queue.frames > 0 || state.close_frame.is_some() {
-                state.queue.drain_into(batch);
-                batch.extend(state.close_frame.take());
+            let sealed = state.queue.seal_tail(&self.limits);
+            self.limits.hold(sealed);
+            if !state.queue.entries.is_empty() {
+                let queue = &mut state.queue;
+                let mut bytes = 0;
+                while let Some(entry) = queue.entries.front()
+                    && batch.frames.len() < TAKE_AT_MOST
+                    && (batch.frames.is_empty() || bytes + entry.frame.len() <= TAKE_BYTES)
+                {
+                    bytes += entry.frame.len();
+                    batch.frames.extend(queue.entries.pop_front());
+                }
+                let count = batch.frames.len();
+                queue.backlog -= bytes;
+                queue.started = false;
+                queue.copied = 0;
+                if queue.entries.capacity() > 64 && queue.entries.len() < 16 {
+                    queue.entries.shrink_to(16);
+                }
+                if queue.entries.is_empty() {
+                    batch.frames.extend(state.close_frame.take());
+                }
+                state.in_flight = (count, bytes);
+                state.writing = true;
+                return Poll::Ready(Next::Write);
+            }
+            if let Some(close_frame) = state.close_frame.take() {
+                batch.frames.push(close_frame);
                 state.writing = true;
                 return Poll::Ready(Next::Write);
             }
@@ -317,20 +588,29 @@ impl Outbox {
         .await
     }
 
-    /// Resolves once the outbox is aborted; lets the writer abandon a write that blocks.
-    pub async fn aborted(&self) {
-        self.wait_for(|state| state.aborted).await
+    /// Resolves once the writer must stop writing what it took: the outbox is aborted, or the
+    /// client was closed for being slow.
+    pub async fn interrupted(&self) -> Interrupted {
+        poll_fn(|cx| {
+            let mut state = self.lock();
+            if state.aborted {
+                return Poll::Ready(Interrupted::Abort);
+            }
+            if state.discard {
+                state.discard = false;
+                return Poll::Ready(Interrupted::Discard);
+            }
+            state.wait(cx);
+            Poll::Pending
+        })
+        .await
     }
 
     /// Resolves once the connection started closing.
     pub async fn closing_started(&self) {
-        self.wait_for(|state| state.closing.is_some()).await
-    }
-
-    async fn wait_for(&self, condition: impl Fn(&State) -> bool) {
         poll_fn(|cx| {
             let mut state = self.lock();
-            if condition(&state) {
+            if state.closing.is_some() {
                 return Poll::Ready(());
             }
             state.wait(cx);
@@ -340,13 +620,99 @@ impl Outbox {
     }
 }
 
+impl Drop for Outbox {
+    /// Lets go of what is still waiting: the connection ended without writing it.
+    fn drop(&mut self) {
+        let state = self
+            .state
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.settle_in_flight(&self.limits);
+        state.queue.started = false;
+        let released = state.queue.drop_unstarted();
+        self.limits.release(released);
+    }
+}
+
+/// What the writer took from an outbox, and how much of it is written.
+#[derive(Default)]
+pub struct Batch {
+    frames: Vec<Arc<Waiting>>,
+    /// The first frame not completely written.
+    first: usize,
+    /// Bytes of it written.
+    offset: usize,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    /// True when every frame taken is written.
+    pub fn is_done(&self) -> bool {
+        self.first == self.frames.len()
+    }
+
+    /// Drops the frames not started: what is left to write is the rest of a frame partly
+    /// written, if any (the client would otherwise see a broken frame instead of the close).
+    pub fn drop_unstarted(&mut self) {
+        self.frames
+            .truncate(self.first + usize::from(self.offset > 0));
+    }
+
+    /// Drops every frame taken.
+    pub fn clear(&mut self) {
+        self.frames.clear();
+        self.first = 0;
+        self.offset = 0;
+        if self.frames.capacity() > TAKE_AT_MOST + 1 {
+            self.frames.shrink_to(TAKE_AT_MOST + 1);
+        }
+    }
+
+    /// Fills `slices` with what is left to write; returns how many it filled.
+    pub fn slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        let mut count = 0;
+        for (slice, (index, waiting)) in slices
+            .iter_mut()
+            .zip(self.frames.iter().enumerate().skip(self.first))
+        {
+            let skip = if index == self.first { self.offset } else { 0 };
+            *slice = IoSlice::new(&waiting.frame[skip..]);
+            count += 1;
+        }
+        count
+    }
+
+    /// Notes that `written` more bytes were written.
+    pub fn advance(&mut self, mut written: usize) {
+        while written > 0 && self.first < self.frames.len() {
+            let left = self.frames[self.first].frame.len() - self.offset;
+            if written >= left {
+                written -= left;
+                self.first += 1;
+                self.offset = 0;
+            } else {
+                self.offset += written;
+                written = 0;
+            }
+        }
+    }
+}
+
 /// The writers to wake once a router is done queuing a batch of frames; see the module docs.
-/// Dropping it wakes whoever is still in it, so no wake-up is ever lost.
+/// Dropping it wakes whoever is still in it, so no wake-up is ever lost. It also gathers the
+/// memory the pushes added to the queues, counted at once when the router settles it.
 #[derive(Default)]
 pub struct Wakeups {
     wakers: Vec<Waker>,
     /// How many more pushes may write to sockets at once (for the request being routed).
     write_through: usize,
+    /// Memory the pushes added to the queues, not yet counted in `limits`.
+    held: usize,
+    limits: Option<Arc<SendLimits>>,
 }
 
 impl Wakeups {
@@ -362,8 +728,23 @@ impl Wakeups {
         };
     }
 
+    fn hold(&mut self, bytes: usize, limits: &Arc<SendLimits>) {
+        if self.limits.is_none() {
+            self.limits = Some(limits.clone());
+        }
+        self.held += bytes;
+    }
+
+    /// Counts the memory the pushes so far added to the queues.
+    pub fn settle(&mut self) {
+        if let Some(limits) = &self.limits {
+            limits.hold(std::mem::take(&mut self.held));
+        }
+    }
+
     /// Wakes every writer collected so far.
     pub fn wake_all(&mut self) {
+        self.settle();
         for waker in self.wakers.drain(..) {
             waker.wake();
         }
@@ -384,44 +765,88 @@ impl Drop for Wakeups {
 mod tests {
     use super::*;
 
+    fn limits(send_queue_bytes: usize) -> Arc<SendLimits> {
+        SendLimits::new(send_queue_bytes, Duration::from_secs(10), usize::MAX)
+    }
+
+    fn outbox(send_queue_bytes: usize) -> Outbox {
+        Outbox::new(limits(send_queue_bytes))
+    }
+
+    fn push(outbox: &Outbox, frame: &[u8], wakeups: &mut Wakeups) -> Pushed {
+        outbox.push(&Outgoing::new(&Bytes::copy_from_slice(frame)), wakeups)
+    }
+
+    /// Polls `future` once.
+    fn poll_once<F: Future>(future: F) -> Option<F::Output> {
+        let mut future = std::pin::pin!(future);
+        match future
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(output) => Some(output),
+            Poll::Pending => None,
+        }
+    }
+
+    impl Batch {
+        fn concat(&self) -> Vec<u8> {
+            self.frames
+                .iter()
+                .flat_map(|w| w.bytes().to_vec())
+                .collect()
+        }
+
+        fn len(&self) -> usize {
+            self.frames.len()
+        }
+    }
+
     #[tokio::test]
-    async fn overflow_replaces_the_queue_with_a_close_frame() {
-        let outbox = Outbox::new(2);
+    async fn past_its_bytes_a_queue_is_replaced_by_a_close_frame() {
+        let outbox = outbox(2);
         assert_eq!(
-            outbox.push(&Bytes::from_static(b"1"), &mut Wakeups::default()),
+            push(&outbox, b"1", &mut Wakeups::default()),
             Pushed::Accepted
         );
         assert_eq!(
-            outbox.push(&Bytes::from_static(b"2"), &mut Wakeups::default()),
+            push(&outbox, b"2", &mut Wakeups::default()),
             Pushed::Accepted
         );
         assert_eq!(
-            outbox.push(&Bytes::from_static(b"3"), &mut Wakeups::default()),
+            push(&outbox, b"3", &mut Wakeups::default()),
             Pushed::Overflowed
         );
-        assert_eq!(
-            outbox.push(&Bytes::from_static(b"4"), &mut Wakeups::default()),
-            Pushed::Closed
-        );
-        let mut batch = Vec::new();
+        assert_eq!(push(&outbox, b"4", &mut Wakeups::default()), Pushed::Closed);
+        assert_eq!(outbox.slow(), Some(Slow::Bytes));
+        let mut batch = Batch::new();
         assert_eq!(outbox.take(&mut batch).await, Next::Write);
         assert_eq!(batch.len(), 1);
-        assert_eq!(&batch[0][2..4], &4429u16.to_be_bytes());
-        batch.clear();
+        assert_eq!(&batch.frames[0].bytes()[2..4], &4429u16.to_be_bytes());
         assert_eq!(outbox.take(&mut batch).await, Next::Finished);
     }
 
     #[tokio::test]
+    async fn a_frame_larger_than_the_limit_reaches_a_client_with_nothing_waiting() {
+        let outbox = outbox(2);
+        assert_eq!(
+            push(&outbox, b"large", &mut Wakeups::default()),
+            Pushed::Accepted
+        );
+        assert_eq!(outbox.backlog(), 5);
+    }
+
+    #[tokio::test]
     async fn take_drains_everything_then_waits() {
-        let outbox = std::sync::Arc::new(Outbox::new(10));
-        outbox.push(&Bytes::from_static(b"1"), &mut Wakeups::default());
-        outbox.push(&Bytes::from_static(b"2"), &mut Wakeups::default());
-        let mut batch = Vec::new();
+        let outbox = Arc::new(outbox(10));
+        push(&outbox, b"1", &mut Wakeups::default());
+        push(&outbox, b"2", &mut Wakeups::default());
+        let mut batch = Batch::new();
         assert_eq!(outbox.take(&mut batch).await, Next::Write);
         assert_eq!(batch.concat(), b"12");
         let waiting = {
             let outbox = outbox.clone();
-            tokio::spawn(async move { outbox.take(&mut Vec::new()).await })
+            tokio::spawn(async move { outbox.take(&mut Batch::new()).await })
         };
         outbox.abort();
         assert_eq!(waiting.await.unwrap(), Next::Abort);
@@ -429,28 +854,24 @@ mod tests {
 
     #[tokio::test]
     async fn small_frames_are_copied_end_to_end_large_ones_shared_in_order() {
-        let outbox = Outbox::new(10);
+        let outbox = outbox(1 << 20);
         let large = Bytes::from(vec![b'L'; COPY_UP_TO + 1]);
         let mut wakeups = Wakeups::default();
-        for frame in [
-            &Bytes::from_static(b"ab"),
-            &Bytes::from_static(b"c"),
-            &large,
-        ] {
-            outbox.push(frame, &mut wakeups);
-        }
-        outbox.push(&Bytes::from_static(b"d"), &mut wakeups);
-        assert_eq!(outbox.len(), 4);
-        let mut batch = Vec::new();
+        push(&outbox, b"ab", &mut wakeups);
+        push(&outbox, b"c", &mut wakeups);
+        outbox.push(&Outgoing::new(&large), &mut wakeups);
+        push(&outbox, b"d", &mut wakeups);
+        assert_eq!(outbox.backlog(), 4 + large.len());
+        let mut batch = Batch::new();
         assert_eq!(outbox.take(&mut batch).await, Next::Write);
         assert_eq!(batch.len(), 3, "two copied runs around the shared frame");
-        assert_eq!(batch[0], &b"abc"[..]);
+        assert_eq!(batch.frames[0].bytes(), b"abc");
         assert_eq!(
-            batch[1].as_ptr(),
+            batch.frames[1].bytes().as_ptr(),
             large.as_ptr(),
             "the large frame is not copied"
         );
-        assert_eq!(batch[2], &b"d"[..]);
+        assert_eq!(batch.frames[2].bytes(), b"d");
         assert!(outbox.is_empty());
     }
 
@@ -458,51 +879,181 @@ mod tests {
     async fn a_queue_copies_at_most_its_budget_then_shares() {
         let frame = Bytes::from(vec![b'f'; COPY_UP_TO]);
         let frames = COPY_BUDGET / COPY_UP_TO + 3;
-        let outbox = Outbox::new(frames);
+        let outbox = outbox(1 << 20);
         let mut wakeups = Wakeups::default();
         for _ in 0..frames {
-            outbox.push(&frame, &mut wakeups);
+            outbox.push(&Outgoing::new(&frame), &mut wakeups);
         }
-        let mut batch = Vec::new();
+        let mut batch = Batch::new();
         assert_eq!(outbox.take(&mut batch).await, Next::Write);
         assert_eq!(
-            batch[0].len(),
+            batch.frames[0].bytes().len(),
             COPY_BUDGET,
             "one copied run, as long as the budget"
         );
         assert_eq!(batch.len(), 4);
         assert!(
-            batch[1..]
+            batch.frames[1..]
                 .iter()
-                .all(|shared| shared.as_ptr() == frame.as_ptr())
+                .all(|shared| shared.bytes().as_ptr() == frame.as_ptr())
         );
+    }
+
+    /// Many recipients of many frames: each gets them in order, a frame is shared by all
+    /// (one copy, one pointer per delivery) and freed once the last recipient wrote it.
+    #[tokio::test]
+    async fn recipients_share_frames_and_each_gets_them_in_order() {
+        let limits = limits(1 << 30);
+        let recipients: Vec<Outbox> = (0..3).map(|_| Outbox::new(limits.clone())).collect();
+        let frames: Vec<Bytes> = (0..200u8)
+            .map(|n| Bytes::from(vec![n; COPY_UP_TO + 1]))
+            .collect();
+        let mut wakeups = Wakeups::default();
+        for frame in &frames {
+            let outgoing = Outgoing::new(frame);
+            for outbox in &recipients {
+                outbox.push(&outgoing, &mut wakeups);
+            }
+        }
+        wakeups.settle();
+        let one_copy = frames.len() * (COPY_UP_TO + 1 + WAITING_OVERHEAD);
+        let pointers = frames.len() * recipients.len() * ENTRY_BYTES;
+        assert_eq!(limits.queued_bytes(), one_copy + pointers);
+        let mut batches: Vec<Batch> = recipients.iter().map(|_| Batch::new()).collect();
+        let mut received = vec![Vec::new(); recipients.len()];
+        // The recipients take turns: a frame stays while any cursor still needs it.
+        let mut taking = true;
+        while taking {
+            taking = false;
+            for ((outbox, batch), received) in
+                recipients.iter().zip(&mut batches).zip(&mut received)
+            {
+                if poll_once(outbox.take(batch)) == Some(Next::Write) {
+                    taking = true;
+                    received.extend(batch.concat());
+                    batch.advance(usize::MAX);
+                }
+            }
+        }
+        let expected: Vec<u8> = frames.iter().flat_map(|f| f.to_vec()).collect();
+        for received in &received {
+            assert_eq!(received, &expected);
+        }
+        drop(batches);
+        for outbox in &recipients {
+            outbox.close(CloseReason::new(close_code::NORMAL, ""));
+            let mut batch = Batch::new();
+            assert_eq!(outbox.take(&mut batch).await, Next::Write);
+            assert_eq!(outbox.take(&mut batch).await, Next::Finished);
+        }
+        assert_eq!(limits.queued_bytes(), 0, "everything let go");
+    }
+
+    #[tokio::test]
+    async fn no_frame_is_freed_while_a_slow_reader_needs_it_and_its_share_goes_when_closed() {
+        let limits = limits(1 << 30);
+        let fast = Outbox::new(limits.clone());
+        let slow = Outbox::new(limits.clone());
+        let frame = Bytes::from(vec![b'x'; COPY_UP_TO + 1]);
+        let mut wakeups = Wakeups::default();
+        for _ in 0..100 {
+            let outgoing = Outgoing::new(&frame);
+            fast.push(&outgoing, &mut wakeups);
+            slow.push(&outgoing, &mut wakeups);
+        }
+        wakeups.settle();
+        let mut batch = Batch::new();
+        while poll_once(fast.take(&mut batch)) == Some(Next::Write) {
+            batch.advance(usize::MAX);
+        }
+        let shared = 100 * (frame.len() + WAITING_OVERHEAD);
+        assert_eq!(
+            limits.queued_bytes(),
+            shared + 100 * ENTRY_BYTES,
+            "the fast reader wrote its share; the frames stay for the slow one"
+        );
+        assert_eq!(slow.backlog(), 100 * frame.len());
+        // The slow reader's writer took some and is stuck writing them: closing drops them too.
+        let mut stuck = Batch::new();
+        assert_eq!(slow.take(&mut stuck).await, Next::Write);
+        assert!(slow.close_slow(Slow::Budget, Slow::Budget.reason().into()));
+        assert_eq!(poll_once(slow.interrupted()), Some(Interrupted::Discard));
+        stuck.drop_unstarted();
+        assert!(stuck.is_done(), "nothing of it was written");
+        assert_eq!(slow.take(&mut stuck).await, Next::Write, "the close frame");
+        stuck.advance(usize::MAX);
+        assert_eq!(slow.take(&mut stuck).await, Next::Finished);
+        assert_eq!(
+            limits.queued_bytes(),
+            0,
+            "the slow reader's share is released"
+        );
+        assert_eq!(slow.slow(), Some(Slow::Budget));
+    }
+
+    /// A batch of three frames: `abc`, `de` and `f`.
+    fn abc_de_f() -> Batch {
+        let limits = limits(1 << 20);
+        let mut batch = Batch::new();
+        for frame in [&b"abc"[..], b"de", b"f"] {
+            batch
+                .frames
+                .push(Waiting::new(Bytes::copy_from_slice(frame), &limits));
+        }
+        batch
+    }
+
+    #[test]
+    fn a_discarded_batch_keeps_only_the_rest_of_a_frame_partly_written() {
+        let mut batch = abc_de_f();
+        batch.advance(4);
+        batch.drop_unstarted();
+        assert_eq!(batch.frames.len(), 2);
+        batch.advance(1);
+        assert!(batch.is_done(), "the rest of \"de\", nothing after it");
+    }
+
+    #[test]
+    fn a_batch_resumes_a_partial_write_where_it_stopped() {
+        let mut batch = abc_de_f();
+        let remaining = |batch: &Batch| {
+            let mut slices = [IoSlice::new(&[]); 4];
+            let count = batch.slices(&mut slices);
+            slices[..count]
+                .iter()
+                .flat_map(|s| s.to_vec())
+                .collect::<Vec<u8>>()
+        };
+        batch.advance(2);
+        assert_eq!(remaining(&batch), b"cdef");
+        batch.advance(3);
+        assert_eq!(remaining(&batch), b"f");
+        batch.advance(1);
+        assert!(batch.is_done());
     }
 
     /// Counts how often its task was woken.
     struct CountingWaker(std::sync::atomic::AtomicUsize);
 
     impl std::task::Wake for CountingWaker {
-        fn wake(self: std::sync::Arc<Self>) {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
         }
     }
 
     #[test]
     fn a_waiting_writer_is_woken_once_per_batch_of_pushes() {
-        let counter = std::sync::Arc::new(CountingWaker(Default::default()));
+        let counter = Arc::new(CountingWaker(Default::default()));
         let waker = Waker::from(counter.clone());
-        let woken = || counter.0.load(std::sync::atomic::Ordering::SeqCst);
+        let woken = || counter.0.load(Ordering::SeqCst);
         let mut cx = Context::from_waker(&waker);
-        let outbox = Outbox::new(10);
-        let mut batch = Vec::new();
+        let outbox = outbox(10);
+        let mut batch = Batch::new();
         let mut take = Box::pin(outbox.take(&mut batch));
         assert!(take.as_mut().poll(&mut cx).is_pending());
         let mut wakeups = Wakeups::default();
         for frame in [&b"1"[..], b"2", b"3"] {
-            assert_eq!(
-                outbox.push(&Bytes::from_static(frame), &mut wakeups),
-                Pushed::Accepted
-            );
+            assert_eq!(push(&outbox, frame, &mut wakeups), Pushed::Accepted);
         }
         assert_eq!(woken(), 0, "pushes alone wake nobody");
         wakeups.wake_all();
@@ -510,14 +1061,13 @@ mod tests {
         assert_eq!(take.as_mut().poll(&mut cx), Poll::Ready(Next::Write));
         drop(take);
         assert_eq!(batch.concat(), b"123");
-        batch.clear();
+        batch.advance(usize::MAX);
         let mut take = Box::pin(outbox.take(&mut batch));
         assert!(take.as_mut().poll(&mut cx).is_pending());
-        outbox.push(&Bytes::from_static(b"4"), &mut Wakeups::default());
+        push(&outbox, b"4", &mut Wakeups::default());
         assert_eq!(woken(), 2, "dropping the wake-ups wakes whoever is in them");
         assert_eq!(take.as_mut().poll(&mut cx), Poll::Ready(Next::Write));
     }
-
     /// A real loopback connection: the server's write half and the client's end. Both ends
     /// have small socket buffers: a client that does not read soon blocks a write.
     async fn connection() -> (OwnedWriteHalf, tokio::net::TcpStream) {
@@ -538,7 +1088,7 @@ mod tests {
     /// An outbox writing through to a real loopback socket, and the client's end of it.
     async fn written_through() -> (Outbox, tokio::net::TcpStream) {
         let (write_half, client) = connection().await;
-        let outbox = Outbox::new(1000);
+        let outbox = outbox(1 << 20);
         outbox.write_through(Arc::new(write_half));
         (outbox, client)
     }
@@ -566,24 +1116,20 @@ mod tests {
     #[tokio::test]
     async fn a_lone_request_is_written_at_once_only_to_an_idle_writer_with_nothing_waiting() {
         let (outbox, mut client) = written_through().await;
-        let frame = |text: &'static str| Bytes::from_static(text.as_bytes());
-        assert_eq!(
-            outbox.push(&frame("1"), &mut lone_request()),
-            Pushed::Accepted
-        );
+        assert_eq!(push(&outbox, b"1", &mut lone_request()), Pushed::Accepted);
         assert!(outbox.is_empty(), "written, not queued");
         client_reads(&mut client, b"1").await;
 
         // A batch is left to the writer; a lone request behind it waits its turn.
-        outbox.push(&frame("2"), &mut Wakeups::default());
-        outbox.push(&frame("3"), &mut lone_request());
-        assert_eq!(outbox.len(), 2);
-        let mut batch = Vec::new();
+        push(&outbox, b"2", &mut Wakeups::default());
+        push(&outbox, b"3", &mut lone_request());
+        assert_eq!(outbox.backlog(), 2);
+        let mut batch = Batch::new();
         assert_eq!(outbox.take(&mut batch).await, Next::Write);
         assert_eq!(batch.concat(), b"23");
         // The writer is writing what it took: what comes now waits behind it.
-        outbox.push(&frame("4"), &mut lone_request());
-        assert_eq!(outbox.len(), 1);
+        push(&outbox, b"4", &mut lone_request());
+        assert_eq!(outbox.backlog(), 2 + 1, "the two taken are not written yet");
         batch.clear();
         assert_eq!(outbox.take(&mut batch).await, Next::Write);
         assert_eq!(batch.concat(), b"4");
@@ -593,19 +1139,13 @@ mod tests {
         let mut take = Box::pin(outbox.take(&mut batch));
         let mut cx = Context::from_waker(Waker::noop());
         assert!(take.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(
-            outbox.push(&frame("5"), &mut lone_request()),
-            Pushed::Accepted
-        );
+        assert_eq!(push(&outbox, b"5", &mut lone_request()), Pushed::Accepted);
         assert!(outbox.is_empty());
         client_reads(&mut client, b"5").await;
 
         // Closing lets go of the socket: only the writer writes the close frame.
         outbox.close(CloseReason::new(close_code::NORMAL, ""));
-        assert_eq!(
-            outbox.push(&frame("6"), &mut lone_request()),
-            Pushed::Closed
-        );
+        assert_eq!(push(&outbox, b"6", &mut lone_request()), Pushed::Closed);
         assert_eq!(take.as_mut().poll(&mut cx), Poll::Ready(Next::Write));
         assert!(outbox.lock().socket.is_none());
     }
@@ -615,17 +1155,13 @@ mod tests {
         let (outbox, mut client) = written_through().await;
         let mut wakeups = lone_request();
         for _ in 0..WRITE_THROUGH_PER_REQUEST {
-            assert_eq!(
-                outbox.push(&Bytes::from_static(b"w"), &mut wakeups),
-                Pushed::Accepted
-            );
+            assert_eq!(push(&outbox, b"w", &mut wakeups), Pushed::Accepted);
         }
         assert!(outbox.is_empty());
         client_reads(&mut client, &[b'w'; WRITE_THROUGH_PER_REQUEST]).await;
-        outbox.push(&Bytes::from_static(b"q"), &mut wakeups);
-        assert_eq!(
-            outbox.len(),
-            1,
+        push(&outbox, b"q", &mut wakeups);
+        assert!(
+            !outbox.is_empty(),
             "past the bound, frames are left to the writer"
         );
     }
@@ -638,26 +1174,28 @@ mod tests {
         // The client does not read: within a few frames the socket takes only part of one.
         for fill in 0..64u8 {
             let frame = Bytes::from(vec![fill; WRITE_THROUGH_UP_TO]);
-            assert_eq!(outbox.push(&frame, &mut lone_request()), Pushed::Accepted);
+            assert_eq!(
+                outbox.push(&Outgoing::new(&frame), &mut lone_request()),
+                Pushed::Accepted
+            );
             if outbox.is_empty() {
                 written_through.extend_from_slice(&frame);
                 continue;
             }
             // Closing drops what is queued, but not the end of a frame the client is reading.
-            outbox.push(&Bytes::from_static(b"dropped"), &mut lone_request());
-            assert_eq!(outbox.len(), 2);
+            push(&outbox, b"dropped", &mut lone_request());
             outbox.close(CloseReason::new(close_code::TOO_MANY, "slow"));
-            let mut batch = Vec::new();
+            let mut batch = Batch::new();
             assert_eq!(outbox.take(&mut batch).await, Next::Write);
             assert_eq!(
                 batch.len(),
                 2,
                 "the rest of the frame, then the close frame"
             );
-            let written = frame.len() - batch[0].len();
+            let written = frame.len() - batch.frames[0].bytes().len();
             assert!(written > 0, "a part of the frame was written through");
-            assert_eq!(batch[0], frame[written..]);
-            assert_eq!(&batch[1][2..4], &4429u16.to_be_bytes());
+            assert_eq!(batch.frames[0].bytes(), &frame[written..]);
+            assert_eq!(&batch.frames[1].bytes()[2..4], &4429u16.to_be_bytes());
             written_through.extend_from_slice(&frame[..written]);
             rest = Some(batch);
             break;
@@ -670,17 +1208,17 @@ mod tests {
     async fn large_frames_and_closed_connections_are_left_to_the_writer() {
         let (outbox, _client) = written_through().await;
         let large = Bytes::from(vec![b'L'; WRITE_THROUGH_UP_TO + 1]);
-        outbox.push(&large, &mut lone_request());
-        let mut batch = Vec::new();
+        outbox.push(&Outgoing::new(&large), &mut lone_request());
+        let mut batch = Batch::new();
         assert_eq!(outbox.take(&mut batch).await, Next::Write);
         assert_eq!(batch.len(), 1);
         assert_eq!(
-            batch[0].as_ptr(),
+            batch.frames[0].bytes().as_ptr(),
             large.as_ptr(),
             "queued whole, nothing written through"
         );
 
-        let closed = Outbox::new(10);
+        let closed = Outbox::new(limits(10));
         closed.close(CloseReason::new(close_code::NORMAL, ""));
         let (write_half, _client) = connection().await;
         closed.write_through(Arc::new(write_half));

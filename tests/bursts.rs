@@ -1,0 +1,261 @@
+//! Bursts over real sockets (SPEC §1 "Slow clients"): clients that read get every message of a
+//! burst however fast it is published, while clients that stop reading are closed with 4429 for
+//! their backlog's bytes, for a socket that takes nothing for `write_timeout_ms`, or for the
+//! memory budget of all queues together — each close counted once, under 4429 and its reason.
+//!
+//! The tests run one at a time ([`SERIAL`]): the budget test measures this process's memory.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{Client, TestServer, WAIT, rss, tags_query, upgrade_request, wait_until};
+use futures_util::SinkExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Held by each test for its whole run.
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+const ROOM: &str = r#"{"room":"1"}"#;
+
+/// The server's metrics, series by series.
+fn metrics(server: &TestServer) -> HashMap<String, f64> {
+    server
+        .shared
+        .metrics
+        .encode()
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn slow_closes(server: &TestServer, reason: &str) -> f64 {
+    metrics(server)[&format!(r#"tagcast_slow_clients_closed_total{{reason="{reason}"}}"#)]
+}
+
+fn closed_4429(server: &TestServer) -> f64 {
+    metrics(server)[r#"tagcast_connections_closed_total{code="4429"}"#]
+}
+
+/// A WebSocket client that never reads, with a small receive buffer so that the server's
+/// frames soon wait in its queue rather than in the kernel.
+async fn non_reader(address: SocketAddr, tags: &str) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(address).await.unwrap();
+    stream
+        .write_all(upgrade_request(&format!("/{}", tags_query(tags))).as_bytes())
+        .await
+        .unwrap();
+    // Reads the 101 head byte by byte: nothing after it is read.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        tokio::time::timeout(WAIT, stream.read_exact(&mut byte))
+            .await
+            .expect("the 101 arrives")
+            .unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    stream
+}
+
+/// The `number`th message of a burst: its number, padded to `size` bytes of JSON.
+fn message(number: usize, size: usize) -> String {
+    format!("\"{number:0width$}\"", width = size - 2)
+}
+
+/// Publishes `count` messages of `size` bytes to `tags` as fast as the socket takes them.
+async fn burst(sender: &mut Client, tags: &str, count: usize, size: usize) {
+    for number in 0..count {
+        let request = format!(
+            r#"{{"message":{},"tags":{tags},"metadata":{{}}}}"#,
+            message(number, size)
+        );
+        sender.socket.feed(Message::text(request)).await.unwrap();
+    }
+    sender.socket.flush().await.unwrap();
+}
+
+/// A reader that checks it gets `count` messages of `size` bytes, in order.
+fn reads_everything(mut client: Client, count: usize, size: usize) -> JoinHandle<Client> {
+    tokio::spawn(async move {
+        for number in 0..count {
+            assert_eq!(client.recv().await, message(number, size), "in order");
+        }
+        client
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_reaches_every_reader_and_closes_only_the_non_readers_for_their_bytes() {
+    let _serial = SERIAL.lock().await;
+    const LIMIT: usize = 1024 * 1024;
+    let server = TestServer::start(&format!(
+        "[limits]\nsend_queue_bytes = {LIMIT}\nshutdown_grace_ms = 200\n"
+    ))
+    .await;
+    let mut readers = Vec::new();
+    for _ in 0..50 {
+        readers.push(server.connect(ROOM).await);
+    }
+    const STALLED: &str = r#"{"room":"1","stalled":"1"}"#;
+    let _stalled = [
+        non_reader(server.address, STALLED).await,
+        non_reader(server.address, STALLED).await,
+    ];
+    let mut sender = server.connect("").await;
+    server.wait_for_connections(53).await;
+    // The non-readers are sent to first until the kernel holds no more for them and their
+    // queues are half full (how much the kernel takes varies): the burst then overflows them,
+    // and only them, whatever the speed of the readers.
+    let backlogs = || {
+        let peers = server.hub.peers();
+        let backlogs = peers.iter().map(|peer| peer.outbox.backlog());
+        backlogs.filter(|&backlog| backlog >= LIMIT / 2).count()
+    };
+    let stalled: tagcast::tags::Tags = [("stalled", "1")].into_iter().collect();
+    let filler = message(0, 16 * 1024);
+    let mut filling = 0;
+    while backlogs() < 2 {
+        server.shared.route(
+            &stalled,
+            &filler,
+            &mut tagcast::routing::outbox::Wakeups::default(),
+        );
+        // Gives the writers the time to hand the kernel what it still takes: what stays
+        // queued is what it refused.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        filling += 1;
+        assert!(filling < 10_000, "the non-readers' queues never filled");
+    }
+    // 10,000 messages of 64 bytes: 660 KB to each client, as fast as the sender can.
+    const COUNT: usize = 10_000;
+    const SIZE: usize = 64;
+    let readers: Vec<_> = readers
+        .into_iter()
+        .map(|client| reads_everything(client, COUNT, SIZE))
+        .collect();
+    burst(&mut sender, ROOM, COUNT, SIZE).await;
+    let mut served = Vec::new();
+    for reader in readers {
+        let reader = tokio::time::timeout(WAIT * 3, reader).await;
+        served.push(reader.expect("every reader gets the burst").unwrap());
+    }
+    server.wait_for_connections(51).await;
+    wait_until(
+        || closed_4429(&server) == 2.0,
+        "the two closes counted as 4429",
+    )
+    .await;
+    assert_eq!(slow_closes(&server, "bytes"), 2.0);
+    for reason in ["timeout", "budget", "rate"] {
+        assert_eq!(slow_closes(&server, reason), 0.0, "{reason}");
+    }
+    // Everything written or dropped: the queues hold nothing any more.
+    wait_until(
+        || server.hub.limits().queued_bytes() == 0,
+        "nothing left queued",
+    )
+    .await;
+    drop(served);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_socket_takes_nothing_is_closed_after_the_write_timeout() {
+    let _serial = SERIAL.lock().await;
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    let server = TestServer::start(&format!(
+        "[limits]\nwrite_timeout_ms = {}\nsend_queue_bytes = 67108864\n",
+        TIMEOUT.as_millis()
+    ))
+    .await;
+    let mut bystander = server.connect(ROOM).await;
+    let _stalled = non_reader(server.address, ROOM).await;
+    let mut sender = server.connect("").await;
+    server.wait_for_connections(3).await;
+    // 16 MB: more than the kernel holds for it (up to 4 MB), less than send_queue_bytes.
+    const COUNT: usize = 4000;
+    const SIZE: usize = 4000;
+    let reader = reads_everything(bystander, COUNT, SIZE);
+    burst(&mut sender, ROOM, COUNT, SIZE).await;
+    bystander = tokio::time::timeout(WAIT, reader).await.unwrap().unwrap();
+    let published = tokio::time::Instant::now();
+    server.wait_for_connections(2).await;
+    let closed_after = published.elapsed();
+    assert!(
+        closed_after < TIMEOUT + Duration::from_secs(2),
+        "closed {closed_after:?} after the burst"
+    );
+    wait_until(|| closed_4429(&server) == 1.0, "the close counted as 4429").await;
+    assert_eq!(slow_closes(&server, "timeout"), 1.0);
+    assert_eq!(slow_closes(&server, "bytes"), 0.0);
+    // The bystander is served on.
+    sender.publish("\"after\"", ROOM).await;
+    assert_eq!(bystander.recv().await, "\"after\"");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_cannot_grow_the_server_past_its_budget() {
+    let _serial = SERIAL.lock().await;
+    const BUDGET: usize = 4 * 1024 * 1024;
+    // Large enough for the budget to be what closes the non-readers.
+    let server = TestServer::start(&format!(
+        "[limits]\nmax_queued_bytes = {BUDGET}\nsend_queue_bytes = 67108864\n\
+         shutdown_grace_ms = 200\n"
+    ))
+    .await;
+    const SIZE: usize = 16 * 1024;
+    const COUNT: usize = 3000; // 48 MB
+    let reader = server.connect(ROOM).await;
+    let mut stalled = Vec::new();
+    for _ in 0..6 {
+        stalled.push(non_reader(server.address, ROOM).await);
+    }
+    let mut sender = server.connect("").await;
+    server.wait_for_connections(8).await;
+    let before = rss();
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let sampling = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss(), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let reader = reads_everything(reader, COUNT, SIZE);
+    burst(&mut sender, ROOM, COUNT, SIZE).await;
+    tokio::time::timeout(WAIT * 3, reader)
+        .await
+        .expect("the reader gets everything")
+        .unwrap();
+    sampling.abort();
+    let grown = peak.load(std::sync::atomic::Ordering::Relaxed) - before;
+    // The margin: the test's own clients (the reader's and sender's buffers) and the frames
+    // being encoded and written, beside what waits.
+    const MARGIN: u64 = 24 * 1024 * 1024;
+    assert!(
+        grown <= BUDGET as u64 + MARGIN,
+        "resident memory grew by {} MiB",
+        grown >> 20
+    );
+    server.wait_for_connections(2).await;
+    wait_until(|| closed_4429(&server) == 6.0, "six closes counted as 4429").await;
+    assert_eq!(slow_closes(&server, "budget"), 6.0);
+    assert!(server.hub.limits().queued_bytes() <= BUDGET);
+    let queued = metrics(&server)["tagcast_queued_bytes"];
+    assert!(queued <= BUDGET as f64, "{queued}");
+}
