@@ -18,7 +18,7 @@ use tagcast::ops::config::TlsConfig;
 use tagcast::routing::outbox::{Outbox, Wakeups};
 use tagcast::tags::TagLimits;
 use tagcast::wire::frame::{self, CloseReason, Incoming, MessageReader, close_code};
-use tagcast::wire::handshake;
+use tagcast::wire::{deflate, handshake};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
@@ -88,16 +88,23 @@ async fn echo<S: Transport>(mut stream: S) {
             return;
         }
     };
-    let switching = handshake::switching_protocols(&upgrade.accept);
+    // permessage-deflate whenever the client offers what the daemon accepts: every text
+    // message is echoed compressed, whatever its size, so Autobahn checks both directions.
+    let deflate = deflate::accepts_offer(head.header_values("sec-websocket-extensions"));
+    let switching = handshake::switching_protocols(&upgrade.accept, deflate);
     if stream.write_all(&switching).await.is_err() {
         return;
     }
     let outbox = Outbox::new(SEND_QUEUE);
-    let messages = MessageReader::new(MAX_MESSAGE, buffer).accept_binary();
+    let messages = MessageReader::new(MAX_MESSAGE, buffer)
+        .accept_binary()
+        .with_deflate(deflate);
     let echo_message = |message, wakeups: &mut Wakeups| {
         let echoed = match message {
             Incoming::Text(text) => match std::str::from_utf8(&text) {
-                Ok(text) => frame::text_frame(text),
+                Ok(text) => frame::MessageFrames::text(text, deflate)
+                    .for_recipient(deflate)
+                    .clone(),
                 Err(_) => return Err(CloseReason::new(close_code::INVALID_PAYLOAD, "not UTF-8")),
             },
             Incoming::Binary(data) => frame::binary_frame(&data),

@@ -23,9 +23,11 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::net::server::Shared;
+use crate::ops::config::CompressionMode;
 use crate::ops::metrics::{Rejected, Source};
 use crate::routing::hub::{Listener, Peer};
 use crate::routing::outbox::{Next, Outbox, Wakeups};
+use crate::wire::deflate;
 use crate::wire::frame::{self, CloseReason, Incoming, MessageReader, close_code};
 use crate::wire::handshake::{self, Head, Rejection, Upgrade};
 
@@ -48,6 +50,7 @@ pub async fn serve<S>(
         };
         let Opened {
             upgrade,
+            deflate,
             leftover,
             slot,
         } = opened;
@@ -55,12 +58,13 @@ pub async fn serve<S>(
             id: shared.hub.next_id(),
             address,
             listener,
+            deflate,
             credentials: upgrade.credentials,
             outbox: Outbox::new(shared.config.limits.send_queue),
         });
         debug!(conn = peer.id, peer = %address, tags = %upgrade.tags, listener = listener.as_str(), "connection opened");
         let registration = shared.hub.register(upgrade.tags, peer.clone());
-        let switching = handshake::switching_protocols(&upgrade.accept);
+        let switching = handshake::switching_protocols(&upgrade.accept, deflate);
         (peer, registration, slot, leftover, switching)
     };
     let counted = shared.metrics.connection_opened(listener);
@@ -72,7 +76,8 @@ pub async fn serve<S>(
         return;
     }
     drop(switching);
-    let messages = MessageReader::new(shared.config.messages.max_size, buffer);
+    let messages =
+        MessageReader::new(shared.config.messages.max_size, buffer).with_deflate(peer.deflate);
     let grace = Duration::from_millis(shared.config.limits.shutdown_grace_ms);
     let mut rate = RateLimit::new(shared.config.limits.max_requests_per_s);
     let on_message = |message, wakeups: &mut Wakeups| match message {
@@ -133,6 +138,8 @@ fn peer_span(shared: &Shared, peer: &Peer) -> tracing::Span {
 struct Opened {
     /// Tags, credentials and the accept key of the upgrade request.
     upgrade: Upgrade,
+    /// permessage-deflate is on (`messages.compression` and an offer it can accept).
+    deflate: bool,
     /// Bytes the client sent after its request head (the first frames).
     leftover: BytesMut,
     /// The connection's place under `limits.max_connections`.
@@ -198,8 +205,11 @@ where
         let _ = stream.write_all(&refusal.to_response()).await;
         return None;
     };
+    let deflate = shared.config.messages.compression == CompressionMode::Shared
+        && deflate::accepts_offer(head.header_values("sec-websocket-extensions"));
     Some(Opened {
         upgrade,
+        deflate,
         leftover: buffer,
         slot,
     })

@@ -25,13 +25,13 @@ use crate::cluster::{Cluster, ClusterError, Outgoing};
 use crate::net::tls::{TlsAcceptor, TlsError};
 use crate::net::{connection, http};
 use crate::ops::auth::{Auth, AuthError, AuthReload};
-use crate::ops::config::{Config, ConfigError};
+use crate::ops::config::{CompressionMode, Config, ConfigError};
 use crate::ops::metrics::{Metrics, Rejected, Source};
 use crate::ops::watch;
 use crate::routing::hub::{Delivery, Hub, Listener};
 use crate::routing::outbox::Wakeups;
 use crate::tags::Tags;
-use crate::wire::frame::{self, CloseReason, close_code};
+use crate::wire::frame::{CloseReason, MessageFrames, close_code};
 use crate::wire::parser::{self, MessageParser};
 use crate::wire::request::{Credentials, Request};
 
@@ -107,7 +107,12 @@ impl Shared {
     /// (WebSocket, HTTP, other nodes) ends here; the frame is built once for all recipients.
     /// The recipients' writers join `wakeups`: the caller wakes them when its batch is routed.
     pub fn route(&self, tags: &Tags, payload: &str, wakeups: &mut Wakeups) -> Delivery {
-        let delivery = self.hub.route(tags, &frame::text_frame(payload), wakeups);
+        let messages = &self.config.messages;
+        let compress = messages.compression == CompressionMode::Shared
+            && payload.len() >= messages.compression_min_size
+            && self.hub.has_deflate_peers();
+        let frames = MessageFrames::text(payload, compress);
+        let delivery = self.hub.route(tags, &frames, wakeups);
         self.metrics.routed(delivery.delivered, delivery.overflowed);
         delivery
     }

@@ -6,14 +6,12 @@
 //! awaits, so no lock is ever held across an `.await`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-
-use bytes::Bytes;
 
 use crate::routing::outbox::{Outbox, Pushed, Wakeups};
 use crate::tags::{TagIndex, Tags};
-use crate::wire::frame::CloseReason;
+use crate::wire::frame::{CloseReason, MessageFrames};
 use crate::wire::request::Credentials;
 
 /// A connection's number, unique for the life of the process (shown in logs as `conn`).
@@ -46,6 +44,8 @@ pub struct Peer {
     pub address: SocketAddr,
     /// The listener it came in on.
     pub listener: Listener,
+    /// It negotiated permessage-deflate: it gets a message's compressed frame when there is one.
+    pub deflate: bool,
     /// The credentials from its URL, judged again when the auth file changes.
     pub credentials: Credentials,
     /// Its queue of frames to write.
@@ -66,6 +66,9 @@ pub struct Delivery {
 pub struct Hub {
     index: RwLock<TagIndex<ConnectionId, Arc<Peer>>>,
     next_id: AtomicU64,
+    /// Open connections that negotiated permessage-deflate: while there are none, no message
+    /// is compressed.
+    deflate_peers: AtomicUsize,
 }
 
 impl Hub {
@@ -93,24 +96,37 @@ impl Hub {
 
     /// Adds a connection; it is removed when the returned guard is dropped.
     pub fn register(self: &Arc<Self>, tags: Tags, peer: Arc<Peer>) -> Registration {
-        let id = peer.id;
+        let (id, deflate) = (peer.id, peer.deflate);
+        if deflate {
+            self.deflate_peers.fetch_add(1, Ordering::Relaxed);
+        }
         self.write().insert(id, tags, peer);
         Registration {
             hub: self.clone(),
             id,
+            deflate,
         }
     }
 
-    /// Queues `frame` to every connection whose tags contain all of `tags`; their writers join
-    /// `wakeups`.
-    pub fn route(&self, tags: &Tags, frame: &Bytes, wakeups: &mut Wakeups) -> Delivery {
+    /// True when some open connection negotiated permessage-deflate.
+    pub fn has_deflate_peers(&self) -> bool {
+        self.deflate_peers.load(Ordering::Relaxed) > 0
+    }
+
+    /// Queues a message's frame to every connection whose tags contain all of `tags` (each
+    /// gets the frame of `frames` it negotiated); their writers join `wakeups`.
+    pub fn route(&self, tags: &Tags, frames: &MessageFrames, wakeups: &mut Wakeups) -> Delivery {
         let mut delivery = Delivery::default();
-        self.read()
-            .for_each_match(tags, |_, peer| match peer.outbox.push(frame, wakeups) {
+        self.read().for_each_match(tags, |_, peer| {
+            match peer
+                .outbox
+                .push(frames.for_recipient(peer.deflate), wakeups)
+            {
                 Pushed::Accepted => delivery.delivered += 1,
                 Pushed::Overflowed => delivery.overflowed += 1,
                 Pushed::Closed => {}
-            });
+            }
+        });
         delivery
     }
 
@@ -148,10 +164,14 @@ impl Hub {
 pub struct Registration {
     hub: Arc<Hub>,
     id: ConnectionId,
+    deflate: bool,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         self.hub.write().remove(self.id);
+        if self.deflate {
+            self.hub.deflate_peers.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }

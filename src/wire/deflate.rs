@@ -32,7 +32,7 @@ pub fn accepts_offer<'a>(extension_headers: impl IntoIterator<Item = &'a str>) -
     extension_headers
         .into_iter()
         .flat_map(|value| value.split(','))
-        .any(|offer| acceptable(offer))
+        .any(acceptable)
 }
 
 /// One offer: `permessage-deflate` followed by `; name[=value]` parameters.

@@ -116,6 +116,33 @@ pub fn compressed_text_frame(deflated: &[u8]) -> Bytes {
     encode_first(FIN | RSV1 | OP_TEXT, deflated)
 }
 
+/// The frames of one message, each built once for all its recipients: the plain one, and the
+/// compressed one when some recipient negotiated permessage-deflate.
+#[derive(Debug, Clone)]
+pub struct MessageFrames {
+    plain: Bytes,
+    compressed: Option<Bytes>,
+}
+
+impl MessageFrames {
+    /// The frames of a text message; `compress` also builds the compressed one.
+    pub fn text(text: &str, compress: bool) -> MessageFrames {
+        MessageFrames {
+            plain: text_frame(text),
+            compressed: compress
+                .then(|| compressed_text_frame(&deflate::compress(text.as_bytes()))),
+        }
+    }
+
+    /// The frame for a recipient that negotiated permessage-deflate (`deflate`) or not.
+    pub fn for_recipient(&self, deflate: bool) -> &Bytes {
+        match &self.compressed {
+            Some(compressed) if deflate => compressed,
+            _ => &self.plain,
+        }
+    }
+}
+
 /// A binary frame holding `payload` (tagcast itself never sends one; the Autobahn echo server
 /// does).
 pub fn binary_frame(payload: &[u8]) -> Bytes {
