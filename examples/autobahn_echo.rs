@@ -90,20 +90,26 @@ async fn echo<S: Transport>(mut stream: S) {
     };
     // permessage-deflate whenever the client offers what the daemon accepts: every text
     // message is echoed compressed, whatever its size, so Autobahn checks both directions.
-    let deflate = deflate::accepts_offer(head.header_values("sec-websocket-extensions"));
-    let switching = handshake::switching_protocols(&upgrade.accept, deflate);
+    let agreement = deflate::negotiate(head.header_values("sec-websocket-extensions"));
+    let extensions = agreement
+        .as_ref()
+        .map(|agreement| agreement.response.as_str());
+    let switching = handshake::switching_protocols(&upgrade.accept, extensions);
+    let compressed_frames = agreement
+        .as_ref()
+        .is_some_and(|agreement| agreement.compressed_frames);
     if stream.write_all(&switching).await.is_err() {
         return;
     }
     let outbox = Outbox::new(SEND_QUEUE);
     let messages = MessageReader::new(MAX_MESSAGE, buffer)
         .accept_binary()
-        .with_deflate(deflate);
+        .with_deflate(agreement.is_some());
     let echo_message = |message, wakeups: &mut Wakeups| {
         let echoed = match message {
             Incoming::Text(text) => match std::str::from_utf8(&text) {
-                Ok(text) => frame::MessageFrames::text(text, deflate)
-                    .for_recipient(deflate)
+                Ok(text) => frame::MessageFrames::text(text, compressed_frames)
+                    .for_recipient(compressed_frames)
                     .clone(),
                 Err(_) => return Err(CloseReason::new(close_code::INVALID_PAYLOAD, "not UTF-8")),
             },

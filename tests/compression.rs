@@ -133,17 +133,29 @@ async fn compression_off_declines_every_offer() {
 }
 
 #[tokio::test]
-async fn an_offer_for_a_smaller_server_window_is_declined_and_a_later_one_taken() {
-    let server = TestServer::start("").await;
-    let (_, head) = open(&server, "", "permessage-deflate; server_max_window_bits=10").await;
-    assert!(!head.contains("sec-websocket-extensions"), "{head}");
-    let (_, head) = open(
-        &server,
-        "",
-        "permessage-deflate; server_max_window_bits=10, permessage-deflate",
-    )
-    .await;
-    assert!(head.contains(ACCEPTED), "{head}");
+async fn a_client_that_limits_the_server_window_gets_plain_frames_and_may_compress() {
+    let server = TestServer::start("[messages]\nparser = \"json\"\n").await;
+    let offer = "permessage-deflate; server_max_window_bits=10";
+    let (mut client, head) = open(&server, r#"{"user":"42"}"#, offer).await;
+    assert!(
+        head.contains(&format!("{ACCEPTED}; server_max_window_bits=10")),
+        "{head}"
+    );
+    server.wait_for_connections(1).await;
+    let request = format!(
+        r#"{{"message":{},"tags":{{"user":"42"}},"metadata":{{}}}}"#,
+        notification()
+    );
+    client
+        .stream_write(&masked_frame(
+            0x80 | 0x40 | 0x1,
+            &deflate(request.as_bytes()),
+        ))
+        .await;
+    assert_eq!(
+        client.read_frame().await,
+        (0x81, notification().into_bytes())
+    );
 }
 
 #[tokio::test]

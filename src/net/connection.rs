@@ -44,7 +44,7 @@ pub async fn serve<S>(
     // Boxed: the handshake's state is freed once it is over, so an open connection's task
     // carries only what the WebSocket needs. In a block, so that the task keeps no room for
     // the handshake's results once they are taken apart.
-    let (peer, registration, slot, buffer, switching) = {
+    let (peer, registration, slot, buffer, switching, deflate) = {
         let Some(opened) = Box::pin(open(&shared, &mut stream, address, deadline)).await else {
             return;
         };
@@ -58,14 +58,20 @@ pub async fn serve<S>(
             id: shared.hub.next_id(),
             address,
             listener,
-            deflate,
+            deflate: deflate
+                .as_ref()
+                .is_some_and(|agreement| agreement.compressed_frames),
             credentials: upgrade.credentials,
             outbox: Outbox::new(shared.config.limits.send_queue),
         });
         debug!(conn = peer.id, peer = %address, tags = %upgrade.tags, listener = listener.as_str(), "connection opened");
         let registration = shared.hub.register(upgrade.tags, peer.clone());
-        let switching = handshake::switching_protocols(&upgrade.accept, deflate);
-        (peer, registration, slot, leftover, switching)
+        let extensions = deflate
+            .as_ref()
+            .map(|agreement| agreement.response.as_str());
+        let switching = handshake::switching_protocols(&upgrade.accept, extensions);
+        let deflate = deflate.is_some();
+        (peer, registration, slot, leftover, switching, deflate)
     };
     let counted = shared.metrics.connection_opened(listener);
     // An auth reload between the open check and the registration did not see this connection.
@@ -77,7 +83,7 @@ pub async fn serve<S>(
     }
     drop(switching);
     let messages =
-        MessageReader::new(shared.config.messages.max_size, buffer).with_deflate(peer.deflate);
+        MessageReader::new(shared.config.messages.max_size, buffer).with_deflate(deflate);
     let grace = Duration::from_millis(shared.config.limits.shutdown_grace_ms);
     let mut rate = RateLimit::new(shared.config.limits.max_requests_per_s);
     let on_message = |message, wakeups: &mut Wakeups| match message {
@@ -138,8 +144,8 @@ fn peer_span(shared: &Shared, peer: &Peer) -> tracing::Span {
 struct Opened {
     /// Tags, credentials and the accept key of the upgrade request.
     upgrade: Upgrade,
-    /// permessage-deflate is on (`messages.compression` and an offer it can accept).
-    deflate: bool,
+    /// permessage-deflate, when `messages.compression` is on and the client offered it.
+    deflate: Option<deflate::Agreement>,
     /// Bytes the client sent after its request head (the first frames).
     leftover: BytesMut,
     /// The connection's place under `limits.max_connections`.
@@ -205,8 +211,9 @@ where
         let _ = stream.write_all(&refusal.to_response()).await;
         return None;
     };
-    let deflate = shared.config.messages.compression == CompressionMode::Shared
-        && deflate::accepts_offer(head.header_values("sec-websocket-extensions"));
+    let deflate = (shared.config.messages.compression == CompressionMode::Shared)
+        .then(|| deflate::negotiate(head.header_values("sec-websocket-extensions")))
+        .flatten();
     Some(Opened {
         upgrade,
         deflate,

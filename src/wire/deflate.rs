@@ -7,9 +7,11 @@
 //! `client_no_context_takeover` (RFC 7692 §7.1.1.2 lets a server add it), so each client message
 //! is inflated on its own too, and no inflater outlives the message it reads.
 //!
-//! An offer is accepted when the server can honour every parameter in it: a
-//! `server_max_window_bits` below 15 is declined (the shared frame is compressed with the full
-//! window once, for everybody), and so is an unknown parameter.
+//! An offer is accepted when every parameter in it is valid. One that limits the server's window
+//! (`server_max_window_bits` below 15) is accepted too, with that limit echoed, but such a
+//! client is sent plain frames: the shared frame is compressed once, with the full window, and
+//! RFC 7692 lets a sender leave any message uncompressed. Its own compressed messages are read
+//! as any other's.
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
@@ -19,31 +21,40 @@ use crate::wire::frame::{CloseReason, close_code};
 const EXTENSION: &str = "permessage-deflate";
 
 /// The `Sec-WebSocket-Extensions` value of the 101 answer when the client's offer is accepted.
-pub const RESPONSE: &str =
-    "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+const RESPONSE: &str = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+
+/// What the server agreed to with one client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agreement {
+    /// The `Sec-WebSocket-Extensions` value of the 101 answer.
+    pub response: String,
+    /// The client takes the shared compressed frames (it did not limit the server's window).
+    pub compressed_frames: bool,
+}
 
 /// The four bytes a sync flush ends with, left off the wire (RFC 7692 §7.2.1) and put back
 /// before inflating (§7.2.2).
 const SYNC_TAIL: [u8; 4] = [0x00, 0x00, 0xFF, 0xFF];
 
-/// True when one of the offers in the `Sec-WebSocket-Extensions` values is a permessage-deflate
-/// offer the shared compressor can accept.
-pub fn accepts_offer<'a>(extension_headers: impl IntoIterator<Item = &'a str>) -> bool {
+/// The agreement for the first valid permessage-deflate offer in the `Sec-WebSocket-Extensions`
+/// values, or `None` (the extension is declined).
+pub fn negotiate<'a>(extension_headers: impl IntoIterator<Item = &'a str>) -> Option<Agreement> {
     extension_headers
         .into_iter()
         .flat_map(|value| value.split(','))
-        .any(acceptable)
+        .find_map(agreement)
 }
 
 /// One offer: `permessage-deflate` followed by `; name[=value]` parameters.
-fn acceptable(offer: &str) -> bool {
+fn agreement(offer: &str) -> Option<Agreement> {
     let mut parts = offer.split(';').map(str::trim);
     if !parts
         .next()
         .is_some_and(|name| name.eq_ignore_ascii_case(EXTENSION))
     {
-        return false;
+        return None;
     }
+    let mut server_window = None;
     let mut seen: Vec<String> = Vec::new();
     for parameter in parts {
         let (name, value) = match parameter.split_once('=') {
@@ -52,22 +63,34 @@ fn acceptable(offer: &str) -> bool {
         };
         let name = name.to_ascii_lowercase();
         if seen.contains(&name) {
-            return false; // §7: a parameter given twice makes the offer invalid.
+            return None; // §7: a parameter given twice makes the offer invalid.
         }
-        let fits = match name.as_str() {
+        let valid = match name.as_str() {
             "server_no_context_takeover" | "client_no_context_takeover" => value.is_none(),
-            // The client may use any window; it inflates nothing of ours with it.
+            // The client may use any window: the server inflates with the full one.
             "client_max_window_bits" => value.is_none_or(|bits| window_bits(bits).is_some()),
-            // The shared frame is compressed once with the full 32 KiB window.
-            "server_max_window_bits" => value.and_then(window_bits) == Some(15),
+            "server_max_window_bits" => {
+                server_window = value.and_then(window_bits);
+                server_window.is_some()
+            }
             _ => false,
         };
-        if !fits {
-            return false;
+        if !valid {
+            return None;
         }
         seen.push(name);
     }
-    true
+    Some(match server_window {
+        // §7.1.2.1: accepted by answering with the same value.
+        Some(bits) => Agreement {
+            response: format!("{RESPONSE}; server_max_window_bits={bits}"),
+            compressed_frames: bits == 15,
+        },
+        None => Agreement {
+            response: RESPONSE.to_owned(),
+            compressed_frames: true,
+        },
+    })
 }
 
 /// A window size parameter: 8 to 15, digits only (RFC 7692 §7.1.2).
@@ -150,47 +173,63 @@ fn invalid() -> CloseReason {
 mod tests {
     use super::*;
 
+    fn compressed_frames(offer: &str) -> Option<bool> {
+        negotiate([offer]).map(|agreement| agreement.compressed_frames)
+    }
+
     #[test]
-    fn browser_offers_are_accepted() {
+    fn browser_offers_are_accepted_for_compressed_frames() {
         // Chromium's and Firefox's offer.
-        assert!(accepts_offer([
-            "permessage-deflate; client_max_window_bits"
-        ]));
-        assert!(accepts_offer(["permessage-deflate"]));
-        assert!(accepts_offer([
-            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
-             client_max_window_bits=10; server_max_window_bits=15"
-        ]));
+        assert_eq!(
+            compressed_frames("permessage-deflate; client_max_window_bits"),
+            Some(true)
+        );
+        assert_eq!(compressed_frames("permessage-deflate"), Some(true));
+        let full = "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
+                    client_max_window_bits=10; server_max_window_bits=15";
+        assert_eq!(
+            negotiate([full]).unwrap().response,
+            format!("{RESPONSE}; server_max_window_bits=15")
+        );
+        assert_eq!(
+            negotiate(["permessage-deflate"]).unwrap().response,
+            RESPONSE
+        );
     }
 
     #[test]
-    fn offers_the_shared_compressor_cannot_honour_are_declined() {
-        assert!(!accepts_offer([
-            "permessage-deflate; server_max_window_bits=10"
-        ]));
-        assert!(!accepts_offer([
-            "permessage-deflate; server_max_window_bits"
-        ]));
-        assert!(!accepts_offer([
-            "permessage-deflate; client_max_window_bits=16"
-        ]));
-        assert!(!accepts_offer([
-            "permessage-deflate; client_max_window_bits=0x9"
-        ]));
-        assert!(!accepts_offer(["permessage-deflate; unknown_parameter"]));
-        assert!(!accepts_offer([
-            "permessage-deflate; server_no_context_takeover; server_no_context_takeover"
-        ]));
-        assert!(!accepts_offer(["x-webkit-deflate-frame"]));
-        assert!(!accepts_offer([]));
+    fn a_smaller_server_window_is_accepted_and_echoed_but_gets_plain_frames() {
+        let agreement = negotiate(["permessage-deflate; server_max_window_bits=9"]).unwrap();
+        assert_eq!(
+            agreement.response,
+            format!("{RESPONSE}; server_max_window_bits=9")
+        );
+        assert!(!agreement.compressed_frames);
     }
 
     #[test]
-    fn a_later_offer_is_taken_when_the_first_is_declined() {
-        assert!(accepts_offer([
-            "permessage-deflate; server_max_window_bits=9, permessage-deflate"
-        ]));
-        assert!(accepts_offer(["foo", "permessage-deflate"]));
+    fn invalid_offers_are_declined() {
+        for offer in [
+            "permessage-deflate; server_max_window_bits",
+            "permessage-deflate; server_max_window_bits=16",
+            "permessage-deflate; client_max_window_bits=16",
+            "permessage-deflate; client_max_window_bits=0x9",
+            "permessage-deflate; unknown_parameter",
+            "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+            "permessage-deflate; server_no_context_takeover=1",
+            "x-webkit-deflate-frame",
+        ] {
+            assert_eq!(negotiate([offer]), None, "{offer}");
+        }
+        assert_eq!(negotiate([]), None);
+    }
+
+    #[test]
+    fn a_later_offer_is_taken_when_the_first_is_invalid() {
+        let agreement =
+            negotiate(["permessage-deflate; server_max_window_bits=99, permessage-deflate"]);
+        assert_eq!(agreement.unwrap().response, RESPONSE);
+        assert!(negotiate(["foo", "permessage-deflate"]).is_some());
     }
 
     #[test]

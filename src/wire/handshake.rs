@@ -210,16 +210,11 @@ pub fn accept_key(key: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha1.finalize())
 }
 
-/// The `101 Switching Protocols` answer; with `deflate`, it accepts permessage-deflate.
-pub fn switching_protocols(accept: &str, deflate: bool) -> Vec<u8> {
-    let extensions = if deflate {
-        format!(
-            "Sec-WebSocket-Extensions: {}\r\n",
-            crate::wire::deflate::RESPONSE
-        )
-    } else {
-        String::new()
-    };
+/// The `101 Switching Protocols` answer, with the `Sec-WebSocket-Extensions` value agreed on.
+pub fn switching_protocols(accept: &str, extensions: Option<&str>) -> Vec<u8> {
+    let extensions = extensions
+        .map(|value| format!("Sec-WebSocket-Extensions: {value}\r\n"))
+        .unwrap_or_default();
     format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Accept: {accept}\r\n{extensions}\r\n"
