@@ -18,7 +18,7 @@ use tagcast::ops::config::TlsConfig;
 use tagcast::routing::outbox::{Outbox, Outgoing, SendLimits, Wakeups};
 use tagcast::tags::TagLimits;
 use tagcast::wire::frame::{self, CloseReason, Incoming, MessageReader, close_code};
-use tagcast::wire::handshake;
+use tagcast::wire::{deflate, handshake};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
@@ -90,16 +90,29 @@ async fn echo<S: Transport>(mut stream: S) {
             return;
         }
     };
-    let switching = handshake::switching_protocols(&upgrade.accept);
+    // permessage-deflate whenever the client offers what the daemon accepts: every text
+    // message is echoed compressed, whatever its size, so Autobahn checks both directions.
+    let agreement = deflate::negotiate(head.header_values("sec-websocket-extensions"));
+    let extensions = agreement
+        .as_ref()
+        .map(|agreement| agreement.response.as_str());
+    let switching = handshake::switching_protocols(&upgrade.accept, extensions);
+    let compressed_frames = agreement
+        .as_ref()
+        .is_some_and(|agreement| agreement.compressed_frames);
     if stream.write_all(&switching).await.is_err() {
         return;
     }
     let outbox = Outbox::new(SendLimits::new(SEND_QUEUE_BYTES, WRITE_TIMEOUT, usize::MAX));
-    let messages = MessageReader::new(MAX_MESSAGE, buffer).accept_binary();
+    let messages = MessageReader::new(MAX_MESSAGE, buffer)
+        .accept_binary()
+        .with_deflate(agreement.is_some());
     let echo_message = |message, wakeups: &mut Wakeups| {
         let echoed = match message {
             Incoming::Text(text) => match std::str::from_utf8(&text) {
-                Ok(text) => frame::text_frame(text),
+                Ok(text) => frame::MessageFrames::text(text, compressed_frames)
+                    .for_recipient(compressed_frames)
+                    .clone(),
                 Err(_) => return Err(CloseReason::new(close_code::INVALID_PAYLOAD, "not UTF-8")),
             },
             Incoming::Binary(data) => frame::binary_frame(&data),

@@ -268,7 +268,7 @@ async fn a_slow_reader_that_reads_again_sees_4429() {
     // Queue more frames than fit at once, from inside the server, before the writer runs.
     let shared_hub = server.hub.clone();
     let tags: tagcast::tags::Tags = [("slow", "1")].into_iter().collect();
-    let frame = tagcast::wire::frame::text_frame("\"x\"");
+    let frame = tagcast::wire::frame::MessageFrames::text("\"x\"", false);
     let mut overflowed = 0;
     for _ in 0..10_000 {
         overflowed += shared_hub

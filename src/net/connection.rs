@@ -24,6 +24,7 @@ use tracing::{debug, info};
 
 use crate::net::server::Shared;
 use crate::ops::auth::OpenRefusal;
+use crate::ops::config::CompressionMode;
 use crate::ops::logging::message_id;
 use crate::ops::metrics::{Rejected, Source};
 use crate::routing::hub::{Listener, Peer};
@@ -31,6 +32,7 @@ use crate::routing::outbox::{
     Batch, Interrupted, Next, Outbox, Outgoing, Slow, TAKE_AT_MOST, Wakeups,
 };
 use crate::token;
+use crate::wire::deflate;
 use crate::wire::frame::{self, CloseReason, Incoming, MessageReader, close_code};
 use crate::wire::handshake::{self, Head, Rejection, Upgrade};
 
@@ -47,12 +49,13 @@ pub async fn serve<S>(
     // Boxed: the handshake's state is freed once it is over, so an open connection's task
     // carries only what the WebSocket needs. In a block, so that the task keeps no room for
     // the handshake's results once they are taken apart.
-    let (peer, registration, slot, buffer, switching) = {
+    let (peer, registration, slot, buffer, switching, deflate) = {
         let Some(opened) = Box::pin(open(&shared, &mut stream, address, deadline)).await else {
             return;
         };
         let Opened {
             upgrade,
+            deflate,
             leftover,
             slot,
         } = opened;
@@ -60,6 +63,9 @@ pub async fn serve<S>(
             id: shared.hub.next_id(),
             address,
             listener,
+            deflate: deflate
+                .as_ref()
+                .is_some_and(|agreement| agreement.compressed_frames),
             credentials: upgrade.credentials,
             token: upgrade.token.map(String::into_boxed_str),
             outbox: shared.hub.outbox(),
@@ -89,8 +95,12 @@ pub async fn serve<S>(
             }
             _ => shared.hub.register(upgrade.tags, peer.clone()),
         };
-        let switching = handshake::switching_protocols(&upgrade.accept);
-        (peer, registration, slot, leftover, switching)
+        let extensions = deflate
+            .as_ref()
+            .map(|agreement| agreement.response.as_str());
+        let switching = handshake::switching_protocols(&upgrade.accept, extensions);
+        let deflate = deflate.is_some();
+        (peer, registration, slot, leftover, switching, deflate)
     };
     let counted = shared.metrics.connection_opened(listener);
     // An auth reload between the open check and the registration did not see this connection.
@@ -105,7 +115,8 @@ pub async fn serve<S>(
         return;
     }
     drop(switching);
-    let messages = MessageReader::new(shared.config.messages.max_size, buffer);
+    let messages =
+        MessageReader::new(shared.config.messages.max_size, buffer).with_deflate(deflate);
     let grace = Duration::from_millis(shared.config.limits.shutdown_grace_ms);
     let mut rate = RateLimit::new(shared.config.limits.max_requests_per_s);
     let on_message = |message, wakeups: &mut Wakeups| match message {
@@ -196,6 +207,8 @@ fn peer_span(shared: &Shared, peer: &Peer) -> tracing::Span {
 struct Opened {
     /// Tags, credentials and the accept key of the upgrade request.
     upgrade: Upgrade,
+    /// permessage-deflate, when `messages.compression` is on and the client offered it.
+    deflate: Option<deflate::Agreement>,
     /// Bytes the client sent after its request head (the first frames).
     leftover: BytesMut,
     /// The connection's place under `limits.max_connections`.
@@ -274,8 +287,12 @@ where
             return None;
         }
     };
+    let deflate = (shared.config.messages.compression == CompressionMode::Shared)
+        .then(|| deflate::negotiate(head.header_values("sec-websocket-extensions")))
+        .flatten();
     Some(Opened {
         upgrade,
+        deflate,
         leftover: buffer,
         slot,
     })

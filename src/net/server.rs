@@ -25,14 +25,14 @@ use crate::cluster::{Cluster, ClusterError, Outgoing};
 use crate::net::tls::{TlsAcceptor, TlsError};
 use crate::net::{connection, http};
 use crate::ops::auth::{Auth, AuthError, AuthReload};
-use crate::ops::config::{Config, ConfigError};
+use crate::ops::config::{CompressionMode, Config, ConfigError};
 use crate::ops::metrics::{Metrics, Rejected, Source};
 use crate::ops::watch;
 use crate::routing::history::{History, MessageId};
 use crate::routing::hub::{Delivery, Hub, Listener};
 use crate::routing::outbox::{SendLimits, Wakeups};
 use crate::tags::Tags;
-use crate::wire::frame::{self, CloseReason, close_code};
+use crate::wire::frame::{CloseReason, MessageFrames, close_code};
 use crate::wire::parser::{self, MessageParser};
 use crate::wire::request::{Credentials, Request};
 
@@ -135,9 +135,9 @@ impl Shared {
         wakeups: &mut Wakeups,
     ) -> Option<Delivery> {
         let history = self.history.as_ref()?;
-        let frame = frame::text_frame(payload);
+        let frames = self.frames(payload);
         let delivery = history.record_issued(id, tags, payload, SystemTime::now(), |id_frame| {
-            self.hub.route(tags, &frame, Some(id_frame), wakeups)
+            self.hub.route(tags, &frames, Some(id_frame), wakeups)
         })?;
         self.metrics.set_history_bytes(history.bytes());
         self.metrics.routed(delivery.delivered);
@@ -145,6 +145,16 @@ impl Shared {
             id: Some(id),
             ..delivery
         })
+    }
+
+    /// The frames of a message, built once for all its recipients: the compressed one too when
+    /// it is long enough and some connection negotiated compression.
+    fn frames(&self, payload: &str) -> MessageFrames {
+        let messages = &self.config.messages;
+        let compress = messages.compression == CompressionMode::Shared
+            && payload.len() >= messages.compression_min_size
+            && self.hub.has_deflate_peers();
+        MessageFrames::text(payload, compress)
     }
 
     /// Routes a request to this node's clients only, the cluster's stream being out of reach
@@ -156,16 +166,16 @@ impl Shared {
         payload: &str,
         wakeups: &mut Wakeups,
     ) -> Delivery {
-        let frame = frame::text_frame(payload);
+        let frames = self.frames(payload);
         let delivery = match &self.history {
             Some(history) => {
                 // A recovery here can no longer vouch for what it replays: this one is not in it.
                 history.set_blind(true);
                 history.route_unkept(&cluster.unshared_id(), payload, |id_frame| {
-                    self.hub.route(tags, &frame, Some(id_frame), wakeups)
+                    self.hub.route(tags, &frames, Some(id_frame), wakeups)
                 })
             }
-            None => self.hub.route(tags, &frame, None, wakeups),
+            None => self.hub.route(tags, &frames, None, wakeups),
         };
         self.metrics.routed(delivery.delivered);
         delivery
@@ -177,12 +187,12 @@ impl Shared {
     /// The recipients' writers join `wakeups`: the caller wakes them when its batch is routed.
     /// With the history on, the message gets an id and is kept ([`History::record`]).
     pub fn route(&self, tags: &Tags, payload: &str, wakeups: &mut Wakeups) -> Delivery {
-        let frame = frame::text_frame(payload);
+        let frames = self.frames(payload);
         let delivery = match &self.history {
-            None => self.hub.route(tags, &frame, None, wakeups),
+            None => self.hub.route(tags, &frames, None, wakeups),
             Some(history) => {
                 let (id, delivery) = history.record(tags, payload, SystemTime::now(), |id_frame| {
-                    self.hub.route(tags, &frame, Some(id_frame), wakeups)
+                    self.hub.route(tags, &frames, Some(id_frame), wakeups)
                 });
                 self.metrics.set_history_bytes(history.bytes());
                 Delivery {

@@ -187,6 +187,18 @@ impl ParserKind {
     }
 }
 
+/// `messages.compression`: whether frames to clients may be compressed (permessage-deflate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CompressionMode {
+    /// permessage-deflate is declined: every frame goes uncompressed.
+    Off,
+    /// Offers the shared compressor can honour are accepted: a message of at least
+    /// `messages.compression_min_size` bytes is compressed once, and its compressed frame goes
+    /// to every recipient that negotiated the extension.
+    Shared,
+}
+
 /// `[messages]`: how requests' messages are parsed and how large they may be.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -195,8 +207,14 @@ pub struct MessagesConfig {
     pub parser: ParserKind,
     /// JSON Schema file for the `json-schema` parser.
     pub schema: Option<PathBuf>,
-    /// Largest frame or message accepted from a client, in bytes.
+    /// Largest frame or message accepted from a client, in bytes (a compressed one once
+    /// inflated).
     pub max_size: usize,
+    /// permessage-deflate to clients that offer it.
+    pub compression: CompressionMode,
+    /// Messages shorter than this many bytes are sent uncompressed even to clients that
+    /// negotiated compression: deflate gains little on them.
+    pub compression_min_size: usize,
 }
 
 impl Default for MessagesConfig {
@@ -205,6 +223,8 @@ impl Default for MessagesConfig {
             parser: ParserKind::String,
             schema: None,
             max_size: 65536,
+            compression: CompressionMode::Shared,
+            compression_min_size: 256,
         }
     }
 }

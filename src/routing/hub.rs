@@ -8,7 +8,7 @@
 //! they hold less.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
@@ -16,7 +16,7 @@ use bytes::Bytes;
 use crate::routing::history::MessageId;
 use crate::routing::outbox::{Outbox, Outgoing, Pushed, SendLimits, Slow, Wakeups};
 use crate::tags::{TagIndex, Tags};
-use crate::wire::frame::CloseReason;
+use crate::wire::frame::{CloseReason, MessageFrames};
 use crate::wire::request::Credentials;
 
 /// A connection's number, unique for the life of the process (shown in logs as `conn`).
@@ -49,6 +49,8 @@ pub struct Peer {
     pub address: SocketAddr,
     /// The listener it came in on.
     pub listener: Listener,
+    /// It negotiated permessage-deflate: it gets a message's compressed frame when there is one.
+    pub deflate: bool,
     /// The credentials from its URL, judged again when the auth file changes.
     pub credentials: Credentials,
     /// The signed tags' token from its URL, judged again (but for its time) with them.
@@ -75,7 +77,11 @@ pub struct Delivery {
 pub struct Hub {
     index: RwLock<TagIndex<ConnectionId, Arc<Peer>>>,
     next_id: AtomicU64,
+    /// The send limits every connection's outbox shares.
     limits: Arc<SendLimits>,
+    /// Open connections that negotiated permessage-deflate: while there are none, no message
+    /// is compressed.
+    deflate_peers: AtomicUsize,
 }
 
 impl Hub {
@@ -85,6 +91,7 @@ impl Hub {
             index: RwLock::default(),
             next_id: AtomicU64::default(),
             limits,
+            deflate_peers: AtomicUsize::default(),
         }
     }
 
@@ -117,31 +124,43 @@ impl Hub {
 
     /// Adds a connection; it is removed when the returned guard is dropped.
     pub fn register(self: &Arc<Self>, tags: Tags, peer: Arc<Peer>) -> Registration {
-        let id = peer.id;
+        let (id, deflate) = (peer.id, peer.deflate);
+        if deflate {
+            self.deflate_peers.fetch_add(1, Ordering::Relaxed);
+        }
         self.write().insert(id, tags, peer);
         Registration {
             hub: self.clone(),
             id,
+            deflate,
         }
     }
 
-    /// Queues `frame` to every connection whose tags contain all of `tags` (`id_frame`, when
-    /// given, to those that want ids); their writers join `wakeups`. Then, when all queues hold
-    /// more than the budget, closes the largest backlogs.
+    /// True when some open connection negotiated permessage-deflate.
+    pub fn has_deflate_peers(&self) -> bool {
+        self.deflate_peers.load(Ordering::Relaxed) > 0
+    }
+
+    /// Queues a message's frame to every connection whose tags contain all of `tags`: the id
+    /// frame (`id_frame`, when given) to those that want ids, the compressed one to those that
+    /// negotiated it, the plain one to the others. Their writers join `wakeups`. Then, when all
+    /// queues hold more than the budget, closes the largest backlogs.
     pub fn route(
         &self,
         tags: &Tags,
-        frame: &Bytes,
+        frames: &MessageFrames,
         id_frame: Option<&Bytes>,
         wakeups: &mut Wakeups,
     ) -> Delivery {
         let mut delivery = Delivery::default();
-        let outgoing = Outgoing::new(frame);
-        let id_outgoing = id_frame.map(Outgoing::new);
+        let plain = Outgoing::new(frames.plain());
+        let compressed = frames.compressed().map(Outgoing::new);
+        let with_id = id_frame.map(Outgoing::new);
         self.read().for_each_match(tags, |_, peer| {
-            let outgoing = match &id_outgoing {
-                Some(id_outgoing) if peer.wants_ids => id_outgoing,
-                _ => &outgoing,
+            let outgoing = match (&with_id, &compressed) {
+                (Some(with_id), _) if peer.wants_ids => with_id,
+                (_, Some(compressed)) if peer.deflate => compressed,
+                _ => &plain,
             };
             match peer.outbox.push(outgoing, wakeups) {
                 Pushed::Accepted => delivery.delivered += 1,
@@ -149,8 +168,7 @@ impl Hub {
                 Pushed::Closed => {}
             }
         });
-        drop(outgoing);
-        drop(id_outgoing);
+        drop((plain, compressed, with_id));
         wakeups.settle();
         if self.limits.over_budget() {
             delivery.overflowed += self.close_largest_backlogs();
@@ -218,10 +236,14 @@ impl Hub {
 pub struct Registration {
     hub: Arc<Hub>,
     id: ConnectionId,
+    deflate: bool,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         self.hub.write().remove(self.id);
+        if self.deflate {
+            self.hub.deflate_peers.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }

@@ -11,6 +11,8 @@ use std::borrow::Cow;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::wire::deflate;
+
 /// Close codes used by tagcast (RFC 6455 and the Gomoob-compatible 4xxx range).
 pub mod close_code {
     /// Normal closure.
@@ -74,10 +76,20 @@ const OP_CLOSE: u8 = 0x8;
 const OP_PING: u8 = 0x9;
 const OP_PONG: u8 = 0xA;
 
+/// The FIN bit of a frame's first byte.
+const FIN: u8 = 0x80;
+/// RSV1: the message is compressed (permessage-deflate, RFC 7692 §6).
+const RSV1: u8 = 0x40;
+
 /// Builds one unmasked server frame with FIN set.
 fn encode(opcode: u8, payload: &[u8]) -> Bytes {
+    encode_first(FIN | opcode, payload)
+}
+
+/// Builds one unmasked server frame whose first byte is `first`.
+fn encode_first(first: u8, payload: &[u8]) -> Bytes {
     let mut frame = BytesMut::with_capacity(payload.len() + 10);
-    frame.put_u8(0x80 | opcode);
+    frame.put_u8(first);
     match payload.len() {
         len @ 0..=125 => frame.put_u8(len as u8),
         len @ 126..=0xFFFF => {
@@ -96,6 +108,49 @@ fn encode(opcode: u8, payload: &[u8]) -> Bytes {
 /// A text frame holding `text`.
 pub fn text_frame(text: &str) -> Bytes {
     encode(OP_TEXT, text.as_bytes())
+}
+
+/// A text frame holding a message compressed by [`deflate::compress`](crate::wire::deflate::compress)
+/// (RSV1 set): the same bytes for every recipient that negotiated permessage-deflate.
+pub fn compressed_text_frame(deflated: &[u8]) -> Bytes {
+    encode_first(FIN | RSV1 | OP_TEXT, deflated)
+}
+
+/// The frames of one message, each built once for all its recipients: the plain one, and the
+/// compressed one when some recipient negotiated permessage-deflate.
+#[derive(Debug, Clone)]
+pub struct MessageFrames {
+    plain: Bytes,
+    compressed: Option<Bytes>,
+}
+
+impl MessageFrames {
+    /// The frames of a text message; `compress` also builds the compressed one.
+    pub fn text(text: &str, compress: bool) -> MessageFrames {
+        MessageFrames {
+            plain: text_frame(text),
+            compressed: compress
+                .then(|| compressed_text_frame(&deflate::compress(text.as_bytes()))),
+        }
+    }
+
+    /// The plain frame.
+    pub fn plain(&self) -> &Bytes {
+        &self.plain
+    }
+
+    /// The compressed frame, when it was built.
+    pub fn compressed(&self) -> Option<&Bytes> {
+        self.compressed.as_ref()
+    }
+
+    /// The frame for a recipient that negotiated permessage-deflate (`deflate`) or not.
+    pub fn for_recipient(&self, deflate: bool) -> &Bytes {
+        match &self.compressed {
+            Some(compressed) if deflate => compressed,
+            _ => &self.plain,
+        }
+    }
 }
 
 /// A binary frame holding `payload` (tagcast itself never sends one; the Autobahn echo server
@@ -155,6 +210,10 @@ pub struct MessageReader {
     fragments: Option<BytesMut>,
     /// The message being assembled is text (checked as UTF-8), not binary.
     fragments_are_text: bool,
+    /// The message being assembled is compressed (RSV1 on its first frame).
+    fragments_compressed: bool,
+    /// permessage-deflate was negotiated: RSV1 marks a compressed message.
+    deflate: bool,
     /// Binary messages are passed on instead of closing with 1003.
     binary: bool,
     /// How many bytes of `fragments` are known to be valid UTF-8.
@@ -180,6 +239,8 @@ impl MessageReader {
             buffer: leftover,
             fragments: None,
             fragments_are_text: true,
+            fragments_compressed: false,
+            deflate: false,
             binary: false,
             validated: 0,
             max_message,
@@ -192,6 +253,14 @@ impl MessageReader {
     /// daemon speaks text only; the Autobahn echo server echoes both.
     pub fn accept_binary(mut self) -> MessageReader {
         self.binary = true;
+        self
+    }
+
+    /// Reads messages compressed with permessage-deflate (negotiated at the handshake): RSV1 on
+    /// a message's first frame is then allowed, and the message is inflated within the size
+    /// limit.
+    pub fn with_deflate(mut self, deflate: bool) -> MessageReader {
+        self.deflate = deflate;
         self
     }
 
@@ -249,10 +318,16 @@ impl MessageReader {
             return Ok(None);
         }
         let (first, second) = (buffer[0], buffer[1]);
-        let fin = first & 0x80 != 0;
+        let fin = first & FIN != 0;
         let opcode = first & 0x0F;
-        if first & 0x70 != 0 {
+        let compressed = first & RSV1 != 0;
+        if first & 0x30 != 0 || (compressed && !self.deflate) {
             return Err(protocol_error("reserved bits set without an extension"));
+        }
+        if compressed && !matches!(opcode, OP_TEXT | OP_BINARY) {
+            return Err(protocol_error(
+                "only the first frame of a data message may be marked compressed",
+            ));
         }
         if !matches!(
             opcode,
@@ -297,6 +372,7 @@ impl MessageReader {
         Ok(Some(Frame {
             fin,
             opcode,
+            compressed,
             payload: frame,
         }))
     }
@@ -306,6 +382,7 @@ impl MessageReader {
         let Frame {
             fin,
             opcode,
+            compressed,
             payload,
         } = frame;
         match opcode {
@@ -319,14 +396,11 @@ impl MessageReader {
             OP_TEXT | OP_BINARY if self.fragments.is_some() => Err(protocol_error(
                 "a new message started before the fragmented one ended",
             )),
-            OP_TEXT if fin => {
-                validate_utf8(&payload, true)?;
-                Ok(Some(Incoming::Text(payload.freeze())))
-            }
-            OP_BINARY if fin => Ok(Some(Incoming::Binary(payload.freeze()))),
+            OP_TEXT | OP_BINARY if fin => self.whole(opcode == OP_TEXT, compressed, payload, false),
             OP_TEXT | OP_BINARY => {
                 self.fragments_are_text = opcode == OP_TEXT;
-                self.validated = if self.fragments_are_text {
+                self.fragments_compressed = compressed;
+                self.validated = if self.fragments_are_text && !compressed {
                     validate_utf8(&payload, false)?
                 } else {
                     0
@@ -342,7 +416,7 @@ impl MessageReader {
                     return Err(too_big(self.max_message));
                 }
                 message.extend_from_slice(&payload);
-                if self.fragments_are_text {
+                if self.fragments_are_text && !self.fragments_compressed {
                     self.validated += validate_utf8(&message[self.validated..], fin)?;
                 }
                 if !fin {
@@ -352,20 +426,45 @@ impl MessageReader {
                 let Some(message) = self.fragments.take() else {
                     return Ok(None);
                 };
-                let message = message.freeze();
-                Ok(Some(if self.fragments_are_text {
-                    Incoming::Text(message)
-                } else {
-                    Incoming::Binary(message)
-                }))
+                let checked = !self.fragments_compressed;
+                self.whole(
+                    self.fragments_are_text,
+                    self.fragments_compressed,
+                    message,
+                    checked,
+                )
             }
         }
+    }
+
+    /// A complete data message: inflated when compressed, checked as UTF-8 when text unless
+    /// `utf8_checked` (a fragmented uncompressed text is checked as it comes).
+    fn whole(
+        &self,
+        text: bool,
+        compressed: bool,
+        message: BytesMut,
+        utf8_checked: bool,
+    ) -> Result<Option<Incoming>, CloseReason> {
+        let message = if compressed {
+            Bytes::from(deflate::decompress(&message, self.max_message)?)
+        } else {
+            message.freeze()
+        };
+        if !text {
+            return Ok(Some(Incoming::Binary(message)));
+        }
+        if !utf8_checked {
+            validate_utf8(&message, true)?;
+        }
+        Ok(Some(Incoming::Text(message)))
     }
 }
 
 struct Frame {
     fin: bool,
     opcode: u8,
+    compressed: bool,
     payload: BytesMut,
 }
 
@@ -434,7 +533,20 @@ mod tests {
     }
 
     fn read_all(bytes: &[u8], max: usize) -> Vec<Result<Incoming, CloseReason>> {
-        let mut reader = MessageReader::new(max, BytesMut::new());
+        read_all_with(MessageReader::new(max, BytesMut::new()), bytes)
+    }
+
+    fn read_all_deflated(bytes: &[u8], max: usize) -> Vec<Result<Incoming, CloseReason>> {
+        read_all_with(
+            MessageReader::new(max, BytesMut::new()).with_deflate(true),
+            bytes,
+        )
+    }
+
+    fn read_all_with(
+        mut reader: MessageReader,
+        bytes: &[u8],
+    ) -> Vec<Result<Incoming, CloseReason>> {
         let mut out = Vec::new();
         // Feed one byte at a time: every split point must work.
         for byte in bytes {
@@ -612,5 +724,85 @@ mod tests {
         assert_eq!(messages, 1);
         // The client is quiet now: the next read waits in a small buffer.
         assert!(reader.read_buffer().capacity() <= 4 * IDLE_READ_BUFFER);
+    }
+
+    #[test]
+    fn a_compressed_message_is_inflated_whole_or_fragmented() {
+        let text = r#"{"message":"Bonjour !","tags":{"language":"FR"}}"#.repeat(10);
+        let deflated = deflate::compress(text.as_bytes());
+        let whole = client_frame(0x80 | RSV1 | OP_TEXT, &deflated);
+        assert_eq!(
+            read_all_deflated(&whole, 65_536),
+            vec![Ok(Incoming::Text(Bytes::from(text.clone())))]
+        );
+        let (first, rest) = deflated.split_at(deflated.len() / 2);
+        let mut fragmented = client_frame(RSV1 | OP_TEXT, first);
+        fragmented.extend(client_frame(0x80 | OP_PING, b"p"));
+        fragmented.extend(client_frame(0x80 | OP_CONTINUATION, rest));
+        assert_eq!(
+            read_all_deflated(&fragmented, 65_536),
+            vec![
+                Ok(Incoming::Ping(Bytes::from_static(b"p"))),
+                Ok(Incoming::Text(Bytes::from(text)))
+            ]
+        );
+    }
+
+    #[test]
+    fn rsv1_is_refused_where_it_does_not_belong() {
+        let deflated = deflate::compress(b"hello");
+        let compressed = client_frame(0x80 | RSV1 | OP_TEXT, &deflated);
+        let refused = read_all(&compressed, 1024);
+        assert_eq!(
+            refused[0].as_ref().unwrap_err().code,
+            close_code::PROTOCOL_ERROR
+        );
+        for bad in [
+            client_frame(0x80 | RSV1 | OP_PING, b""),
+            [
+                client_frame(OP_TEXT, b"a"),
+                client_frame(0x80 | RSV1, &deflated),
+            ]
+            .concat(),
+            client_frame(0x80 | 0x20 | OP_TEXT, b"a"),
+        ] {
+            let refused = read_all_deflated(&bad, 1024);
+            assert_eq!(
+                refused.last().unwrap().as_ref().unwrap_err().code,
+                close_code::PROTOCOL_ERROR
+            );
+        }
+    }
+
+    #[test]
+    fn a_compressed_message_over_the_limit_once_inflated_is_refused_with_1009() {
+        let deflated = deflate::compress(&[b'x'; 5000]);
+        assert!(deflated.len() < 1000);
+        let refused = read_all_deflated(&client_frame(0x80 | RSV1 | OP_TEXT, &deflated), 1000);
+        assert_eq!(
+            refused[0].as_ref().unwrap_err().code,
+            close_code::MESSAGE_TOO_BIG
+        );
+    }
+
+    #[test]
+    fn a_compressed_text_that_is_not_utf8_is_refused_with_1007() {
+        let deflated = deflate::compress(&[0xC3, 0x28]);
+        let refused = read_all_deflated(&client_frame(0x80 | RSV1 | OP_TEXT, &deflated), 1000);
+        assert_eq!(
+            refused[0].as_ref().unwrap_err().code,
+            close_code::INVALID_PAYLOAD
+        );
+    }
+
+    #[test]
+    fn the_compressed_server_frame_has_rsv1_and_inflates_to_the_message() {
+        let frame = compressed_text_frame(&deflate::compress(b"\"Bonjour !\""));
+        assert_eq!(frame[0], 0x80 | RSV1 | OP_TEXT);
+        let length = usize::from(frame[1]);
+        assert_eq!(
+            deflate::decompress(&frame[2..2 + length], 100).unwrap(),
+            b"\"Bonjour !\""
+        );
     }
 }

@@ -68,12 +68,18 @@ impl Head {
             .map(|(_, value)| value.as_str())
     }
 
-    /// True when a comma-separated header lists `token` (case-insensitive).
-    fn header_has_token(&self, name: &str, token: &str) -> bool {
+    /// Every value of header `name` (case-insensitive), in order.
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.headers
             .iter()
-            .filter(|(own, _)| own.eq_ignore_ascii_case(name))
-            .flat_map(|(_, value)| value.split(','))
+            .filter(move |(own, _)| own.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// True when a comma-separated header lists `token` (case-insensitive).
+    fn header_has_token(&self, name: &str, token: &str) -> bool {
+        self.header_values(name)
+            .flat_map(|value| value.split(','))
             .any(|item| item.trim().eq_ignore_ascii_case(token))
     }
 
@@ -215,11 +221,14 @@ pub fn accept_key(key: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha1.finalize())
 }
 
-/// The `101 Switching Protocols` answer.
-pub fn switching_protocols(accept: &str) -> Vec<u8> {
+/// The `101 Switching Protocols` answer, with the `Sec-WebSocket-Extensions` value agreed on.
+pub fn switching_protocols(accept: &str, extensions: Option<&str>) -> Vec<u8> {
+    let extensions = extensions
+        .map(|value| format!("Sec-WebSocket-Extensions: {value}\r\n"))
+        .unwrap_or_default();
     format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {accept}\r\n\r\n"
+         Sec-WebSocket-Accept: {accept}\r\n{extensions}\r\n"
     )
     .into_bytes()
 }

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Autobahn|Testsuite against examples/autobahn_echo.rs (tagcast's handshake, reader and writer),
 # every case over ws and over wss. Fails, listing them, on any case that is not a pass:
-# behavior OK/NON-STRICT/INFORMATIONAL (UNIMPLEMENTED for 12.*/13.*: no permessage-deflate) and
-# behaviorClose OK/INFORMATIONAL.
+# behavior OK/NON-STRICT/INFORMATIONAL and behaviorClose OK/INFORMATIONAL, the compression cases
+# (12.*, 13.*: permessage-deflate) included.
 # Usage: bash tests/autobahn/run.sh [ECHO_BINARY]   (default: builds the release example)
 # Needs Python 2.7 (PYTHON2, default /root/.pyenv/versions/2.7.18/bin/python) and openssl.
 set -euo pipefail
@@ -64,11 +64,8 @@ failed = []
 for agent, cases in sorted(index.items()):
     for case, result in cases.items():
         behavior, close = result["behavior"], result["behaviorClose"]
-        compression = case.split(".")[0] in ("12", "13")
-        ok = behavior in ("OK", "NON-STRICT", "INFORMATIONAL") or (
-            compression and behavior == "UNIMPLEMENTED")
-        ok = ok and (close in ("OK", "INFORMATIONAL") or (
-            compression and behavior == "UNIMPLEMENTED"))
+        ok = behavior in ("OK", "NON-STRICT", "INFORMATIONAL")
+        ok = ok and close in ("OK", "INFORMATIONAL")
         if not ok:
             failed.append((agent, case, behavior, close))
     print("autobahn: %s: %d cases" % (agent, len(cases)))

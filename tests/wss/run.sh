@@ -118,6 +118,13 @@ fi
 ( wait_for "$work/browser.log" 'message "probe"' ) || { show_chromium; exit 1; }
 "$tagcast" send --url "ws://$ws" --tag browser=chromium "Bonjour Chromium"
 wait_for "$work/browser.log" 'message "Bonjour Chromium"'
+# permessage-deflate (messages.compression = "shared", the default): Chromium negotiated it, its
+# probe came compressed, and a message over compression_min_size reaches it compressed.
+grep -q '^open permessage-deflate; server_no_context_takeover; client_no_context_takeover$' \
+    "$work/browser.log" || fail "Chromium did not negotiate permessage-deflate: $(cat "$work/browser.log")"
+long="Bonjour Chromium, compressed: $(printf 'tagcast %.0s' $(seq 60))"
+"$tagcast" send --url "ws://$ws" --tag browser=chromium "$long"
+wait_for "$work/browser.log" "message \"$long\""
 if grep -q '^error\|^close' "$work/browser.log"; then
     fail "the browser's connection failed: $(cat "$work/browser.log")"
 fi
