@@ -317,7 +317,7 @@ async fn key_events_carry_their_message_id() {
     use tagcast::ops::logging::message_id;
     let with_id = |id: &str| format!("message_id=\"{id}\"");
     let mut service = Service::start(
-        "[log]\ntarget = \"stderr\"\n[limits]\nsend_queue = 1\n",
+        "[log]\ntarget = \"stderr\"\n[limits]\nsend_queue_bytes = 65536\n",
         &[],
         false,
     );
