@@ -89,6 +89,6 @@ check "the old secret is refused with 4401" grep -q 4401 <<<"$refused"
 echo "=== podman stop: SIGTERM, a clean exit"
 check "podman stop" "${P[@]}" stop -t 20 "$NAME"
 check "exit status 0" test "$("${P[@]}" inspect "$NAME" --format '{{.State.ExitCode}}')" = 0
-check "the log shows the shutdown" logged "SIGTERM received: shutting down"
+check "the log shows the shutdown" eventually logged "SIGTERM received: shutting down"
 
 report container
