@@ -105,31 +105,34 @@ async fn a_message_is_compressed_once_for_every_recipient_that_negotiated_it() {
     assert_eq!(plain.read_frame().await, (0x81, message.into_bytes()));
 }
 
-#[tokio::test]
-async fn a_message_under_compression_min_size_goes_uncompressed() {
-    let server =
-        TestServer::start("[messages]\nparser = \"json\"\ncompression_min_size = 1000\n").await;
+/// Opens a browser-like connection to a server with `messages` (a `[messages]` body), checks
+/// the 101's extensions header with `negotiated`, and returns the first frame a ~600-byte
+/// notification reaches it in.
+async fn notification_frame(messages: &str, negotiated: impl Fn(&str) -> bool) -> (u8, Vec<u8>) {
+    let server = TestServer::start(&format!("[messages]\nparser = \"json\"\n{messages}")).await;
     let (mut client, head) = open(&server, r#"{"user":"42"}"#, BROWSER_OFFER).await;
-    assert!(head.contains(ACCEPTED), "{head}");
+    assert!(negotiated(&head), "{head}");
     server.wait_for_connections(1).await;
     publish(&server, &notification(), r#"{"user":"42"}"#).await;
-    assert_eq!(
-        client.read_frame().await,
-        (0x81, notification().into_bytes())
-    );
+    client.read_frame().await
+}
+
+#[tokio::test]
+async fn a_message_under_compression_min_size_goes_uncompressed() {
+    let frame = notification_frame("compression_min_size = 1000\n", |head| {
+        head.contains(ACCEPTED)
+    })
+    .await;
+    assert_eq!(frame, (0x81, notification().into_bytes()));
 }
 
 #[tokio::test]
 async fn compression_off_declines_every_offer() {
-    let server = TestServer::start("[messages]\nparser = \"json\"\ncompression = \"off\"\n").await;
-    let (mut client, head) = open(&server, r#"{"user":"42"}"#, BROWSER_OFFER).await;
-    assert!(!head.contains("sec-websocket-extensions"), "{head}");
-    server.wait_for_connections(1).await;
-    publish(&server, &notification(), r#"{"user":"42"}"#).await;
-    assert_eq!(
-        client.read_frame().await,
-        (0x81, notification().into_bytes())
-    );
+    let frame = notification_frame("compression = \"off\"\n", |head| {
+        !head.contains("sec-websocket-extensions")
+    })
+    .await;
+    assert_eq!(frame, (0x81, notification().into_bytes()));
 }
 
 #[tokio::test]
