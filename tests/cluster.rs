@@ -576,7 +576,7 @@ async fn rediss_connects_with_tls_and_checks_the_certificate() {
 /// Run by [`rediss_connects_with_tls_and_checks_the_certificate`] in a child process, with
 /// the Redis it started (`.ci/run` skips it in the suite's own run).
 #[tokio::test]
-#[ignore = "run by rediss_connects_with_tls_and_checks_the_certificate, in a child process"]
+#[ignore = "needs the TLS redis-server that rediss_connects_with_tls_and_checks_the_certificate starts; it runs this in a child process"]
 async fn rediss_nodes() {
     let url = std::env::var("TAGCAST_REDISS_URL")
         .expect("TAGCAST_REDISS_URL: run by rediss_connects_with_tls_and_checks_the_certificate");
