@@ -12,13 +12,17 @@ const median = (values) => {
 };
 const groups = new Map();
 for (const line of lines) {
-  // An unpaced run (`--window 0`) is the burst twin of its scenario.
-  const scenario = line.window === 0 ? `${line.scenario} burst` : line.scenario;
+  // An unpaced run (`--window 0`) is the burst twin of its scenario; runs of one scenario
+  // with other sizes are apart.
+  const sizes = line.scenario === 'conns' ? ''
+    : ` ${line.subscribers}/${line.rooms}/${line.publishers}/${line.messages}/${line.size}`;
+  const scenario = `${line.scenario}${sizes}${line.window === 0 ? ' burst' : ''}`;
   const key = `${scenario}\t${line.server_name}`;
   if (!groups.has(key)) groups.set(key, []);
   groups.get(key).push(line);
 }
 const fixed = (value, digits) => (value === null ? '-' : value.toFixed(digits));
+console.log('Sizes: subscribers/rooms/publishers/messages/bytes. "burst": unpaced (`--window 0`).\n');
 console.log('| scenario | server | runs | deliveries/s | loss | p50 ms | p99 ms | p99.9 ms | max ms | arrival p99 ms | server CPU s/M | RSS MiB | peak RSS MiB above start | RSS MiB above start after settle | RSS KiB/conn |');
 console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
 for (const [key, group] of groups) {
@@ -36,4 +40,17 @@ for (const [key, group] of groups) {
     `${fixed(pick((line) => line.server && line.server.cpu_s_per_million), 3)} | ${fixed(rss === null ? null : rss / 1024, 1)} | ` +
     `${fixed(above((line) => line.server.rss_peak_kib), 1)} | ${fixed(above((line) => line.server.rss_settled_kib), 1)} | ` +
     `${fixed(pick((line) => line.server && line.server.rss_per_connection_kib), 2)} |`);
+}
+
+// Each burst beside its paced twin (same sizes, same server): the burst's share of the paced rate.
+const rates = new Map([...groups].map(([key, group]) => [key, median(group.map((line) => line.deliveries_per_s))]));
+const ratios = [...rates].filter(([key]) => key.split('\t')[0].endsWith(' burst'))
+  .map(([key, burst]) => [key, burst, rates.get(key.replace(' burst\t', '\t'))])
+  .filter(([, , paced]) => typeof paced === 'number');
+if (ratios.length > 0) {
+  console.log('\n| burst | server | burst / paced deliveries/s (medians) |\n|---|---|---|');
+  for (const [key, burst, paced] of ratios) {
+    const [scenario, server] = key.split('\t');
+    console.log(`| ${scenario} | ${server} | ${(burst / paced).toFixed(2)} (${(burst / 1e6).toFixed(3)} M / ${(paced / 1e6).toFixed(3)} M) |`);
+  }
 }
