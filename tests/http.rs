@@ -575,6 +575,7 @@ async fn healthz_says_503_once_shutdown_began() {
         200,
         "metrics while draining"
     );
+    assert_metrics_add_up(&server).await;
 
     drop(silent);
     let task = server.task;
@@ -613,6 +614,7 @@ async fn health_and_metrics_on_the_main_listener_when_admin_address_is_empty() {
 async fn promtool_accepts_the_metrics() {
     let server = TestServer::start("[cluster]\nredis = \"redis://127.0.0.1:1/\"\n").await;
     let _client = server.connect("").await;
+    assert_metrics_add_up(&server).await;
     let body = get(server.admin.expect("admin"), "/metrics").await.body;
     for series in ["tagcast_build_info{version=", "process_start_time_seconds "] {
         assert!(body.contains(series), "{series} is missing:\n{body}");
