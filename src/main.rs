@@ -242,7 +242,7 @@ fn load_config(args: &ConfigArg) -> Result<Config, ExitCode> {
         ExitCode::from(EXIT_CONFIG)
     })?;
     if let Some(address) = args.address {
-        config.server.address = address.to_string();
+        config.server.address = address;
     }
     if let Some(port) = args.port {
         config.server.port = port;

@@ -387,9 +387,9 @@ impl Listeners {
             Some(address) => Some(bind(address).await?),
             None => None,
         };
-        let admin = match config.http.admin_address.parse::<SocketAddr>() {
-            Ok(address) => Some(bind(address).await?),
-            Err(_) => None, // "": served on the main listeners (validated by the config)
+        let admin = match config.http.admin_address {
+            Some(address) => Some(bind(address).await?),
+            None => None, // served on the main listeners
         };
         Ok(Listeners { plain, tls, admin })
     }
@@ -453,12 +453,12 @@ impl Server {
             history.set_blind(true);
         }
         let limits = SendLimits::new(
-            config.limits.send_queue_bytes,
-            Duration::from_millis(config.limits.write_timeout_ms),
-            config.limits.max_queued_bytes,
+            config.limits.send_queue_bytes.get(),
+            Duration::from_millis(config.limits.write_timeout_ms.get()),
+            config.limits.max_queued_bytes.get(),
         );
         let shared = Shared {
-            connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
+            connection_slots: Arc::new(Semaphore::new(config.limits.max_connections.get())),
             hub: Arc::new(Hub::new(limits.clone())),
             auth: Auth::from_config(&config.auth)?,
             parser,
@@ -466,7 +466,7 @@ impl Server {
             tls,
             cluster,
             history,
-            metrics: Metrics::new(!config.cluster.redis.is_empty(), limits),
+            metrics: Metrics::new(config.cluster.redis.is_some(), limits),
             config,
         };
         Ok(Server {
@@ -558,7 +558,7 @@ impl Server {
             "server shutting down",
         ));
         self.tracker.close();
-        let grace = Duration::from_millis(self.shared.config.limits.shutdown_grace_ms);
+        let grace = Duration::from_millis(self.shared.config.limits.shutdown_grace_ms.get());
         if tokio::time::timeout(grace, self.tracker.wait())
             .await
             .is_err()
@@ -604,7 +604,7 @@ async fn accept_loop<F, Served>(
 
 /// When a connection accepted now must have sent its request head (and an HTTP body).
 pub fn handshake_deadline(config: &Config) -> Instant {
-    Instant::now() + Duration::from_millis(config.limits.handshake_timeout_ms)
+    Instant::now() + Duration::from_millis(config.limits.handshake_timeout_ms.get())
 }
 
 /// Serves one connection accepted on the ws listener.
