@@ -145,28 +145,42 @@ impl AuthConfig {
     }
 }
 
-/// The built-in message parsers (`messages.parser`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The built-in message parsers (`messages.parser`) as written; see [`ParserConfig`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum ParserKind {
+enum ParserKind {
+    String,
+    Json,
+    Message,
+    JsonSchema,
+}
+
+/// The message parser (`messages.parser`), with what it needs: the json-schema parser its
+/// schema file (`messages.schema`), which no other parser takes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "parser", rename_all = "kebab-case")]
+pub enum ParserConfig {
     /// The message must be a JSON string.
     String,
     /// Any JSON value.
     Json,
     /// Gomoob's sample message object (`type`, `creationDate`, `metadata`).
     Message,
-    /// Any JSON value valid against `messages.schema`.
-    JsonSchema,
+    /// Any JSON value valid against the schema.
+    JsonSchema {
+        /// The JSON Schema file.
+        schema: PathBuf,
+    },
 }
 
-impl ParserKind {
+impl ParserConfig {
     /// The name `messages.parser` gives it.
-    pub fn name(self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
-            ParserKind::String => "string",
-            ParserKind::Json => "json",
-            ParserKind::Message => "message",
-            ParserKind::JsonSchema => "json-schema",
+            ParserConfig::String => "string",
+            ParserConfig::Json => "json",
+            ParserConfig::Message => "message",
+            ParserConfig::JsonSchema { .. } => "json-schema",
         }
     }
 }
@@ -186,10 +200,10 @@ pub enum CompressionMode {
 /// `[messages]`: how requests' messages are parsed and how large they may be.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MessagesConfig {
-    /// Which parser checks and re-encodes each message.
-    pub parser: ParserKind,
-    /// JSON Schema file for the `json-schema` parser.
-    pub schema: Option<PathBuf>,
+    /// Which parser checks and re-encodes each message (`messages.parser` and
+    /// `messages.schema`).
+    #[serde(flatten)]
+    pub parser: ParserConfig,
     /// Largest frame or message accepted from a client, in bytes (a compressed one once
     /// inflated).
     pub max_size: NonZeroUsize,
@@ -616,24 +630,26 @@ impl Config {
                 )
             })?),
         };
-        match (raw.messages.parser, &raw.messages.schema) {
+        let parser = match (raw.messages.parser, raw.messages.schema) {
+            (ParserKind::JsonSchema, Some(schema)) => ParserConfig::JsonSchema { schema },
             (ParserKind::JsonSchema, None) => {
                 return Err(invalid(
                     "messages.schema",
                     "the json-schema parser needs a schema file".into(),
                 ));
             }
-            (kind, Some(_)) if kind != ParserKind::JsonSchema => {
+            (_, Some(_)) => {
                 return Err(invalid(
                     "messages.schema",
                     "only used with parser = \"json-schema\"".into(),
                 ));
             }
-            _ => {}
-        }
+            (ParserKind::String, None) => ParserConfig::String,
+            (ParserKind::Json, None) => ParserConfig::Json,
+            (ParserKind::Message, None) => ParserConfig::Message,
+        };
         let messages = MessagesConfig {
-            parser: raw.messages.parser,
-            schema: raw.messages.schema,
+            parser,
             max_size: positive("messages.max_size", raw.messages.max_size)?,
             compression: raw.messages.compression,
             compression_min_size: raw.messages.compression_min_size,
@@ -827,7 +843,10 @@ mod tests {
             full.auth.file.as_deref(),
             Some(Path::new("/etc/tagcast/auth.yml"))
         );
-        assert!(full.messages.schema.is_some());
+        assert!(matches!(
+            full.messages.parser,
+            ParserConfig::JsonSchema { .. }
+        ));
     }
 
     #[test]
@@ -835,7 +854,7 @@ mod tests {
         let config = Config::parse("", None).unwrap();
         assert_eq!(config, Config::default());
         assert_eq!(config.plain_address().to_string(), "0.0.0.0:8080");
-        assert_eq!(config.messages.parser, ParserKind::String);
+        assert_eq!(config.messages.parser, ParserConfig::String);
         assert!(config.auth.file.is_none());
     }
 
@@ -854,6 +873,12 @@ mod tests {
         assert_eq!(
             base.changed_keys(&config("[auth]\nfile = \"/a.yml\"\n")),
             ["auth.file"]
+        );
+        assert_eq!(
+            base.changed_keys(&config(
+                "[messages]\nparser = \"json-schema\"\nschema = \"/s.json\"\n"
+            )),
+            ["messages.parser", "messages.schema"]
         );
         let tls = config("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n");
         assert_eq!(base.changed_keys(&tls), ["tls"]);
