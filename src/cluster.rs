@@ -1089,9 +1089,9 @@ mod tests {
         assert_eq!(envelope.message, "[1, 2]");
     }
 
-    #[test]
     /// The scheme and the channel are the config's to check (`Config::parse`); the rest of the
     /// URL is Redis's.
+    #[test]
     fn a_url_redis_cannot_use_is_a_config_error() {
         let history = HistoryConfig::default();
         assert!(matches!(
