@@ -102,9 +102,6 @@ pub enum ClusterError {
     /// `cluster.redis` is not a Redis URL.
     #[error("cluster.redis: not a usable redis:// or rediss:// URL: {0}")]
     Url(RedisError),
-    /// `cluster.channel` is empty.
-    #[error("cluster.channel: must not be empty")]
-    Channel,
 }
 
 /// This node's link to the other nodes.
@@ -161,13 +158,10 @@ impl Cluster {
         config: &ClusterConfig,
         history: &HistoryConfig,
     ) -> Result<Option<(Arc<Cluster>, Outgoing)>, ClusterError> {
-        if config.redis.is_empty() {
+        let Some(url) = &config.redis else {
             return Ok(None);
-        }
-        if config.channel.is_empty() {
-            return Err(ClusterError::Channel);
-        }
-        let client = redis::Client::open(config.redis.as_str()).map_err(ClusterError::Url)?;
+        };
+        let client = redis::Client::open(url.expose()).map_err(ClusterError::Url)?;
         let node = format!("{:016x}", rand::random::<u64>());
         let prefix = format!(
             r#"{{"v":{ENVELOPE_VERSION},"node":{},"tags":"#,
@@ -176,7 +170,7 @@ impl Cluster {
         let (queue, outgoing) = mpsc::channel(QUEUE);
         let cluster = Cluster {
             node,
-            channel: config.channel.clone(),
+            channel: config.channel.to_string(),
             client,
             prefix,
             queue,
@@ -988,12 +982,17 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::config::Config;
+
+    /// The `[cluster]` section of a config file holding `text`.
+    fn config(text: &str) -> ClusterConfig {
+        Config::parse(&format!("[cluster]\n{text}"), None)
+            .expect("a valid [cluster]")
+            .cluster
+    }
 
     fn cluster() -> (Arc<Cluster>, Outgoing) {
-        let config = ClusterConfig {
-            redis: "redis://127.0.0.1:1/".into(),
-            channel: "tagcast".into(),
-        };
+        let config = config("redis = \"redis://127.0.0.1:1/\"\n");
         match Cluster::from_config(&config, &HistoryConfig::default()) {
             Ok(Some(cluster)) => cluster,
             _ => panic!("a valid cluster config"),
@@ -1090,29 +1089,24 @@ mod tests {
         assert_eq!(envelope.message, "[1, 2]");
     }
 
+    /// The scheme and the channel are the config's to check (`Config::parse`); the rest of the
+    /// URL is Redis's.
     #[test]
-    fn a_bad_url_or_an_empty_channel_is_a_config_error() {
-        let config = |redis: &str, channel: &str| ClusterConfig {
-            redis: redis.into(),
-            channel: channel.into(),
-        };
+    fn a_url_redis_cannot_use_is_a_config_error() {
         let history = HistoryConfig::default();
         assert!(matches!(
-            Cluster::from_config(&config("", "x"), &history),
+            Cluster::from_config(&config("redis = \"\"\n"), &history),
             Ok(None)
         ));
-        let error = |config| match Cluster::from_config(&config, &history) {
+        let bad_port = match Cluster::from_config(
+            &config("redis = \"redis://:pa55word@127.0.0.1:port/\"\n"),
+            &history,
+        ) {
             Err(error) => error.to_string(),
             Ok(_) => panic!("accepted"),
         };
-        assert!(error(config("http://example.org/", "x")).starts_with("cluster.redis: "));
-        let bad_port = error(config("redis://:pa55word@127.0.0.1:port/", "x"));
         assert!(bad_port.starts_with("cluster.redis: "), "{bad_port}");
         assert!(!bad_port.contains("pa55word"), "{bad_port}");
-        assert_eq!(
-            error(config("redis://127.0.0.1/", "")),
-            "cluster.channel: must not be empty"
-        );
     }
 
     #[test]

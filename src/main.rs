@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use tagcast::bench::{self, client::TlsTrust};
 use tagcast::client::{ClientError, Endpoint, Event, ResumingListener, WebSocketRequest};
 use tagcast::net::server::{Listeners, Server};
-use tagcast::ops::config::Config;
+use tagcast::ops::config::{Config, ParserConfig};
 use tagcast::ops::logging::{self, message_id};
 use tagcast::ops::{control, systemd};
 use tokio::signal::unix::{SignalKind, signal};
@@ -242,7 +242,7 @@ fn load_config(args: &ConfigArg) -> Result<Config, ExitCode> {
         ExitCode::from(EXIT_CONFIG)
     })?;
     if let Some(address) = args.address {
-        config.server.address = address.to_string();
+        config.server.address = address;
     }
     if let Some(port) = args.port {
         config.server.port = port;
@@ -300,13 +300,13 @@ fn check(args: ConfigArg) -> ExitCode {
         _ => println!("no auth file: anyone may open and send"),
     }
     let parser = config.messages.parser.name();
-    match &config.messages.schema {
-        Some(schema) => println!(
+    match &config.messages.parser {
+        ParserConfig::JsonSchema { schema } => println!(
             "messages: parser {parser}, schema {} ok, at most {} bytes",
             schema.display(),
             config.messages.max_size
         ),
-        None => println!(
+        _ => println!(
             "messages: parser {parser}, at most {} bytes",
             config.messages.max_size
         ),

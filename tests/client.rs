@@ -204,7 +204,7 @@ async fn the_client_reconnects_after_a_server_restart() {
 
 async fn start_on(address: SocketAddr) -> TestServer {
     let mut config = Config::parse("", None).unwrap();
-    config.server.address = address.ip().to_string();
+    config.server.address = address.ip();
     config.server.port = address.port();
     TestServer::start_with(config).await
 }

@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use common::{Client, TestServer, wait_until};
+use common::{Client, Daemon, TestServer, wait_until};
 use tagcast::cluster::Cluster;
 
 /// Panics when `redis-server` is missing: an ignored test that is run needs it.
@@ -420,7 +420,8 @@ async fn without_redis_each_node_serves_its_own_clients_and_reconnects_when_it_i
 
     redis.stop();
     wait_connected(&[&a, &b], false).await;
-    assert!(gauge_says(&a, 0), "{}", a.shared.metrics.encode());
+    // The gauge follows the link a moment after `connected()` does.
+    wait_until(|| gauge_says(&a, 0), "tagcast_cluster_connected 0").await;
     from_a.publish(r#""during""#, r#"{"room":"1"}"#).await;
     assert_eq!(on_a.recv().await, "\"during\"");
     // Several reconnection attempts later, still one warning per node for the whole outage.
@@ -435,7 +436,7 @@ async fn without_redis_each_node_serves_its_own_clients_and_reconnects_when_it_i
 
     assert!(redis.restart().await, "redis-server restarts on its port");
     wait_connected(&[&a, &b], true).await;
-    assert!(gauge_says(&a, 1), "{}", a.shared.metrics.encode());
+    wait_until(|| gauge_says(&a, 1), "tagcast_cluster_connected 1").await;
     from_a.publish(r#""after""#, r#"{"room":"1"}"#).await;
     assert_eq!(on_a.recv().await, "\"after\"");
     // "during" was delivered on a only: b's next message is the one sent after the outage.
@@ -529,7 +530,7 @@ async fn a_password_in_the_url_is_used_and_a_wrong_one_keeps_the_node_local() {
 
 /// `rediss://`: nodes check Redis's certificate against the system's roots, which
 /// `SSL_CERT_FILE` replaces. A running test cannot safely set an environment variable, so the
-/// nodes run in a child process of this test binary ([`rediss_nodes`]) given `SSL_CERT_FILE`.
+/// nodes are real `tagcast serve` daemons, each given `SSL_CERT_FILE`.
 #[tokio::test]
 #[ignore = "needs redis-server"]
 async fn rediss_connects_with_tls_and_checks_the_certificate() {
@@ -544,56 +545,44 @@ async fn rediss_connects_with_tls_and_checks_the_certificate() {
     std::fs::write(&cert, certified.cert.pem()).expect("write cert");
     std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
     let redis = Redis::start_with(&[], Some((cert.clone(), key))).await;
-    let url = format!("rediss://127.0.0.1:{}/", redis.port);
-    let child = |trusted: &std::path::Path| {
-        Command::new(std::env::current_exe().expect("this test binary"))
-            .args(["--exact", "rediss_nodes", "--ignored", "--nocapture"])
-            .env("TAGCAST_REDISS_URL", &url)
-            .env("SSL_CERT_FILE", trusted)
-            .output()
-            .expect("run the child")
+    let config = directory.path().join("tagcast.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\naddress = \"127.0.0.1\"\nport = 0\n[http]\nadmin_address = \"\"\n\
+             [cluster]\nredis = \"rediss://127.0.0.1:{}/\"\nchannel = \"tls\"\n",
+            redis.port
+        ),
+    )
+    .expect("write config");
+    let node = |trusted: &std::path::Path| {
+        let mut command = Daemon::command(&config);
+        command.env("NO_COLOR", "1").env("SSL_CERT_FILE", trusted);
+        Daemon::start_with(command)
     };
-    let trusted = child(&cert);
-    assert!(trusted.status.success(), "{trusted:?}");
-    assert!(
-        String::from_utf8_lossy(&trusted.stdout).contains("1 passed"),
-        "{trusted:?}"
-    );
-    // Trusting another certificate only, the nodes refuse this Redis and stay local.
+    let (mut a, mut b) = (node(&cert), node(&cert));
+    let (at_a, at_b) = (a.ws_address(), b.ws_address());
+    for daemon in [&mut a, &mut b] {
+        daemon.wait_for_line("connected to redis");
+    }
+    let mut from_a = Client::connect(&format!("ws://{at_a}/")).await;
+    let mut on_b = Client::connect(&format!("ws://{at_b}/")).await;
+    from_a.publish(r#""over tls""#, "{}").await;
+    assert_eq!(on_b.recv().await, "\"over tls\"");
+
+    // Trusting another certificate only, a node refuses this Redis and stays local.
     let other = directory.path().join("other.pem");
     let other_certified =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("a certificate");
     std::fs::write(&other, other_certified.cert.pem()).expect("write other cert");
-    let untrusted = child(&other);
-    assert!(!untrusted.status.success(), "{untrusted:?}");
-    let log = String::from_utf8_lossy(&untrusted.stdout);
-    assert!(
-        log.contains("redis unreachable") && log.contains("invalid peer certificate"),
-        "{untrusted:?}"
-    );
-}
-
-/// Run by [`rediss_connects_with_tls_and_checks_the_certificate`] in a child process, with
-/// the Redis it started (`.ci/run` skips it in the suite's own run).
-#[tokio::test]
-#[ignore = "needs the TLS redis-server that rediss_connects_with_tls_and_checks_the_certificate starts; it runs this in a child process"]
-async fn rediss_nodes() {
-    let url = std::env::var("TAGCAST_REDISS_URL")
-        .expect("TAGCAST_REDISS_URL: run by rediss_connects_with_tls_and_checks_the_certificate");
-    // Shown by the parent when this fails.
-    let _ = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_env_filter("tagcast=info")
-        .try_init();
-    let (a, b) = (
-        node_at(&url, "tls", "").await,
-        node_at(&url, "tls", "").await,
-    );
-    wait_connected(&[&a, &b], true).await;
-    let mut from_a = a.connect("").await;
-    let mut on_b = b.connect("").await;
-    from_a.publish(r#""over tls""#, "{}").await;
-    assert_eq!(on_b.recv().await, "\"over tls\"");
+    let mut untrusting = node(&other);
+    let at_untrusting = untrusting.ws_address();
+    let line = untrusting.wait_for_line("redis unreachable");
+    assert!(line.contains("invalid peer certificate"), "{line}");
+    let mut from_local = Client::connect(&format!("ws://{at_untrusting}/")).await;
+    let mut on_local = Client::connect(&format!("ws://{at_untrusting}/")).await;
+    from_local.publish(r#""local only""#, "{}").await;
+    assert_eq!(on_local.recv().await, "\"local only\"");
 }
 
 // --- recovery after a reconnect with the history in Redis (SPEC §10) --------------------------

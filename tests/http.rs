@@ -530,12 +530,13 @@ async fn a_client_that_does_not_read_is_counted_as_a_slow_client() {
     assert_metrics_add_up(&server).await;
 }
 
+/// A clustered node shows the gauge, at 0 while Redis cannot be reached (nothing listens on
+/// port 1, so no reconnection attempt can set it). Its going to 1 and back with a real Redis is
+/// `tests/cluster.rs`'s.
 #[tokio::test]
 async fn the_cluster_gauge_is_there_when_clustered() {
     let server = TestServer::start("[cluster]\nredis = \"redis://127.0.0.1:1/\"\n").await;
     assert_eq!(scrape(&server).await["tagcast_cluster_connected"], 0.0);
-    server.shared.metrics.set_cluster_connected(true);
-    assert_eq!(scrape(&server).await["tagcast_cluster_connected"], 1.0);
     assert_metrics_add_up(&server).await;
 }
 

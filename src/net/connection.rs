@@ -116,8 +116,8 @@ pub async fn serve<S>(
     }
     drop(switching);
     let messages =
-        MessageReader::new(shared.config.messages.max_size, buffer).with_deflate(deflate);
-    let grace = Duration::from_millis(shared.config.limits.shutdown_grace_ms);
+        MessageReader::new(shared.config.messages.max_size.get(), buffer).with_deflate(deflate);
+    let grace = Duration::from_millis(shared.config.limits.shutdown_grace_ms.get());
     let mut rate = RateLimit::new(shared.config.limits.max_requests_per_s);
     let on_message = |message, wakeups: &mut Wakeups| match message {
         Incoming::Text(text) => rate

@@ -62,7 +62,7 @@ impl Endpoints {
     pub fn main(config: &Config) -> Endpoints {
         Endpoints {
             publish: config.http.publish,
-            admin: config.http.admin_address.is_empty(),
+            admin: config.http.admin_address.is_none(),
             websocket: true,
         }
     }
@@ -243,7 +243,7 @@ where
         shared.metrics.rejected(reason);
         Reply::error(status, message)
     };
-    let max_size = shared.config.messages.max_size;
+    let max_size = shared.config.messages.max_size.get();
     let length = match content_length(head) {
         Ok(length) => length,
         Err((status, message)) => return refuse(Rejected::Invalid, status, message.into()),

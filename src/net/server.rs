@@ -92,8 +92,8 @@ pub struct Shared {
     pub connection_slots: Arc<Semaphore>,
     /// Cancelled when the server starts shutting down.
     pub shutdown: CancellationToken,
-    /// The wss certificate, when `[tls]` is set.
-    pub tls: Option<TlsAcceptor>,
+    /// The wss certificate, when `[tls]` is set; each wss connection task holds it too.
+    pub tls: Option<Arc<TlsAcceptor>>,
     /// The link to the other nodes, when `[cluster] redis` is set.
     pub cluster: Option<Arc<Cluster>>,
     /// The kept messages, when `[history] size` is not 0.
@@ -387,9 +387,9 @@ impl Listeners {
             Some(address) => Some(bind(address).await?),
             None => None,
         };
-        let admin = match config.http.admin_address.parse::<SocketAddr>() {
-            Ok(address) => Some(bind(address).await?),
-            Err(_) => None, // "": served on the main listeners (validated by the config)
+        let admin = match config.http.admin_address {
+            Some(address) => Some(bind(address).await?),
+            None => None, // served on the main listeners
         };
         Ok(Listeners { plain, tls, admin })
     }
@@ -444,7 +444,10 @@ impl Server {
         config: Config,
         parser: Arc<dyn MessageParser>,
     ) -> Result<Server, StartError> {
-        let tls = config.tls.as_ref().map(TlsAcceptor::load).transpose()?;
+        let tls = match &config.tls {
+            Some(tls) => Some(Arc::new(TlsAcceptor::load(tls)?)),
+            None => None,
+        };
         let (cluster, cluster_queue) =
             Cluster::from_config(&config.cluster, &config.history)?.unzip();
         let history = History::from_config(&config.history);
@@ -453,12 +456,12 @@ impl Server {
             history.set_blind(true);
         }
         let limits = SendLimits::new(
-            config.limits.send_queue_bytes,
-            Duration::from_millis(config.limits.write_timeout_ms),
-            config.limits.max_queued_bytes,
+            config.limits.send_queue_bytes.get(),
+            Duration::from_millis(config.limits.write_timeout_ms.get()),
+            config.limits.max_queued_bytes.get(),
         );
         let shared = Shared {
-            connection_slots: Arc::new(Semaphore::new(config.limits.max_connections)),
+            connection_slots: Arc::new(Semaphore::new(config.limits.max_connections.get())),
             hub: Arc::new(Hub::new(limits.clone())),
             auth: Auth::from_config(&config.auth)?,
             parser,
@@ -466,7 +469,7 @@ impl Server {
             tls,
             cluster,
             history,
-            metrics: Metrics::new(!config.cluster.redis.is_empty(), limits),
+            metrics: Metrics::new(config.cluster.redis.is_some(), limits),
             config,
         };
         Ok(Server {
@@ -515,13 +518,13 @@ impl Server {
                 move |stream, address| http::serve_admin(shared.clone(), stream, address),
             ));
         }
-        if let (Some(listener), Some(_)) = (listeners.tls, &self.shared.tls) {
-            let shared = self.shared.clone();
+        if let (Some(listener), Some(tls)) = (listeners.tls, &self.shared.tls) {
+            let (shared, tls) = (self.shared.clone(), tls.clone());
             self.tracker.spawn(accept_loop(
                 self.shared.shutdown.clone(),
                 self.tracker.clone(),
                 listener,
-                move |stream, address| serve_wss(shared.clone(), stream, address),
+                move |stream, address| serve_wss(shared.clone(), tls.clone(), stream, address),
             ));
         }
         if let (Some(cluster), Some(queue)) = (&self.shared.cluster, self.cluster_queue) {
@@ -558,7 +561,7 @@ impl Server {
             "server shutting down",
         ));
         self.tracker.close();
-        let grace = Duration::from_millis(self.shared.config.limits.shutdown_grace_ms);
+        let grace = Duration::from_millis(self.shared.config.limits.shutdown_grace_ms.get());
         if tokio::time::timeout(grace, self.tracker.wait())
             .await
             .is_err()
@@ -604,7 +607,7 @@ async fn accept_loop<F, Served>(
 
 /// When a connection accepted now must have sent its request head (and an HTTP body).
 pub fn handshake_deadline(config: &Config) -> Instant {
-    Instant::now() + Duration::from_millis(config.limits.handshake_timeout_ms)
+    Instant::now() + Duration::from_millis(config.limits.handshake_timeout_ms.get())
 }
 
 /// Serves one connection accepted on the ws listener.
@@ -625,11 +628,14 @@ fn serve_ws(
 
 /// Serves one connection accepted on the wss listener: decrypted first, its TLS handshake
 /// bounded by the same deadline as the WebSocket handshake.
-async fn serve_wss(shared: Arc<Shared>, stream: TcpStream, address: SocketAddr) {
+async fn serve_wss(
+    shared: Arc<Shared>,
+    tls: Arc<TlsAcceptor>,
+    stream: TcpStream,
+    address: SocketAddr,
+) {
     let _ = stream.set_nodelay(true);
     let deadline = handshake_deadline(&shared.config);
-    // `run` starts the wss accept loop only with a certificate.
-    let Some(tls) = &shared.tls else { return };
     let stream = tokio::select! {
         accepted = tokio::time::timeout_at(deadline, tls.accept(stream)) => match accepted {
             Ok(Ok(stream)) => stream,

@@ -25,7 +25,6 @@ mod file;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use tracing::{error, info, warn};
@@ -60,9 +59,6 @@ struct AuthFile {
     /// Serializes reloads (SIGHUP and the watcher may ask at once), so that the table swapped
     /// in last is the one the connections were judged against.
     reloading: Mutex<()>,
-    /// How many reloads succeeded and failed, for metrics.
-    succeeded: AtomicU64,
-    failed: AtomicU64,
 }
 
 /// What one reload of the auth file did.
@@ -79,16 +75,6 @@ pub enum AuthReload {
     },
     /// The file is unreadable or invalid: the previous applications stay in force.
     Failed(AuthError),
-}
-
-/// How many reloads of the auth file succeeded and failed since start
-/// (`tagcast_auth_reloads_total{result}`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ReloadCounts {
-    /// Reloads that put a new file in force.
-    pub succeeded: u64,
-    /// Reloads rejected (the previous file stayed in force).
-    pub failed: u64,
 }
 
 const MISSING_OPEN: &str =
@@ -178,8 +164,6 @@ impl Auth {
                 path: path.clone(),
                 applications: ArcSwap::from_pointee(applications),
                 reloading: Mutex::new(()),
-                succeeded: AtomicU64::new(0),
-                failed: AtomicU64::new(0),
             }),
         })
     }
@@ -343,14 +327,12 @@ impl Auth {
         let applications = match Applications::load(&file.path) {
             Ok(applications) => applications,
             Err(problem) => {
-                file.failed.fetch_add(1, Ordering::Relaxed);
                 error!(error = %problem, "auth file rejected; the previous applications stay in force");
                 return AuthReload::Failed(problem);
             }
         };
         let count = applications.len();
         file.applications.store(applications.into());
-        file.succeeded.fetch_add(1, Ordering::Relaxed);
         let revoked = self.revoke_refused(hub);
         info!(path = %file.path.display(), applications = count, revoked, "auth file reloaded");
         AuthReload::Loaded {
@@ -396,16 +378,6 @@ impl Auth {
                 "credentials revoked: closing");
         }
         closed
-    }
-
-    /// How many reloads succeeded and failed since start.
-    pub fn reload_counts(&self) -> ReloadCounts {
-        self.file
-            .as_ref()
-            .map_or_else(ReloadCounts::default, |file| ReloadCounts {
-                succeeded: file.succeeded.load(Ordering::Relaxed),
-                failed: file.failed.load(Ordering::Relaxed),
-            })
     }
 }
 

@@ -4,7 +4,8 @@
 //! are part of the contract (SPEC §4); `etc/tagcast.toml` documents each one and is parsed by a
 //! test so that the example and the code cannot drift apart.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -55,7 +56,9 @@ pub enum ConfigError {
     },
 }
 
-/// The validated configuration of a server.
+/// The validated configuration of a server: every value is checked once, when the file is read,
+/// into a type that holds only acceptable values (IP addresses, non-zero sizes and times, a
+/// Redis URL whose `Debug` hides its password); nothing is parsed again where it is used.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
     /// The file it came from, if any (named in errors and logs).
@@ -63,7 +66,7 @@ pub struct Config {
     pub source: Option<PathBuf>,
     /// `[server]`.
     pub server: ServerConfig,
-    /// `[tls]`, when wss is served.
+    /// `[tls]`, when wss is served: the one place that says whether it is.
     pub tls: Option<TlsConfig>,
     /// `[auth]`.
     pub auth: AuthConfig,
@@ -82,11 +85,10 @@ pub struct Config {
 }
 
 /// `[server]`: the plain ws listener and who may connect.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ServerConfig {
     /// Address to listen on.
-    pub address: String,
+    pub address: IpAddr,
     /// Port of the plain ws listener.
     pub port: u16,
     /// False: serve wss only.
@@ -95,35 +97,17 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
 }
 
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            address: "0.0.0.0".into(),
-            port: 8080,
-            plain: true,
-            allowed_origins: Vec::new(),
-        }
-    }
-}
-
-/// `[tls]`: the wss listener.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[tls]`: the wss listener. Its certificate and key are both given, or there is no `[tls]`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TlsConfig {
-    /// Address to listen on; defaults to `server.address`.
-    #[serde(default)]
-    pub address: Option<String>,
+    /// Address to listen on; `None`: `server.address`.
+    pub address: Option<IpAddr>,
     /// Port of the wss listener.
-    #[serde(default = "default_tls_port")]
     pub port: u16,
     /// PEM certificate chain.
     pub cert: PathBuf,
     /// PEM private key (PKCS#8, RSA or EC).
     pub key: PathBuf,
-}
-
-fn default_tls_port() -> u16 {
-    8443
 }
 
 /// `[auth]`: the applications file and the open policy.
@@ -161,28 +145,42 @@ impl AuthConfig {
     }
 }
 
-/// The built-in message parsers (`messages.parser`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The built-in message parsers (`messages.parser`) as written; see [`ParserConfig`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum ParserKind {
+enum ParserKind {
+    String,
+    Json,
+    Message,
+    JsonSchema,
+}
+
+/// The message parser (`messages.parser`), with what it needs: the json-schema parser its
+/// schema file (`messages.schema`), which no other parser takes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "parser", rename_all = "kebab-case")]
+pub enum ParserConfig {
     /// The message must be a JSON string.
     String,
     /// Any JSON value.
     Json,
     /// Gomoob's sample message object (`type`, `creationDate`, `metadata`).
     Message,
-    /// Any JSON value valid against `messages.schema`.
-    JsonSchema,
+    /// Any JSON value valid against the schema.
+    JsonSchema {
+        /// The JSON Schema file.
+        schema: PathBuf,
+    },
 }
 
-impl ParserKind {
+impl ParserConfig {
     /// The name `messages.parser` gives it.
-    pub fn name(self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
-            ParserKind::String => "string",
-            ParserKind::Json => "json",
-            ParserKind::Message => "message",
-            ParserKind::JsonSchema => "json-schema",
+            ParserConfig::String => "string",
+            ParserConfig::Json => "json",
+            ParserConfig::Message => "message",
+            ParserConfig::JsonSchema { .. } => "json-schema",
         }
     }
 }
@@ -200,16 +198,15 @@ pub enum CompressionMode {
 }
 
 /// `[messages]`: how requests' messages are parsed and how large they may be.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MessagesConfig {
-    /// Which parser checks and re-encodes each message.
-    pub parser: ParserKind,
-    /// JSON Schema file for the `json-schema` parser.
-    pub schema: Option<PathBuf>,
+    /// Which parser checks and re-encodes each message (`messages.parser` and
+    /// `messages.schema`).
+    #[serde(flatten)]
+    pub parser: ParserConfig,
     /// Largest frame or message accepted from a client, in bytes (a compressed one once
     /// inflated).
-    pub max_size: usize,
+    pub max_size: NonZeroUsize,
     /// permessage-deflate to clients that offer it.
     pub compression: CompressionMode,
     /// Messages shorter than this many bytes are sent uncompressed even to clients that
@@ -217,57 +214,28 @@ pub struct MessagesConfig {
     pub compression_min_size: usize,
 }
 
-impl Default for MessagesConfig {
-    fn default() -> Self {
-        MessagesConfig {
-            parser: ParserKind::String,
-            schema: None,
-            max_size: 65536,
-            compression: CompressionMode::Shared,
-            compression_min_size: 256,
-        }
-    }
-}
-
 /// `[limits]`: what one client may cost.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LimitsConfig {
     /// Most open WebSocket connections; more get HTTP 503.
-    pub max_connections: usize,
+    pub max_connections: NonZeroUsize,
     /// Most tags on a connection or a request.
     pub max_tags: usize,
     /// Longest tag name or value, in bytes.
-    pub max_tag_length: usize,
+    pub max_tag_length: NonZeroUsize,
     /// Bytes of frames waiting for one client before it is closed with 4429.
-    pub send_queue_bytes: usize,
+    pub send_queue_bytes: NonZeroUsize,
     /// How long frames may wait while a client's socket takes no byte before it is closed
     /// with 4429.
-    pub write_timeout_ms: u64,
+    pub write_timeout_ms: NonZeroU64,
     /// Memory all waiting frames may hold together; past it, the largest backlogs are closed.
-    pub max_queued_bytes: usize,
+    pub max_queued_bytes: NonZeroUsize,
     /// Requests per second one connection may send; 0: no limit.
     pub max_requests_per_s: u32,
     /// Time a client has to complete its handshake.
-    pub handshake_timeout_ms: u64,
+    pub handshake_timeout_ms: NonZeroU64,
     /// Time clients have to answer the close at shutdown.
-    pub shutdown_grace_ms: u64,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        LimitsConfig {
-            max_connections: 100_000,
-            max_tags: 32,
-            max_tag_length: 256,
-            send_queue_bytes: 4 * 1024 * 1024,
-            write_timeout_ms: 10_000,
-            max_queued_bytes: 512 * 1024 * 1024,
-            max_requests_per_s: 0,
-            handshake_timeout_ms: 5000,
-            shutdown_grace_ms: 5000,
-        }
-    }
+    pub shutdown_grace_ms: NonZeroU64,
 }
 
 impl LimitsConfig {
@@ -275,46 +243,97 @@ impl LimitsConfig {
     pub fn tag_limits(&self) -> TagLimits {
         TagLimits {
             max_tags: self.max_tags,
-            max_tag_length: self.max_tag_length,
+            max_tag_length: self.max_tag_length.get(),
         }
     }
 }
 
 /// `[http]`: the HTTP endpoints beside WebSocket.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HttpConfig {
     /// Serve `POST /publish` on the ws/wss listeners.
     pub publish: bool,
-    /// Address of `/metrics` and `/healthz`; empty: on the main listeners.
-    pub admin_address: String,
+    /// Address of `/metrics` and `/healthz`; `None` (`""` in the file): on the main listeners.
+    pub admin_address: Option<SocketAddr>,
 }
 
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            publish: true,
-            admin_address: "127.0.0.1:9108".into(),
+/// `[cluster]`: sharing deliveries between nodes through Redis.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClusterConfig {
+    /// The Redis to share through; `None` (`""` in the file): a single node.
+    pub redis: Option<RedisUrl>,
+    /// Redis pub/sub channel.
+    pub channel: Channel,
+}
+
+/// A `redis://` or `rediss://` URL (`cluster.redis`). It may hold a password: its `Debug` and
+/// its `Serialize` (what [`Config::changed_keys`] compares) show the URL without it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// Checks the scheme of `url`; the rest is for the Redis client to judge.
+    pub fn new(url: String) -> Result<RedisUrl, String> {
+        match ["redis://", "rediss://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme))
+        {
+            true => Ok(RedisUrl(url)),
+            false => Err("must start with redis:// or rediss://".into()),
+        }
+    }
+
+    /// The whole URL, password included: for the Redis client only, never for a log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with the user and password, if any, replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let (scheme, rest) = self.0.split_once("://").unwrap_or(("", &self.0));
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        match rest[..authority_end].rfind('@') {
+            Some(at) => format!("{scheme}://***{}", &rest[at..]),
+            None => self.0.clone(),
         }
     }
 }
 
-/// `[cluster]`: sharing deliveries between nodes through Redis.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClusterConfig {
-    /// Redis URL; empty: a single node.
-    pub redis: String,
-    /// Redis pub/sub channel.
-    pub channel: String,
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RedisUrl").field(&self.redacted()).finish()
+    }
 }
 
-impl Default for ClusterConfig {
-    fn default() -> Self {
-        ClusterConfig {
-            redis: String::new(),
-            channel: "tagcast".into(),
+impl Serialize for RedisUrl {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.redacted())
+    }
+}
+
+/// A Redis pub/sub channel name (`cluster.channel`): never empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Channel(String);
+
+impl Channel {
+    /// `name`, unless it is empty.
+    pub fn new(name: String) -> Result<Channel, String> {
+        match name.is_empty() {
+            true => Err("must not be empty".into()),
+            false => Ok(Channel(name)),
         }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -368,28 +387,154 @@ impl Default for LogConfig {
     }
 }
 
-/// The file as written: every section optional.
-#[derive(Debug, Default, Deserialize)]
+/// The file as written: every section optional, values as TOML gives them. The sections whose
+/// values need checking have a raw form here; the others are read as they are used.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawConfig {
     #[serde(deserialize_with = "strict::table")]
-    server: ServerConfig,
+    server: RawServer,
     #[serde(deserialize_with = "strict::optional_table")]
-    tls: Option<TlsConfig>,
+    tls: Option<RawTls>,
     #[serde(deserialize_with = "strict::table")]
     auth: AuthConfig,
     #[serde(deserialize_with = "strict::table")]
-    messages: MessagesConfig,
+    messages: RawMessages,
     #[serde(deserialize_with = "strict::table")]
-    limits: LimitsConfig,
+    limits: RawLimits,
     #[serde(deserialize_with = "strict::table")]
-    http: HttpConfig,
+    http: RawHttp,
     #[serde(deserialize_with = "strict::table")]
-    cluster: ClusterConfig,
+    cluster: RawCluster,
     #[serde(deserialize_with = "strict::table")]
     history: HistoryConfig,
     #[serde(deserialize_with = "strict::table")]
     log: LogConfig,
+}
+
+/// `[server]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    address: String,
+    port: u16,
+    plain: bool,
+    allowed_origins: Vec<String>,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            address: "0.0.0.0".into(),
+            port: 8080,
+            plain: true,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// `[tls]` as written: `cert` and `key` have no default.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    #[serde(default)]
+    address: Option<String>,
+    #[serde(default = "default_tls_port")]
+    port: u16,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn default_tls_port() -> u16 {
+    8443
+}
+
+/// `[messages]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMessages {
+    parser: ParserKind,
+    schema: Option<PathBuf>,
+    max_size: usize,
+    compression: CompressionMode,
+    compression_min_size: usize,
+}
+
+impl Default for RawMessages {
+    fn default() -> Self {
+        RawMessages {
+            parser: ParserKind::String,
+            schema: None,
+            max_size: 65536,
+            compression: CompressionMode::Shared,
+            compression_min_size: 256,
+        }
+    }
+}
+
+/// `[limits]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    max_connections: usize,
+    max_tags: usize,
+    max_tag_length: usize,
+    send_queue_bytes: usize,
+    write_timeout_ms: u64,
+    max_queued_bytes: usize,
+    max_requests_per_s: u32,
+    handshake_timeout_ms: u64,
+    shutdown_grace_ms: u64,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_connections: 100_000,
+            max_tags: 32,
+            max_tag_length: 256,
+            send_queue_bytes: 4 * 1024 * 1024,
+            write_timeout_ms: 10_000,
+            max_queued_bytes: 512 * 1024 * 1024,
+            max_requests_per_s: 0,
+            handshake_timeout_ms: 5000,
+            shutdown_grace_ms: 5000,
+        }
+    }
+}
+
+/// `[http]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHttp {
+    publish: bool,
+    admin_address: String,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        RawHttp {
+            publish: true,
+            admin_address: "127.0.0.1:9108".into(),
+        }
+    }
+}
+
+/// `[cluster]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCluster {
+    redis: String,
+    channel: String,
+}
+
+impl Default for RawCluster {
+    fn default() -> Self {
+        RawCluster {
+            redis: String::new(),
+            channel: "tagcast".into(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -434,144 +579,164 @@ impl Config {
         Config::from_raw(raw, path)
     }
 
+    /// Checks every value of `raw` into its type; the first unacceptable one is the error.
     fn from_raw(raw: RawConfig, path: Option<&Path>) -> Result<Config, ConfigError> {
         let invalid = |key: &'static str, problem: String| ConfigError::Invalid {
             path: display_path(path),
             key,
             problem,
         };
-        let config = Config {
-            source: path.map(Path::to_owned),
-            server: raw.server,
-            tls: raw.tls,
-            auth: raw.auth,
-            messages: raw.messages,
-            limits: raw.limits,
-            http: raw.http,
-            cluster: raw.cluster,
-            history: raw.history,
-            log: raw.log,
+        let ip = |key, address: &str| {
+            address
+                .parse::<IpAddr>()
+                .map_err(|_| invalid(key, format!("{address:?} is not an IP address")))
         };
-        let addr_check = |key, address: &str, port| {
-            socket_address(address, port).map_err(|problem| invalid(key, problem))
+        let positive = |key, value: usize| {
+            NonZeroUsize::new(value).ok_or_else(|| invalid(key, "must be greater than 0".into()))
         };
-        addr_check("server.address", &config.server.address, config.server.port)?;
-        if let Some(tls) = &config.tls {
-            addr_check("tls.address", config.tls_address(tls), tls.port)?;
-        } else if !config.server.plain {
-            return Err(invalid(
-                "server.plain",
-                "false serves wss only, but there is no [tls] section".into(),
-            ));
-        }
-        if !config.http.admin_address.is_empty() {
-            config
-                .http
-                .admin_address
-                .parse::<SocketAddr>()
-                .map_err(|_| {
-                    invalid(
-                        "http.admin_address",
-                        format!(
-                            "{:?} is not an address:port like 127.0.0.1:9108",
-                            config.http.admin_address
-                        ),
-                    )
-                })?;
-        }
-        match (config.messages.parser, &config.messages.schema) {
+        let positive_ms = |key, value: u64| {
+            NonZeroU64::new(value).ok_or_else(|| invalid(key, "must be greater than 0".into()))
+        };
+        let server = ServerConfig {
+            address: ip("server.address", &raw.server.address)?,
+            port: raw.server.port,
+            plain: raw.server.plain,
+            allowed_origins: raw.server.allowed_origins,
+        };
+        let tls = match raw.tls {
+            Some(tls) => Some(TlsConfig {
+                address: match &tls.address {
+                    Some(address) => Some(ip("tls.address", address)?),
+                    None => None,
+                },
+                port: tls.port,
+                cert: tls.cert,
+                key: tls.key,
+            }),
+            None if !server.plain => {
+                return Err(invalid(
+                    "server.plain",
+                    "false serves wss only, but there is no [tls] section".into(),
+                ));
+            }
+            None => None,
+        };
+        let admin_address = match raw.http.admin_address.as_str() {
+            "" => None,
+            address => Some(address.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "http.admin_address",
+                    format!("{address:?} is not an address:port like 127.0.0.1:9108"),
+                )
+            })?),
+        };
+        let parser = match (raw.messages.parser, raw.messages.schema) {
+            (ParserKind::JsonSchema, Some(schema)) => ParserConfig::JsonSchema { schema },
             (ParserKind::JsonSchema, None) => {
                 return Err(invalid(
                     "messages.schema",
                     "the json-schema parser needs a schema file".into(),
                 ));
             }
-            (kind, Some(_)) if kind != ParserKind::JsonSchema => {
+            (_, Some(_)) => {
                 return Err(invalid(
                     "messages.schema",
                     "only used with parser = \"json-schema\"".into(),
                 ));
             }
-            _ => {}
-        }
-        let positive: [(&'static str, u64); 8] = [
-            ("messages.max_size", config.messages.max_size as u64),
-            (
-                "limits.max_connections",
-                config.limits.max_connections as u64,
-            ),
-            ("limits.max_tag_length", config.limits.max_tag_length as u64),
-            (
-                "limits.send_queue_bytes",
-                config.limits.send_queue_bytes as u64,
-            ),
-            ("limits.write_timeout_ms", config.limits.write_timeout_ms),
-            (
-                "limits.max_queued_bytes",
-                config.limits.max_queued_bytes as u64,
-            ),
-            (
+            (ParserKind::String, None) => ParserConfig::String,
+            (ParserKind::Json, None) => ParserConfig::Json,
+            (ParserKind::Message, None) => ParserConfig::Message,
+        };
+        let messages = MessagesConfig {
+            parser,
+            max_size: positive("messages.max_size", raw.messages.max_size)?,
+            compression: raw.messages.compression,
+            compression_min_size: raw.messages.compression_min_size,
+        };
+        let limits = &raw.limits;
+        let limits = LimitsConfig {
+            max_connections: positive("limits.max_connections", limits.max_connections)?,
+            max_tags: limits.max_tags,
+            max_tag_length: positive("limits.max_tag_length", limits.max_tag_length)?,
+            send_queue_bytes: positive("limits.send_queue_bytes", limits.send_queue_bytes)?,
+            write_timeout_ms: positive_ms("limits.write_timeout_ms", limits.write_timeout_ms)?,
+            max_queued_bytes: positive("limits.max_queued_bytes", limits.max_queued_bytes)?,
+            max_requests_per_s: limits.max_requests_per_s,
+            handshake_timeout_ms: positive_ms(
                 "limits.handshake_timeout_ms",
-                config.limits.handshake_timeout_ms,
-            ),
-            ("limits.shutdown_grace_ms", config.limits.shutdown_grace_ms),
-        ];
-        for (key, value) in positive {
-            if value == 0 {
-                return Err(invalid(key, "must be greater than 0".into()));
-            }
-        }
-        if !config.cluster.redis.is_empty()
-            && !["redis://", "rediss://"]
-                .iter()
-                .any(|scheme| config.cluster.redis.starts_with(scheme))
-        {
-            return Err(invalid(
-                "cluster.redis",
-                "must start with redis:// or rediss://".into(),
-            ));
-        }
-        if !config.auth.authorize_open && config.auth.file.is_none() {
+                limits.handshake_timeout_ms,
+            )?,
+            shutdown_grace_ms: positive_ms("limits.shutdown_grace_ms", limits.shutdown_grace_ms)?,
+        };
+        let cluster = ClusterConfig {
+            redis: match raw.cluster.redis.is_empty() {
+                true => None,
+                false => Some(
+                    RedisUrl::new(raw.cluster.redis)
+                        .map_err(|problem| invalid("cluster.redis", problem))?,
+                ),
+            },
+            channel: Channel::new(raw.cluster.channel)
+                .map_err(|problem| invalid("cluster.channel", problem))?,
+        };
+        let auth = raw.auth;
+        if !auth.authorize_open && auth.file.is_none() {
             return Err(invalid(
                 "auth.authorize_open",
                 "false needs auth.file: without applications nobody could open".into(),
             ));
         }
-        if !config.auth.signed_tags.is_empty() && config.auth.file.is_none() {
+        if !auth.signed_tags.is_empty() && auth.file.is_none() {
             return Err(invalid(
                 "auth.signed_tags",
                 "needs auth.file: tokens are verified with the applications' keys".into(),
             ));
         }
-        if config.auth.signed_tags.iter().any(String::is_empty) {
+        if auth.signed_tags.iter().any(String::is_empty) {
             return Err(invalid(
                 "auth.signed_tags",
                 "a tag name must not be empty (\"*\": every name)".into(),
             ));
         }
-        if config.cluster.channel.is_empty() {
-            return Err(invalid("cluster.channel", "must not be empty".into()));
-        }
-        if config.history.size > 0 && config.history.ttl_s == 0 {
+        if raw.history.size > 0 && raw.history.ttl_s == 0 {
             return Err(invalid(
                 "history.ttl_s",
                 "must be greater than 0 (history.size = 0 turns the history off)".into(),
             ));
         }
-        tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        tracing_subscriber::EnvFilter::try_new(&raw.log.level)
             .map_err(|error| invalid("log.level", error.to_string()))?;
-        Ok(config)
+        Ok(Config {
+            source: path.map(Path::to_owned),
+            server,
+            tls,
+            auth,
+            messages,
+            limits,
+            http: HttpConfig {
+                publish: raw.http.publish,
+                admin_address,
+            },
+            cluster,
+            history: raw.history,
+            log: raw.log,
+        })
     }
 
     /// The plain ws listener's address.
     pub fn plain_address(&self) -> SocketAddr {
-        socket_address(&self.server.address, self.server.port).expect("validated")
+        SocketAddr::new(self.server.address, self.server.port)
     }
 
-    /// The wss listener's address, when `[tls]` is set.
+    /// The wss listener's address, when `[tls]` is set (`server.address` unless `tls.address`
+    /// is given).
     pub fn tls_socket_address(&self) -> Option<SocketAddr> {
         let tls = self.tls.as_ref()?;
-        Some(socket_address(self.tls_address(tls), tls.port).expect("validated"))
+        Some(SocketAddr::new(
+            tls.address.unwrap_or(self.server.address),
+            tls.port,
+        ))
     }
 
     /// The dotted keys whose values differ between `self` and `other` (`server.port`, or a
@@ -599,6 +764,12 @@ impl Config {
                 _ => {}
             }
         }
+        // The table shows the Redis URL without its password: a new password is a change too.
+        if self.cluster.redis != other.cluster.redis {
+            changed.push("cluster.redis".into());
+            changed.sort();
+            changed.dedup();
+        }
         changed
     }
 
@@ -606,22 +777,11 @@ impl Config {
     fn as_table(&self) -> toml::Table {
         toml::Table::try_from(self).expect("a config is always representable in TOML")
     }
-
-    fn tls_address<'a>(&'a self, tls: &'a TlsConfig) -> &'a str {
-        tls.address.as_deref().unwrap_or(&self.server.address)
-    }
 }
 
 fn display_path(path: Option<&Path>) -> PathBuf {
     path.map(Path::to_owned)
         .unwrap_or_else(|| PathBuf::from("<config>"))
-}
-
-fn socket_address(address: &str, port: u16) -> Result<SocketAddr, String> {
-    let ip: std::net::IpAddr = address
-        .parse()
-        .map_err(|_| format!("{address:?} is not an IP address"))?;
-    Ok(SocketAddr::new(ip, port))
 }
 
 #[cfg(test)]
@@ -683,7 +843,10 @@ mod tests {
             full.auth.file.as_deref(),
             Some(Path::new("/etc/tagcast/auth.yml"))
         );
-        assert!(full.messages.schema.is_some());
+        assert!(matches!(
+            full.messages.parser,
+            ParserConfig::JsonSchema { .. }
+        ));
     }
 
     #[test]
@@ -691,7 +854,7 @@ mod tests {
         let config = Config::parse("", None).unwrap();
         assert_eq!(config, Config::default());
         assert_eq!(config.plain_address().to_string(), "0.0.0.0:8080");
-        assert_eq!(config.messages.parser, ParserKind::String);
+        assert_eq!(config.messages.parser, ParserConfig::String);
         assert!(config.auth.file.is_none());
     }
 
@@ -710,6 +873,12 @@ mod tests {
         assert_eq!(
             base.changed_keys(&config("[auth]\nfile = \"/a.yml\"\n")),
             ["auth.file"]
+        );
+        assert_eq!(
+            base.changed_keys(&config(
+                "[messages]\nparser = \"json-schema\"\nschema = \"/s.json\"\n"
+            )),
+            ["messages.parser", "messages.schema"]
         );
         let tls = config("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n");
         assert_eq!(base.changed_keys(&tls), ["tls"]);
@@ -759,5 +928,114 @@ mod tests {
             error("[auth]\nfile = \"/a.yml\"\nsigned_tags = [\"\"]\n").contains("auth.signed_tags")
         );
         assert!(error("[auth]\ntoken_leeway_s = -1\n").contains("token_leeway_s"));
+    }
+
+    /// `cluster.redis` may hold a password: neither `Debug` nor the keys a reload names as
+    /// changed show it, yet a new password is a change.
+    #[test]
+    fn the_redis_password_is_never_shown() {
+        let config = |url: &str| {
+            Config::parse(&format!("[cluster]\nredis = \"{url}\"\n"), None).expect("valid")
+        };
+        let clustered = config("redis://:pa55word@10.0.0.1:6379/0");
+        let shown = format!("{clustered:?} {:#?}", clustered);
+        assert!(!shown.contains("pa55word"), "{shown}");
+        assert!(shown.contains("redis://***@10.0.0.1:6379/0"), "{shown}");
+        let redis = clustered.cluster.redis.as_ref().expect("clustered");
+        assert_eq!(redis.expose(), "redis://:pa55word@10.0.0.1:6379/0");
+        let user = config("rediss://tagcast:s3cret@redis.example:6380/");
+        assert!(!format!("{user:?}").contains("s3cret"));
+        let plain = config("redis://127.0.0.1:6379/");
+        assert!(format!("{plain:?}").contains("redis://127.0.0.1:6379/"));
+        assert_eq!(
+            clustered.changed_keys(&config("redis://:other@10.0.0.1:6379/0")),
+            ["cluster.redis"]
+        );
+        assert!(
+            clustered
+                .changed_keys(&config("redis://:pa55word@10.0.0.1:6379/0"))
+                .is_empty()
+        );
+        assert_eq!(
+            clustered.changed_keys(&Config::default()),
+            ["cluster.redis"]
+        );
+    }
+
+    /// wss is one optional section: a certificate without its key (or the reverse) is no
+    /// config, and the error names the missing key and the line of the section.
+    #[test]
+    fn a_tls_section_needs_both_its_files() {
+        let message = error("[server]\nport = 1\n[tls]\ncert = \"/c.pem\"\n");
+        assert!(message.contains("missing field `key`"), "{message}");
+        assert!(message.contains("line 3"), "{message}");
+        assert!(message.starts_with("/x/tagcast.toml: "), "{message}");
+        let message = error("[tls]\nkey = \"/k.pem\"\n");
+        assert!(message.contains("missing field `cert`"), "{message}");
+        let config = Config::parse("[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n", None).unwrap();
+        assert_eq!(
+            config.tls_socket_address(),
+            Some("0.0.0.0:8443".parse().unwrap())
+        );
+        let mut moved = config.clone();
+        moved.server.address = std::net::Ipv4Addr::LOCALHOST.into();
+        assert_eq!(
+            moved.tls_socket_address(),
+            Some("127.0.0.1:8443".parse().unwrap()),
+            "without tls.address, wss follows server.address (and --address)"
+        );
+        let own = Config::parse(
+            "[tls]\naddress = \"::1\"\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            own.tls_socket_address(),
+            Some("[::1]:8443".parse().unwrap())
+        );
+        let message = error("[tls]\naddress = \"here\"\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n");
+        assert_eq!(
+            message,
+            "/x/tagcast.toml: key `tls.address`: \"here\" is not an IP address"
+        );
+    }
+
+    /// Each value is checked into its type once: an empty admin address is no admin listener,
+    /// zero is refused where it means nothing, an empty channel is refused.
+    #[test]
+    fn values_are_checked_into_their_types() {
+        let config = Config::default();
+        assert_eq!(
+            config.http.admin_address,
+            Some("127.0.0.1:9108".parse().unwrap())
+        );
+        assert_eq!(config.messages.max_size.get(), 65536);
+        assert_eq!(config.limits.max_connections.get(), 100_000);
+        assert!(config.cluster.redis.is_none());
+        assert_eq!(config.cluster.channel.as_str(), "tagcast");
+        let main = Config::parse("[http]\nadmin_address = \"\"\n", None).unwrap();
+        assert_eq!(main.http.admin_address, None);
+        for key in [
+            "messages.max_size",
+            "limits.max_connections",
+            "limits.max_tag_length",
+            "limits.handshake_timeout_ms",
+            "limits.shutdown_grace_ms",
+        ] {
+            let (section, name) = key.split_once('.').unwrap();
+            assert_eq!(
+                error(&format!("[{section}]\n{name} = 0\n")),
+                format!("/x/tagcast.toml: key `{key}`: must be greater than 0")
+            );
+        }
+        assert_eq!(
+            error("[cluster]\nredis = \"redis://127.0.0.1/\"\nchannel = \"\"\n"),
+            "/x/tagcast.toml: key `cluster.channel`: must not be empty"
+        );
+        assert_eq!(
+            error("[http]\nadmin_address = \"127.0.0.1\"\n"),
+            "/x/tagcast.toml: key `http.admin_address`: \"127.0.0.1\" is not an address:port \
+             like 127.0.0.1:9108"
+        );
     }
 }

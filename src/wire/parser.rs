@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::ops::config::{MessagesConfig, ParserKind};
+use crate::ops::config::{MessagesConfig, ParserConfig};
 use crate::strict::{self, JsonValue};
 
 /// Checks a request's message and encodes what clients receive.
@@ -124,9 +124,6 @@ impl std::fmt::Debug for JsonSchemaParser {
 /// A schema file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
-    /// `parser = "json-schema"` without `messages.schema`.
-    #[error("messages.schema: the json-schema parser needs a schema file")]
-    Missing,
     /// The file cannot be read.
     #[error("{path}: cannot read: {source}")]
     Read {
@@ -188,15 +185,11 @@ impl MessageParser for JsonSchemaParser {
 
 /// The parser `[messages]` asks for.
 pub fn from_config(config: &MessagesConfig) -> Result<Arc<dyn MessageParser>, SchemaError> {
-    Ok(match config.parser {
-        ParserKind::String => Arc::new(StringParser),
-        ParserKind::Json => Arc::new(JsonParser),
-        ParserKind::Message => Arc::new(GomoobMessageParser),
-        ParserKind::JsonSchema => {
-            // Config::parse refuses this; a config built in code may still lack it.
-            let path = config.schema.as_deref().ok_or(SchemaError::Missing)?;
-            Arc::new(JsonSchemaParser::load(path)?)
-        }
+    Ok(match &config.parser {
+        ParserConfig::String => Arc::new(StringParser),
+        ParserConfig::Json => Arc::new(JsonParser),
+        ParserConfig::Message => Arc::new(GomoobMessageParser),
+        ParserConfig::JsonSchema { schema } => Arc::new(JsonSchemaParser::load(schema)?),
     })
 }
 

@@ -43,7 +43,7 @@ impl TestServer {
     /// 127.0.0.1, port 0.
     pub async fn start(toml: &str) -> TestServer {
         let mut config = Config::parse(toml, None).expect("test config");
-        config.server.address = "127.0.0.1".into();
+        config.server.address = std::net::Ipv4Addr::LOCALHOST.into();
         config.server.port = 0;
         if let Some(tls) = &mut config.tls {
             tls.address = None;
@@ -54,8 +54,8 @@ impl TestServer {
 
     /// Starts a server with `config`; an admin listener binds 127.0.0.1:0, never its fixed port.
     pub async fn start_with(mut config: Config) -> TestServer {
-        if !config.http.admin_address.is_empty() {
-            config.http.admin_address = "127.0.0.1:0".into();
+        if config.http.admin_address.is_some() {
+            config.http.admin_address = Some((std::net::Ipv4Addr::LOCALHOST, 0).into());
         }
         let listeners = Listeners::bind(&config).await.expect("bind");
         let tls_address = listeners.tls_address();
