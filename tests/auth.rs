@@ -120,7 +120,7 @@ fn reload_loads(server: &TestServer, applications: usize, revoked: usize) {
 #[tokio::test]
 async fn without_an_auth_file_anyone_opens_and_sends() {
     let server = TestServer::start("").await;
-    assert_eq!(server.shared.auth.path(), None);
+    assert_eq!(server.shared.router.auth().path(), None);
     let mut client = open(&server, None, None).await;
     client.send(&request("hello", None, None)).await;
     assert_eq!(client.recv().await, r#""hello""#);
@@ -256,11 +256,16 @@ async fn reload_is_observed(toml: &str, replace: impl FnOnce(&str)) {
     replace(&yaml(&[(held.0, held.1, false), (added.0, added.1, false)]));
     let auth = server.shared.clone();
     wait_until(
-        move || auth.auth.check_send(&credentials(added.0, added.1)).is_ok(),
+        move || {
+            auth.router
+                .auth()
+                .check_send(&credentials(added.0, added.1))
+                .is_ok()
+        },
         "the new application to be in force",
     )
     .await;
-    assert_eq!(server.shared.auth.applications(), Some(2));
+    assert_eq!(server.shared.router.auth().applications(), Some(2));
     assert_eq!(
         open_status(&server, &query(Some(added.0), Some(added.1)))
             .await
@@ -269,7 +274,7 @@ async fn reload_is_observed(toml: &str, replace: impl FnOnce(&str)) {
     );
     round_trip(&mut client, held, "still open").await;
     round_trip(&mut client, added, "new secret works").await;
-    assert_eq!(server.shared.auth.reload_counts().failed, 0);
+    assert_eq!(server.shared.router.auth().reload_counts().failed, 0);
 }
 
 #[tokio::test]
@@ -359,7 +364,8 @@ async fn the_watch_follows_the_file_across_swaps() {
         let secret = format!("s-{number}");
         wait_until(
             move || {
-                auth.auth
+                auth.router
+                    .auth()
                     .check_send(&credentials("rotating", &secret))
                     .is_ok()
             },
@@ -368,7 +374,7 @@ async fn the_watch_follows_the_file_across_swaps() {
         .await;
     }
     round_trip(&mut client, ("held", "s-held"), "still open").await;
-    assert_eq!(server.shared.auth.reload_counts().failed, 0);
+    assert_eq!(server.shared.router.auth().reload_counts().failed, 0);
 }
 
 #[tokio::test]
@@ -425,12 +431,12 @@ async fn an_invalid_edit_keeps_the_previous_applications() {
         ("", "no `applications:` list"),
     ];
     for (round, (text, expected)) in edits.into_iter().enumerate() {
-        let failed = server.shared.auth.reload_counts().failed;
+        let failed = server.shared.router.auth().reload_counts().failed;
         file.rename_over(text);
         // The watcher sees the edit and rejects it...
         let auth = server.shared.clone();
         wait_until(
-            move || auth.auth.reload_counts().failed > failed,
+            move || auth.router.auth().reload_counts().failed > failed,
             "the watcher to reject the edit",
         )
         .await;
@@ -446,7 +452,7 @@ async fn an_invalid_edit_keeps_the_previous_applications() {
             }
             other => panic!("{text:?} was accepted: {other:?}"),
         }
-        assert_eq!(server.shared.auth.applications(), Some(1));
+        assert_eq!(server.shared.router.auth().applications(), Some(1));
         round_trip(&mut client, ("held", "s-held"), &format!("round {round}")).await;
         assert_eq!(
             open_status(&server, &query(Some("held"), Some("s-held")))
@@ -601,14 +607,15 @@ async fn no_delivery_is_lost_while_the_file_is_rewritten_50_times() {
     let auth = server.shared.clone();
     wait_until(
         move || {
-            auth.auth
+            auth.router
+                .auth()
                 .check_send(&credentials("rotating", "s-50"))
                 .is_ok()
         },
         "the last version to be in force",
     )
     .await;
-    assert!(server.shared.auth.reload_counts().succeeded >= 1);
+    assert!(server.shared.router.auth().reload_counts().succeeded >= 1);
 }
 
 // --- the real binary ---------------------------------------------------------------------

@@ -178,7 +178,8 @@ async fn wait_connected(nodes: &[&TestServer], connected: bool) {
 /// True when `node`'s `/metrics` text shows `tagcast_cluster_connected` at `value`.
 fn gauge_says(node: &TestServer, value: u8) -> bool {
     node.shared
-        .metrics
+        .router
+        .metrics()
         .encode()
         .lines()
         .any(|line| line == format!("tagcast_cluster_connected {value}"))
@@ -420,7 +421,7 @@ async fn without_redis_each_node_serves_its_own_clients_and_reconnects_when_it_i
 
     redis.stop();
     wait_connected(&[&a, &b], false).await;
-    assert!(gauge_says(&a, 0), "{}", a.shared.metrics.encode());
+    assert!(gauge_says(&a, 0), "{}", a.shared.router.metrics().encode());
     from_a.publish(r#""during""#, r#"{"room":"1"}"#).await;
     assert_eq!(on_a.recv().await, "\"during\"");
     // Several reconnection attempts later, still one warning per node for the whole outage.
@@ -435,7 +436,7 @@ async fn without_redis_each_node_serves_its_own_clients_and_reconnects_when_it_i
 
     assert!(redis.restart().await, "redis-server restarts on its port");
     wait_connected(&[&a, &b], true).await;
-    assert!(gauge_says(&a, 1), "{}", a.shared.metrics.encode());
+    assert!(gauge_says(&a, 1), "{}", a.shared.router.metrics().encode());
     from_a.publish(r#""after""#, r#"{"room":"1"}"#).await;
     assert_eq!(on_a.recv().await, "\"after\"");
     // "during" was delivered on a only: b's next message is the one sent after the outage.

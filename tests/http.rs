@@ -534,7 +534,7 @@ async fn a_client_that_does_not_read_is_counted_as_a_slow_client() {
 async fn the_cluster_gauge_is_there_when_clustered() {
     let server = TestServer::start("[cluster]\nredis = \"redis://127.0.0.1:1/\"\n").await;
     assert_eq!(scrape(&server).await["tagcast_cluster_connected"], 0.0);
-    server.shared.metrics.set_cluster_connected(true);
+    server.shared.router.metrics().set_cluster_connected(true);
     assert_eq!(scrape(&server).await["tagcast_cluster_connected"], 1.0);
     assert_metrics_add_up(&server).await;
 }

@@ -10,3 +10,4 @@
 pub mod history;
 pub mod hub;
 pub mod outbox;
+pub mod router;
