@@ -64,7 +64,6 @@ pub async fn serve<S, P, R, W>(
         let peer = Arc::new(Peer {
             id: router.hub().next_id(),
             address,
-            listener,
             deflate: deflate
                 .as_ref()
                 .is_some_and(|agreement| agreement.compressed_frames),
@@ -317,4 +316,125 @@ fn handle_text(
         "request routed"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, DuplexStream};
+
+    use super::*;
+    use crate::net::server::Server;
+    use crate::net::websocket::{self, tests::*};
+    use crate::ops::config::Config;
+
+    /// A server that serves no listener: its connections are driven over in-memory streams.
+    fn server(toml: &str) -> Server {
+        Server::new(Config::parse(toml, None).unwrap()).unwrap()
+    }
+
+    /// Opens a WebSocket connection with `tags` (JSON, URL-encoded) over an in-memory stream,
+    /// served as an accepted socket is; returns the client's end once the 101 is read.
+    async fn open_over_duplex(server: &Server, tags: &str) -> DuplexStream {
+        let (mut client, served) = tokio::io::duplex(64 * 1024);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let address = "127.0.0.1:9".parse().unwrap();
+        let serving = serve(
+            server.shared(),
+            served,
+            websocket::split,
+            address,
+            Listener::Ws,
+            deadline,
+        );
+        tokio::spawn(serving);
+        let query = match tags {
+            "" => String::new(),
+            tags => format!(
+                "?tags={}",
+                form_urlencoded::byte_serialize(tags.as_bytes()).collect::<String>()
+            ),
+        };
+        let request = format!(
+            "GET /{query} HTTP/1.1\r\nHost: tagcast\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n"
+        );
+        client.write_all(request.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(client.read_u8().await.unwrap());
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        client
+    }
+
+    fn request(message: &str) -> Vec<u8> {
+        let text = format!(r#"{{"message":"{message}","tags":{{"room":"1"}},"metadata":{{}}}}"#);
+        client_frame(0x1, text.as_bytes())
+    }
+
+    async fn close_code_read(client: &mut DuplexStream) -> u16 {
+        let (opcode, payload) = server_frame(client).await.expect("a close frame");
+        assert_eq!(opcode, 0x8);
+        close_code_of(&payload)
+    }
+
+    #[tokio::test]
+    async fn a_text_frame_is_routed_to_the_matching_connections_only() {
+        let server = server("");
+        let mut room = open_over_duplex(&server, r#"{"room":"1"}"#).await;
+        let mut elsewhere = open_over_duplex(&server, r#"{"room":"2"}"#).await;
+        let mut sender = open_over_duplex(&server, "").await;
+        sender.write_all(&request("hello")).await.unwrap();
+        assert_eq!(
+            server_frame(&mut room).await,
+            Some((0x1, b"\"hello\"".to_vec()))
+        );
+        elsewhere.write_all(&client_frame(0x9, b"")).await.unwrap();
+        assert_eq!(
+            server_frame(&mut elsewhere).await,
+            Some((0xA, Vec::new())),
+            "only the pong: the message was not for room 2"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_invalid_request_closes_its_connection_with_4400() {
+        let server = server("");
+        let mut sender = open_over_duplex(&server, "").await;
+        sender
+            .write_all(&client_frame(0x1, b"{not json"))
+            .await
+            .unwrap();
+        assert_eq!(
+            close_code_read(&mut sender).await,
+            close_code::INVALID_REQUEST
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_past_the_rate_limit_close_with_4429_and_the_bucket_refills() {
+        let server = server("[limits]\nmax_requests_per_s = 2\n");
+        let mut room = open_over_duplex(&server, r#"{"room":"1"}"#).await;
+        let mut sender = open_over_duplex(&server, "").await;
+        for round in 0..3 {
+            let mut two = request(&format!("{}", 2 * round));
+            two.extend(request(&format!("{}", 2 * round + 1)));
+            sender.write_all(&two).await.unwrap();
+            for number in [2 * round, 2 * round + 1] {
+                let expected = format!("\"{number}\"").into_bytes();
+                assert_eq!(server_frame(&mut room).await, Some((0x1, expected)));
+            }
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        let mut three = request("6");
+        three.extend(request("7"));
+        three.extend(request("8"));
+        sender.write_all(&three).await.unwrap();
+        assert_eq!(close_code_read(&mut sender).await, close_code::TOO_MANY);
+    }
 }

@@ -343,8 +343,199 @@ impl RateLimit {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use std::cell::RefCell;
+
+    use bytes::{Bytes, BytesMut};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
     use super::*;
+    use crate::routing::outbox::SendLimits;
+
+    /// A client's frame: FIN set, masked (as RFC 6455 wants from a client), with `opcode`.
+    pub(crate) fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        let mut frame = vec![0x80 | opcode];
+        match payload.len() {
+            length @ 0..126 => frame.push(0x80 | length as u8),
+            length => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(length as u16).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&mask);
+        frame.extend(
+            payload
+                .iter()
+                .zip(mask.iter().cycle())
+                .map(|(byte, key)| byte ^ key),
+        );
+        frame
+    }
+
+    /// Reads one server frame (unmasked, not fragmented): its opcode and payload; `None` at
+    /// the end of the stream. Fails the test when nothing comes for 10 s (at once under paused
+    /// time: the streams are in memory, so an idle runtime means nothing will come).
+    pub(crate) async fn server_frame(client: &mut DuplexStream) -> Option<(u8, Vec<u8>)> {
+        let frame = async {
+            let mut head = [0u8; 2];
+            client.read_exact(&mut head).await.ok()?;
+            assert_eq!(head[0] & 0x80, 0x80, "FIN");
+            assert_eq!(head[1] & 0x80, 0, "a server's frame is not masked");
+            let length = match head[1] & 0x7f {
+                126 => client.read_u16().await.ok()? as usize,
+                127 => client.read_u64().await.ok()? as usize,
+                length => length as usize,
+            };
+            let mut payload = vec![0; length];
+            client.read_exact(&mut payload).await.ok()?;
+            Some((head[0] & 0x0f, payload))
+        };
+        tokio::time::timeout(Duration::from_secs(10), frame)
+            .await
+            .expect("a frame, or the end of the stream, within 10 s")
+    }
+
+    /// The code of a close frame's payload.
+    pub(crate) fn close_code_of(payload: &[u8]) -> u16 {
+        u16::from_be_bytes([payload[0], payload[1]])
+    }
+
+    fn outbox() -> Outbox {
+        Outbox::new(SendLimits::new(
+            1 << 20,
+            Duration::from_secs(10),
+            usize::MAX,
+        ))
+    }
+
+    fn reader() -> MessageReader {
+        MessageReader::new(64 * 1024, BytesMut::new())
+    }
+
+    #[tokio::test]
+    async fn the_reader_hands_over_each_text_message_and_answers_a_ping() {
+        let (mut client, served) = tokio::io::duplex(4096);
+        let outbox = outbox();
+        let received = RefCell::new(Vec::new());
+        let on_message = |message, _: &mut Wakeups| {
+            if let Incoming::Text(text) = message {
+                received
+                    .borrow_mut()
+                    .push(String::from_utf8(text.to_vec()).unwrap());
+            }
+            Ok(())
+        };
+        let connection = run_websocket(
+            served,
+            split,
+            &outbox,
+            reader(),
+            Duration::from_secs(1),
+            on_message,
+            |_: &CloseReason| {},
+        );
+        let client_side = async {
+            let mut sent = client_frame(0x1, b"first");
+            sent.extend(client_frame(0x9, b"are you there"));
+            sent.extend(client_frame(0x1, b"second"));
+            client.write_all(&sent).await.unwrap();
+            assert_eq!(
+                server_frame(&mut client).await,
+                Some((0xA, b"are you there".to_vec()))
+            );
+            client
+                .write_all(&client_frame(0x8, &1000u16.to_be_bytes()))
+                .await
+                .unwrap();
+            let (opcode, payload) = server_frame(&mut client).await.unwrap();
+            assert_eq!((opcode, close_code_of(&payload)), (0x8, close_code::NORMAL));
+            assert_eq!(
+                server_frame(&mut client).await,
+                None,
+                "the stream ends after the close"
+            );
+        };
+        let (closed, ()) = tokio::join!(connection, client_side);
+        assert_eq!(closed.unwrap().code, close_code::NORMAL);
+        assert_eq!(*received.borrow(), ["first", "second"]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_message_and_a_broken_frame_close_with_their_codes() {
+        for (sent, code) in [
+            // The caller refuses the message (the daemon: an invalid request).
+            (client_frame(0x1, b"refused"), close_code::INVALID_REQUEST),
+            // Not masked: the client broke the protocol.
+            (vec![0x81, 0x02, b'h', b'i'], close_code::PROTOCOL_ERROR),
+        ] {
+            let (mut client, served) = tokio::io::duplex(4096);
+            let outbox = outbox();
+            let refusals = RefCell::new(Vec::new());
+            let refuse =
+                |_, _: &mut Wakeups| Err(CloseReason::new(close_code::INVALID_REQUEST, "no"));
+            let on_refusal = |reason: &CloseReason| refusals.borrow_mut().push(reason.code);
+            let connection = run_websocket(
+                served,
+                split,
+                &outbox,
+                reader(),
+                Duration::from_secs(1),
+                refuse,
+                on_refusal,
+            );
+            let client_side = async {
+                client.write_all(&sent).await.unwrap();
+                let (opcode, payload) = server_frame(&mut client).await.unwrap();
+                assert_eq!((opcode, close_code_of(&payload)), (0x8, code));
+                // The reader stopped at a broken frame: the stream may be gone already.
+                let _ = client
+                    .write_all(&client_frame(0x8, &code.to_be_bytes()))
+                    .await;
+            };
+            let (closed, ()) = tokio::join!(connection, client_side);
+            assert_eq!(closed.unwrap().code, code);
+            assert_eq!(*refusals.borrow(), [code]);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_writer_writes_queued_frames_in_order_then_the_close_frame_last() {
+        let (mut client, served) = tokio::io::duplex(64);
+        let outbox = outbox();
+        let mut wakeups = Wakeups::default();
+        let frames: Vec<Bytes> = (0..50)
+            .map(|n| frame::text_frame(&format!("\"{n}\"")))
+            .collect();
+        for frame in &frames {
+            outbox.push(&Outgoing::new(frame), &mut wakeups);
+        }
+        wakeups.wake_all();
+        let (_, write_half) = split(served, &outbox);
+        let client_side = async {
+            let mut received = Vec::new();
+            for _ in &frames {
+                received.push(server_frame(&mut client).await.unwrap());
+            }
+            // Closing drops what still waits: closed once all was read, the close comes last.
+            outbox.close(CloseReason::new(close_code::GOING_AWAY, "bye"));
+            while let Some(frame) = server_frame(&mut client).await {
+                received.push(frame);
+            }
+            received
+        };
+        let (written, received) = tokio::join!(write_loop(write_half, &outbox), client_side);
+        written.unwrap();
+        let (close, texts) = received.split_last().unwrap();
+        assert_eq!(
+            (close.0, close_code_of(&close.1)),
+            (0x8, close_code::GOING_AWAY)
+        );
+        let expected: Vec<_> = (0..50)
+            .map(|n| (0x1, format!("\"{n}\"").into_bytes()))
+            .collect();
+        assert_eq!(texts, expected);
+    }
 
     /// Admits until the bucket is empty, counting the requests it took.
     fn admitted_in_a_row(limit: &mut RateLimit) -> u32 {

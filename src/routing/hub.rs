@@ -49,8 +49,6 @@ pub struct Peer {
     pub id: ConnectionId,
     /// The client's address.
     pub address: SocketAddr,
-    /// The listener it came in on.
-    pub listener: Listener,
     /// It negotiated permessage-deflate: it gets a message's compressed frame when there is one.
     pub deflate: bool,
     /// The credentials from its URL, judged again when the auth file changes.
