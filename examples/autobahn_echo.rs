@@ -12,14 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tagcast::net::connection::{Transport, read_head, run_websocket};
+use tagcast::net::head::read_head;
 use tagcast::net::tls::TlsAcceptor;
+use tagcast::net::websocket::{self, run_websocket};
 use tagcast::ops::config::TlsConfig;
 use tagcast::routing::outbox::{Outbox, Outgoing, SendLimits, Wakeups};
 use tagcast::tags::TagLimits;
 use tagcast::wire::frame::{self, CloseReason, Incoming, MessageReader, close_code};
 use tagcast::wire::{deflate, handshake};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// Autobahn's largest messages are 16 MiB (cases 9.*).
@@ -59,7 +60,7 @@ async fn main() -> Result<(), Error> {
                 tokio::spawn(async move {
                     let _ = stream.set_nodelay(true);
                     if let Ok(stream) = acceptor.accept(stream).await {
-                        echo(stream).await;
+                        echo(stream, websocket::split).await;
                     }
                 });
             }
@@ -68,12 +69,18 @@ async fn main() -> Result<(), Error> {
     loop {
         let (stream, _) = plain.accept().await?;
         let _ = stream.set_nodelay(true);
-        tokio::spawn(echo(stream));
+        tokio::spawn(echo(stream, websocket::split_tcp));
     }
 }
 
 /// Upgrades one connection as the daemon does, then echoes until it closes.
-async fn echo<S: Transport>(mut stream: S) {
+async fn echo<S, P, R, W>(mut stream: S, split: P)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    P: FnOnce(S, &Outbox) -> (R, W),
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut buffer = BytesMut::with_capacity(1024);
     let head = match read_head(&mut stream, &mut buffer).await {
         Ok(Some(head)) => head,
@@ -123,6 +130,7 @@ async fn echo<S: Transport>(mut stream: S) {
     };
     run_websocket(
         stream,
+        split,
         &outbox,
         messages,
         Duration::from_secs(5),

@@ -115,7 +115,7 @@ async fn measure(nodes: usize, cluster: &str, subscribers: usize, messages: usiz
     }
     for (index, (_, shared)) in running.iter().enumerate() {
         let expected = subscribers / nodes + usize::from(index < subscribers % nodes);
-        wait_for(|| shared.hub.len() == expected).await;
+        wait_for(|| shared.router.hub().len() == expected).await;
     }
     let (mut publisher, _) = tokio_tungstenite::connect_async(format!("ws://{}/", running[0].0))
         .await

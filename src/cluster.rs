@@ -1,12 +1,12 @@
 //! Several nodes sharing one Redis (`[cluster]`, SPEC §9): every request a node accepts reaches
 //! the matching clients of every node.
 //!
-//! A node delivers an accepted request to its own clients at once ([`Shared::accept_request`]),
+//! A node delivers an accepted request to its own clients at once ([`Router::handle_request`]),
 //! then hands an [envelope](#the-envelope) to [`Cluster::share`], which never waits: it pushes
 //! the envelope into a bounded queue and returns. One publisher task drains that queue and
 //! publishes whatever has piled up as one Redis pipeline, so a busy node pays one round trip per
 //! batch, not per request. One subscriber task reads the channel and routes every envelope from
-//! another node through [`Shared::route`]; its own (same node id) it skips, since its clients had
+//! another node through [`Router::route`]; its own (same node id) it skips, since its clients had
 //! them already. One publishing connection and one subscription keep each sender's order.
 //!
 //! Redis being down never stops local delivery. The outage is logged once, shown by
@@ -43,8 +43,6 @@
 //! not ignore gets a new `v`. An envelope a node cannot read is logged (at most every few
 //! seconds) and dropped.
 //!
-//! [`Shared::accept_request`]: crate::net::server::Shared::accept_request
-//! [`Shared::route`]: crate::net::server::Shared::route
 //! [`History`]: crate::routing::history::History
 
 use std::borrow::Cow;
@@ -59,14 +57,15 @@ use redis::{AsyncConnectionConfig, RedisError};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::net::server::Shared;
 use crate::ops::config::{ClusterConfig, HistoryConfig};
 use crate::ops::metrics::{Metrics, Source};
 use crate::routing::history::{History, MessageId};
 use crate::routing::hub::Delivery;
 use crate::routing::outbox::{self, Wakeups};
+use crate::routing::router::{Router, Sharing};
 use crate::tags::{TagLimits, Tags, TagsError};
 
 /// The envelope version this node writes and reads.
@@ -207,45 +206,6 @@ impl Cluster {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// True when requests go through the cluster's Redis stream (`[history]` on): every node,
-    /// the accepting one included, routes them as it reads them back, in the stream's order.
-    pub fn keeps_history(&self) -> bool {
-        self.stream.is_some()
-    }
-
-    /// Hands an accepted request (its tags and its parser output) to the publisher; never waits.
-    /// While Redis is down it does nothing and returns false: the request is delivered locally
-    /// only (by the caller), and the outage is logged and shown elsewhere.
-    pub fn share(&self, tags: &Tags, payload: &str) -> bool {
-        self.connected() && self.enqueue(self.envelope(tags, payload, None))
-    }
-
-    /// [`Cluster::share`] for a caller that waits for the message to be routed here (HTTP
-    /// publish with the history on): resolves once this node read it back from the stream.
-    pub fn share_waiting(&self, tags: &Tags, payload: &str) -> Option<oneshot::Receiver<Delivery>> {
-        if !self.connected() {
-            return None;
-        }
-        let reference = self.next_ref.fetch_add(1, Ordering::Relaxed) + 1;
-        let (sender, receiver) = oneshot::channel();
-        lock(&self.pending).insert(reference, sender);
-        match self.enqueue(self.envelope(tags, payload, Some(reference))) {
-            true => Some(receiver),
-            false => {
-                lock(&self.pending).remove(&reference);
-                None
-            }
-        }
-    }
-
-    /// The id of a request delivered to this node's clients only (the link is down): no
-    /// recovery vouches for it. Notes that the other nodes must be told of a gap.
-    pub fn unshared_id(&self) -> String {
-        self.unshared_since_up.store(true, Ordering::Relaxed);
-        let number = self.unshared.fetch_add(1, Ordering::Relaxed) + 1;
-        format!("local-{}-{number}", self.node)
-    }
-
     /// Queues an envelope for the publisher; false when the queue is full (Redis too slow).
     fn enqueue(&self, envelope: Vec<u8>) -> bool {
         match self.queue.try_send(envelope) {
@@ -281,14 +241,18 @@ impl Cluster {
     }
 
     /// Publishes and subscribes until shutdown, reconnecting whenever Redis goes away.
-    pub async fn run(self: Arc<Self>, outgoing: Outgoing, shared: Arc<Shared>) {
+    pub async fn run(
+        self: Arc<Self>,
+        outgoing: Outgoing,
+        router: Arc<Router>,
+        shutdown: CancellationToken,
+    ) {
         info!(node = %self.node, channel = %self.channel, "sharing deliveries with other nodes through redis");
-        let shutdown = shared.shutdown.clone();
-        let publisher = self.publish(outgoing.0, &shared);
+        let publisher = self.publish(outgoing.0, &router);
         let subscriber = async {
             match &self.stream {
-                Some(stream) => self.read_stream(&shared, stream).await,
-                None => self.subscribe(&shared).await,
+                Some(stream) => self.read_stream(&router, stream).await,
+                None => self.subscribe(&router).await,
             }
         };
         tokio::select! {
@@ -300,8 +264,8 @@ impl Cluster {
 
     /// The publisher: connects, then publishes queued envelopes in pipelines until the link
     /// breaks; again, after a backoff.
-    async fn publish(&self, mut queue: mpsc::Receiver<Vec<u8>>, shared: &Shared) {
-        let metrics = &shared.metrics;
+    async fn publish(&self, mut queue: mpsc::Receiver<Vec<u8>>, router: &Router) {
+        let metrics = router.metrics();
         let mut backoff = Backoff::default();
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
@@ -317,13 +281,13 @@ impl Cluster {
                     // Queued before the link broke: delivered locally long ago, too late now;
                     // with the history, not delivered yet: now, locally.
                     while let Ok(envelope) = queue.try_recv() {
-                        self.deliver_unshared(shared, &envelope);
+                        self.deliver_unshared(router, &envelope);
                     }
                     match self.tell_unshared(&mut connection).await {
                         Ok(()) => {
                             self.link_up(Side::Publisher, metrics);
                             match self
-                                .publish_batches(&mut connection, &mut queue, shared)
+                                .publish_batches(&mut connection, &mut queue, router)
                                 .await
                             {
                                 Some(error) => error,
@@ -345,7 +309,7 @@ impl Cluster {
         &self,
         connection: &mut MultiplexedConnection,
         queue: &mut mpsc::Receiver<Vec<u8>>,
-        shared: &Shared,
+        router: &Router,
     ) -> Option<LinkError> {
         let mut batch = Vec::with_capacity(BATCH);
         loop {
@@ -385,7 +349,7 @@ impl Cluster {
             if let Err(error) = pipeline.query_async::<()>(connection).await {
                 // Not in the stream (or not all): delivered here at least.
                 for envelope in batch.drain(..) {
-                    self.deliver_unshared(shared, &envelope);
+                    self.deliver_unshared(router, &envelope);
                 }
                 return Some(LinkError::Redis(error));
             }
@@ -424,15 +388,15 @@ impl Cluster {
 
     /// Delivers an envelope of this node's that did not reach Redis to this node's clients
     /// only (with the history; without it, it was delivered when accepted).
-    fn deliver_unshared(&self, shared: &Shared, bytes: &[u8]) {
+    fn deliver_unshared(&self, router: &Router, bytes: &[u8]) {
         if self.stream.is_none() {
             return;
         }
         let Ok(envelope) = Envelope::parse(bytes, TagLimits::UNLIMITED) else {
             return; // written by this node: always an envelope
         };
-        let delivery = shared.route_unshared(
-            self,
+        let delivery = router.route_unshared(
+            &self.unshared_id(),
             &envelope.tags,
             envelope.message,
             &mut Wakeups::default(),
@@ -451,13 +415,13 @@ impl Cluster {
     /// The history's reader (`[history]` on): follows the cluster's stream and routes every
     /// request in it, this node's own included, in the stream's order, with the stream's ids;
     /// again after a backoff when the link breaks.
-    async fn read_stream(&self, shared: &Shared, stream: &Stream) {
+    async fn read_stream(&self, router: &Router, stream: &Stream) {
         let mut backoff = Backoff::default();
         let mut last = None;
         loop {
-            let error = self.follow(shared, stream, &mut last, &mut backoff).await;
-            self.link_down(Side::Subscriber, &error, &shared.metrics);
-            if let Some(history) = &shared.history {
+            let error = self.follow(router, stream, &mut last, &mut backoff).await;
+            self.link_down(Side::Subscriber, &error, router.metrics());
+            if let Some(history) = router.history() {
                 history.set_blind(true);
             }
             backoff.wait().await;
@@ -468,12 +432,12 @@ impl Cluster {
     /// new entries until the link breaks; returns why it broke.
     async fn follow(
         &self,
-        shared: &Shared,
+        router: &Router,
         stream: &Stream,
         last: &mut Option<MessageId>,
         backoff: &mut Backoff,
     ) -> LinkError {
-        let Some(history) = &shared.history else {
+        let Some(history) = router.history() else {
             return LinkError::Closed; // the stream is used only with a history
         };
         let config = AsyncConnectionConfig::new()
@@ -497,7 +461,7 @@ impl Cluster {
                 warn!(node = %self.node, key = %stream.key,
                     "the shared history lost messages this node did not read: recovering clients are told of a gap");
                 *last = Some(id);
-                self.lose_continuity(shared, history);
+                self.lose_continuity(router, history);
             }
             Err(error) => return LinkError::Redis(error),
         }
@@ -505,7 +469,7 @@ impl Cluster {
         // Still blind when requests delivered here only are not announced yet (its marker,
         // once read back, ends that).
         history.set_blind(self.unshared_since_up.load(Ordering::Relaxed));
-        self.link_up(Side::Subscriber, &shared.metrics);
+        self.link_up(Side::Subscriber, router.metrics());
         loop {
             let after = last.expect("set above").to_string();
             let reply = redis::cmd("XREAD")
@@ -524,7 +488,7 @@ impl Cluster {
             };
             for entry in entries {
                 *last = Some(entry.id);
-                self.deliver_entry(shared, history, entry);
+                self.deliver_entry(router, history, entry);
             }
         }
     }
@@ -589,11 +553,11 @@ impl Cluster {
     }
 
     /// Routes one stream entry (a request, or another node's gap marker).
-    fn deliver_entry(&self, shared: &Shared, history: &History, entry: StreamEntry) {
+    fn deliver_entry(&self, router: &Router, history: &History, entry: StreamEntry) {
         if let Some(node) = &entry.gap_from {
             info!(node = %self.node, from = %node,
                 "a node delivered requests to its own clients only while cut off: recovering clients are told of a gap");
-            self.lose_continuity(shared, history);
+            self.lose_continuity(router, history);
             if *node == self.node {
                 history.set_blind(self.unshared_since_up.load(Ordering::Relaxed));
             }
@@ -602,13 +566,13 @@ impl Cluster {
         let Some(bytes) = &entry.envelope else {
             return;
         };
-        match Envelope::parse(bytes, shared.config.limits.tag_limits()) {
+        match Envelope::parse(bytes, router.tag_limits()) {
             Ok(envelope) => {
                 let own = envelope.node == self.node;
                 if !own {
-                    shared.metrics.request(Source::Cluster);
+                    router.metrics().request(Source::Cluster);
                 }
-                let delivery = shared.route_issued(
+                let delivery = router.route_issued(
                     entry.id,
                     &envelope.tags,
                     envelope.message,
@@ -623,10 +587,10 @@ impl Cluster {
     }
 
     /// Forgets this node's kept messages and tells its recovering clients of a gap.
-    fn lose_continuity(&self, shared: &Shared, history: &History) {
+    fn lose_continuity(&self, router: &Router, history: &History) {
         history.lose_continuity(|gap| {
             let mut wakeups = Wakeups::default();
-            for peer in shared.hub.peers() {
+            for peer in router.hub().peers() {
                 if peer.wants_ids {
                     peer.outbox.push(&outbox::Outgoing::new(gap), &mut wakeups);
                 }
@@ -636,17 +600,17 @@ impl Cluster {
 
     /// The subscriber: listens on the channel and delivers other nodes' envelopes until the
     /// link breaks; again, after a backoff.
-    async fn subscribe(&self, shared: &Shared) {
+    async fn subscribe(&self, router: &Router) {
         let mut backoff = Backoff::default();
         loop {
-            let error = self.listen(shared, &mut backoff).await;
-            self.link_down(Side::Subscriber, &error, &shared.metrics);
+            let error = self.listen(router, &mut backoff).await;
+            self.link_down(Side::Subscriber, &error, router.metrics());
             backoff.wait().await;
         }
     }
 
     /// Subscribes, then delivers envelopes until the subscription ends; returns why it ended.
-    async fn listen(&self, shared: &Shared, backoff: &mut Backoff) -> LinkError {
+    async fn listen(&self, router: &Router, backoff: &mut Backoff) -> LinkError {
         let pubsub = match within(self.client.get_async_pubsub()).await {
             Ok(pubsub) => pubsub,
             Err(error) => return error,
@@ -656,13 +620,13 @@ impl Cluster {
             return error;
         }
         backoff.reset();
-        self.link_up(Side::Subscriber, &shared.metrics);
+        self.link_up(Side::Subscriber, router.metrics());
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 message = messages.next() => match message {
-                    Some(message) => self.deliver(shared, message.get_payload_bytes()),
+                    Some(message) => self.deliver(router, message.get_payload_bytes()),
                     None => return LinkError::Closed,
                 },
                 _ = ping.tick() => {
@@ -675,16 +639,16 @@ impl Cluster {
     }
 
     /// Routes one envelope read from the channel, unless this node sent it.
-    fn deliver(&self, shared: &Shared, bytes: &[u8]) {
+    fn deliver(&self, router: &Router, bytes: &[u8]) {
         if bytes.starts_with(self.prefix.as_bytes()) {
             return; // this node's own, as it wrote it: no need to parse it
         }
-        match Envelope::parse(bytes, shared.config.limits.tag_limits()) {
+        match Envelope::parse(bytes, router.tag_limits()) {
             Ok(envelope) if envelope.node == self.node => {}
             Ok(envelope) => {
-                shared.metrics.request(Source::Cluster);
+                router.metrics().request(Source::Cluster);
                 let delivery =
-                    shared.route(&envelope.tags, envelope.message, &mut Wakeups::default());
+                    router.route(&envelope.tags, envelope.message, &mut Wakeups::default());
                 debug!(
                     from = %envelope.node,
                     delivered = delivery.delivered,
@@ -736,6 +700,48 @@ impl Cluster {
             ),
             true => debug!("redis still unreachable ({}: {error})", side.as_str()),
         }
+    }
+}
+
+/// The router hands accepted requests to the other nodes through the cluster link.
+impl Sharing for Cluster {
+    /// True when requests go through the cluster's Redis stream (`[history]` on): every node,
+    /// the accepting one included, routes them as it reads them back, in the stream's order.
+    fn keeps_history(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    /// Hands an accepted request (its tags and its parser output) to the publisher; never waits.
+    /// While Redis is down it does nothing and returns false: the request is delivered locally
+    /// only (by the caller), and the outage is logged and shown elsewhere.
+    fn share(&self, tags: &Tags, payload: &str) -> bool {
+        self.connected() && self.enqueue(self.envelope(tags, payload, None))
+    }
+
+    /// [`Sharing::share`] for a caller that waits for the message to be routed here (HTTP
+    /// publish with the history on): resolves once this node read it back from the stream.
+    fn share_waiting(&self, tags: &Tags, payload: &str) -> Option<oneshot::Receiver<Delivery>> {
+        if !self.connected() {
+            return None;
+        }
+        let reference = self.next_ref.fetch_add(1, Ordering::Relaxed) + 1;
+        let (sender, receiver) = oneshot::channel();
+        lock(&self.pending).insert(reference, sender);
+        match self.enqueue(self.envelope(tags, payload, Some(reference))) {
+            true => Some(receiver),
+            false => {
+                lock(&self.pending).remove(&reference);
+                None
+            }
+        }
+    }
+
+    /// The id of a request delivered to this node's clients only (the link is down): no
+    /// recovery vouches for it. Notes that the other nodes must be told of a gap.
+    fn unshared_id(&self) -> String {
+        self.unshared_since_up.store(true, Ordering::Relaxed);
+        let number = self.unshared.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("local-{}-{number}", self.node)
     }
 }
 

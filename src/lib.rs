@@ -56,13 +56,14 @@
 //!
 //! # Layout
 //! The folders follow a message's path, from the socket it arrives on to the sockets it leaves by:
-//! - [`net`]: the edges — listeners, one task per connection, HTTP endpoints, TLS.
+//! - [`net`]: the edges — listeners, one task per connection and its reader and writer, HTTP
+//!   endpoints, TLS. They call down into the router; nothing below them calls back up.
 //! - [`wire`]: the formats read and written there — the upgrade head, RFC 6455 frames, the
 //!   Gomoob request and the message parsers. Pure: no IO.
 //! - [`tags`]: tags and the tag index — the matching rule everything else relies on (shared with
 //!   the client library).
-//! - [`routing`]: an accepted request's way to every matching connection — the hub and each
-//!   client's outbox.
+//! - [`routing`]: the request path — the router ([`routing::router`]: parse, authorize, encode
+//!   once, match, enqueue, share), the hub, each client's outbox and the history.
 //! - [`cluster`]: several nodes sharing one Redis: publishing and receiving accepted requests.
 //! - [`ops`]: running the daemon — config, the auth file and its watcher, systemd, logging,
 //!   metrics.

@@ -293,7 +293,8 @@ fn check(args: ConfigArg) -> ExitCode {
             certificate.subject, certificate.not_after
         );
     }
-    match (shared.auth.path(), shared.auth.applications()) {
+    let auth = shared.router.auth();
+    match (auth.path(), auth.applications()) {
         (Some(path), Some(applications)) => {
             println!("{}: ok, {applications} applications", path.display())
         }

@@ -151,6 +151,7 @@ async fn a_client_that_never_reads_is_closed_with_4429_and_memory_stays_bounded(
         for _ in 0..20 {
             overflowed += server
                 .shared
+                .router
                 .route(
                     &tags,
                     &big,

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use common::{Client, Daemon, TAGCAST, TestServer, open_status, wait_until};
-use tagcast::net::server::{Server, Shared};
+use tagcast::net::server::Server;
+use tagcast::net::shared::Shared;
 use tagcast::ops::auth::AuthReload;
 use tagcast::ops::config::Config;
 use tagcast::wire::request::Credentials;
@@ -110,7 +111,7 @@ async fn round_trip(client: &mut Client, app: (&str, &str), message: &str) {
 /// reloads of the auth file the server counted.
 fn auth_reloads(shared: &Shared, result: &str) -> u64 {
     let series = format!("tagcast_auth_reloads_total{{result=\"{result}\"}} ");
-    let text = shared.metrics.encode();
+    let text = shared.router.metrics().encode();
     text.lines()
         .find_map(|line| line.strip_prefix(&series))
         .and_then(|value| value.parse().ok())
@@ -131,7 +132,7 @@ fn reload_loads(server: &TestServer, applications: usize, revoked: usize) {
 #[tokio::test]
 async fn without_an_auth_file_anyone_opens_and_sends() {
     let server = TestServer::start("").await;
-    assert_eq!(server.shared.auth.path(), None);
+    assert_eq!(server.shared.router.auth().path(), None);
     let mut client = open(&server, None, None).await;
     client.send(&request("hello", None, None)).await;
     assert_eq!(client.recv().await, r#""hello""#);
@@ -267,11 +268,16 @@ async fn reload_is_observed(toml: &str, replace: impl FnOnce(&str)) {
     replace(&yaml(&[(held.0, held.1, false), (added.0, added.1, false)]));
     let auth = server.shared.clone();
     wait_until(
-        move || auth.auth.check_send(&credentials(added.0, added.1)).is_ok(),
+        move || {
+            auth.router
+                .auth()
+                .check_send(&credentials(added.0, added.1))
+                .is_ok()
+        },
         "the new application to be in force",
     )
     .await;
-    assert_eq!(server.shared.auth.applications(), Some(2));
+    assert_eq!(server.shared.router.auth().applications(), Some(2));
     assert_eq!(
         open_status(&server, &query(Some(added.0), Some(added.1)))
             .await
@@ -370,7 +376,8 @@ async fn the_watch_follows_the_file_across_swaps() {
         let secret = format!("s-{number}");
         wait_until(
             move || {
-                auth.auth
+                auth.router
+                    .auth()
                     .check_send(&credentials("rotating", &secret))
                     .is_ok()
             },
@@ -457,7 +464,7 @@ async fn an_invalid_edit_keeps_the_previous_applications() {
             }
             other => panic!("{text:?} was accepted: {other:?}"),
         }
-        assert_eq!(server.shared.auth.applications(), Some(1));
+        assert_eq!(server.shared.router.auth().applications(), Some(1));
         round_trip(&mut client, ("held", "s-held"), &format!("round {round}")).await;
         assert_eq!(
             open_status(&server, &query(Some("held"), Some("s-held")))
@@ -612,7 +619,8 @@ async fn no_delivery_is_lost_while_the_file_is_rewritten_50_times() {
     let auth = server.shared.clone();
     wait_until(
         move || {
-            auth.auth
+            auth.router
+                .auth()
                 .check_send(&credentials("rotating", "s-50"))
                 .is_ok()
         },

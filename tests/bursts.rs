@@ -28,7 +28,8 @@ const ROOM: &str = r#"{"room":"1"}"#;
 fn metrics(server: &TestServer) -> HashMap<String, f64> {
     server
         .shared
-        .metrics
+        .router
+        .metrics()
         .encode()
         .lines()
         .filter(|line| !line.starts_with('#'))
@@ -129,7 +130,7 @@ async fn a_burst_reaches_every_reader_and_closes_only_the_non_readers_for_their_
     let filler = message(0, 16 * 1024);
     let mut filling = 0;
     while backlogs() < 2 {
-        server.shared.route(
+        server.shared.router.route(
             &stalled,
             &filler,
             &mut tagcast::routing::outbox::Wakeups::default(),

@@ -178,7 +178,8 @@ async fn wait_connected(nodes: &[&TestServer], connected: bool) {
 /// True when `node`'s `/metrics` text shows `tagcast_cluster_connected` at `value`.
 fn gauge_says(node: &TestServer, value: u8) -> bool {
     node.shared
-        .metrics
+        .router
+        .metrics()
         .encode()
         .lines()
         .any(|line| line == format!("tagcast_cluster_connected {value}"))

@@ -227,7 +227,8 @@ async fn the_history_size_in_bytes_is_in_the_metrics() {
     let bytes = || {
         server
             .shared
-            .metrics
+            .router
+            .metrics()
             .encode()
             .lines()
             .find_map(|line| line.strip_prefix("tagcast_history_bytes "))

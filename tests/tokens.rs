@@ -534,7 +534,7 @@ async fn every_case(maker: Maker) {
             *refused.entry(label).or_default() += 1;
         }
     }
-    let metrics = setup.server.shared.metrics.encode();
+    let metrics = setup.server.shared.router.metrics().encode();
     for (label, count) in refused {
         let line = format!("tagcast_opens_refused_total{{reason=\"{label}\"}} {count}");
         assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
@@ -729,7 +729,7 @@ async fn a_token_that_expires_after_the_open_does_not_close_its_connection() {
     });
     let mut client = Client::connect(&server.url(&query(Some(&expired), ""))).await;
     server.wait_for_connections(1).await;
-    let auth = &server.shared.auth;
+    let auth = server.shared.router.auth();
     let judged = |clock| {
         auth.authorize(
             &Default::default(),

@@ -1,51 +1,53 @@
-//! One client connection, from its first byte to its close, generic over the stream (TCP or TLS).
+//! One client connection, from its first byte to its close, generic over the stream.
 //!
-//! The task reads the request head and answers HTTP or upgrades to WebSocket. An upgraded
-//! connection runs two halves in the same task: the reader turns frames into requests and routes
-//! them through the hub; the writer drains the connection's [`Outbox`] into vectored writes. Over
-//! plain TCP the router may also write to the socket itself ([`Transport`]). Every error closes
-//! this connection only, with the close code and reason of SPEC §1.
+//! The task reads the request head and answers HTTP ([`crate::net::http`]) or upgrades to
+//! WebSocket. An upgraded connection registers in the hub (after its recovery, with `since`),
+//! then runs its reader and writer ([`crate::net::websocket`]); every text message goes down to
+//! the router ([`Router::handle_request`]) after the rate limit. Every error closes this
+//! connection only, with the close code and reason of SPEC §1.
 
-use std::future::poll_fn;
-use std::io::IoSlice;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
-use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use crate::net::server::Shared;
+use crate::net::head::read_head;
+use crate::net::http;
+use crate::net::shared::Shared;
+use crate::net::websocket::{RateLimit, run_websocket};
 use crate::ops::auth::OpenRefusal;
 use crate::ops::config::CompressionMode;
 use crate::ops::logging::message_id;
 use crate::ops::metrics::{Rejected, Source};
-use crate::routing::hub::{Listener, Peer};
-use crate::routing::outbox::{
-    Batch, Interrupted, Next, Outbox, Outgoing, Slow, TAKE_AT_MOST, Wakeups,
-};
+use crate::routing::hub::{Hub, Listener, Peer};
+use crate::routing::outbox::{Outbox, Outgoing, Slow, Wakeups};
+use crate::routing::router::Router;
 use crate::token;
 use crate::wire::deflate;
-use crate::wire::frame::{self, CloseReason, Incoming, MessageReader, close_code};
-use crate::wire::handshake::{self, Head, Rejection, Upgrade};
+use crate::wire::frame::{CloseReason, Incoming, MessageReader, close_code};
+use crate::wire::handshake::{self, Rejection, Upgrade};
 
-/// Serves one accepted stream until it closes. `deadline` bounds the handshake.
-pub async fn serve<S>(
+/// Serves one accepted stream until it closes. `deadline` bounds the handshake; `split` makes
+/// an upgraded stream's halves ([`crate::net::websocket::split`], or `split_tcp`).
+pub async fn serve<S, P, R, W>(
     shared: Arc<Shared>,
     mut stream: S,
+    split: P,
     address: SocketAddr,
     listener: Listener,
     deadline: Instant,
 ) where
-    S: Transport,
+    S: AsyncRead + AsyncWrite + Unpin,
+    P: FnOnce(S, &Outbox) -> (R, W),
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
 {
+    let router = &*shared.router;
     // Boxed: the handshake's state is freed once it is over, so an open connection's task
     // carries only what the WebSocket needs. In a block, so that the task keeps no room for
     // the handshake's results once they are taken apart.
@@ -60,19 +62,18 @@ pub async fn serve<S>(
             slot,
         } = opened;
         let peer = Arc::new(Peer {
-            id: shared.hub.next_id(),
+            id: router.hub().next_id(),
             address,
-            listener,
             deflate: deflate
                 .as_ref()
                 .is_some_and(|agreement| agreement.compressed_frames),
             credentials: upgrade.credentials,
             token: upgrade.token.map(String::into_boxed_str),
-            outbox: shared.hub.outbox(),
+            outbox: router.hub().outbox(),
             wants_ids: upgrade.since.is_some(),
         });
         debug!(conn = peer.id, peer = %address, tags = %upgrade.tags, listener = listener.as_str(), "connection opened");
-        let registration = match (&shared.history, &upgrade.since) {
+        let registration = match (router.history(), &upgrade.since) {
             (Some(history), Some(since)) => {
                 // What it missed waits in its outbox ahead of anything routed to it later.
                 let mut wakeups = Wakeups::default();
@@ -80,7 +81,7 @@ pub async fn serve<S>(
                     since,
                     &upgrade.tags,
                     SystemTime::now(),
-                    || shared.hub.register(upgrade.tags.clone(), peer.clone()),
+                    || router.hub().register(upgrade.tags.clone(), peer.clone()),
                     |frame| {
                         peer.outbox.push(&Outgoing::new(frame), &mut wakeups);
                     },
@@ -93,7 +94,7 @@ pub async fn serve<S>(
                 );
                 registration
             }
-            _ => shared.hub.register(upgrade.tags, peer.clone()),
+            _ => router.hub().register(upgrade.tags, peer.clone()),
         };
         let extensions = deflate
             .as_ref()
@@ -102,16 +103,16 @@ pub async fn serve<S>(
         let deflate = deflate.is_some();
         (peer, registration, slot, leftover, switching, deflate)
     };
-    let counted = shared.metrics.connection_opened(listener);
+    let counted = router.metrics().connection_opened(listener);
     // An auth reload between the open check and the registration did not see this connection.
-    shared.auth.judge_again(&peer);
+    router.auth().judge_again(&peer);
     // In the hub before the client learns it is connected: a request sent as soon as the
     // client sees the 101 reaches it. What is routed to it meanwhile waits in its outbox.
     if stream.write_all(&switching).await.is_err() {
         // Counted opened: counted closed too, as a peer that vanished, so that the metrics
         // add up (opened - closed = open connections).
         drop(counted);
-        shared.metrics.connection_closed(close_code::ABNORMAL);
+        router.metrics().connection_closed(close_code::ABNORMAL);
         return;
     }
     drop(switching);
@@ -123,18 +124,18 @@ pub async fn serve<S>(
         Incoming::Text(text) => rate
             .admit()
             .inspect_err(|reason| {
-                shared.metrics.request(Source::Ws);
-                shared.metrics.rejected(Rejected::RateLimited);
+                router.metrics().request(Source::Ws);
+                router.metrics().rejected(Rejected::RateLimited);
                 peer.outbox
                     .close_slow(Slow::Rate, reason.reason.to_string());
             })
-            .and_then(|()| handle_text(&shared, &peer, &text, wakeups)),
+            .and_then(|()| handle_text(router, &peer, &text, wakeups)),
         _ => Ok(()),
     };
     // Every refusal, of a request or of a frame (1002, 1003, 1007, 1009): a client's mistake,
     // not the server's, so a notice, never an error; once, with the connection's fields.
     let on_refusal = |reason: &CloseReason| {
-        peer_span(&shared, &peer).in_scope(|| {
+        peer_span(router.hub(), &peer).in_scope(|| {
             info!(
                 code = reason.code,
                 "request refused with {}: {}", reason.code, reason.reason
@@ -143,6 +144,7 @@ pub async fn serve<S>(
     };
     let closed = run_websocket(
         stream,
+        split,
         &peer.outbox,
         messages,
         grace,
@@ -155,7 +157,7 @@ pub async fn serve<S>(
         .filter(|_| peer.outbox.slow().is_some_and(|slow| slow != Slow::Rate))
     {
         // Logged while the connection's tags are still in the hub, for the span's TAGS.
-        peer_span(&shared, &peer).in_scope(|| {
+        peer_span(router.hub(), &peer).in_scope(|| {
             info!(
                 message_id = message_id::SLOW_CLIENT_CLOSED,
                 code = reason.code,
@@ -173,12 +175,12 @@ pub async fn serve<S>(
         .as_ref()
         .map_or(close_code::ABNORMAL, |reason| reason.code);
     if code == close_code::MESSAGE_TOO_BIG {
-        shared.metrics.request(Source::Ws);
-        shared.metrics.rejected(Rejected::TooLarge);
+        router.metrics().request(Source::Ws);
+        router.metrics().rejected(Rejected::TooLarge);
     }
-    shared.metrics.connection_closed(code);
+    router.metrics().connection_closed(code);
     if let Some(slow) = peer.outbox.slow() {
-        shared.metrics.slow_client_closed(slow);
+        router.metrics().slow_client_closed(slow);
     }
     match closed {
         Some(reason) => {
@@ -192,8 +194,8 @@ pub async fn serve<S>(
 ///
 /// Made for the event, not kept for the connection's life: a live span would cost every idle
 /// connection its formatted fields (about 450 bytes each, measured).
-fn peer_span(shared: &Shared, peer: &Peer) -> tracing::Span {
-    let tags = shared.hub.tags_of(peer.id).unwrap_or_default();
+fn peer_span(hub: &Hub, peer: &Peer) -> tracing::Span {
+    let tags = hub.tags_of(peer.id).unwrap_or_default();
     let span = tracing::info_span!("conn", conn = peer.id, peer = %peer.address, tags = %tags,
         app = tracing::field::Empty);
     let kid = peer.token.as_deref().and_then(token::key_id);
@@ -226,6 +228,7 @@ async fn open<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let router = &*shared.router;
     let mut buffer = BytesMut::with_capacity(1024);
     let head = tokio::select! {
         head = read_head(stream, &mut buffer) => head,
@@ -245,14 +248,13 @@ where
         }
     };
     if !head.wants_websocket() {
-        let endpoints = crate::net::http::Endpoints::main(&shared.config);
-        crate::net::http::respond(shared, &head, stream, address, buffer, endpoints, deadline)
-            .await;
+        let endpoints = http::Endpoints::main(&shared.config);
+        http::respond(shared, &head, stream, address, buffer, endpoints, deadline).await;
         return None;
     }
     let limits = shared.config.limits.tag_limits();
     let opening = handshake::check_upgrade(&head, limits, &shared.config.server.allowed_origins)
-        .and_then(|upgrade| match (&upgrade.since, &shared.history) {
+        .and_then(|upgrade| match (&upgrade.since, router.history()) {
             (Some(_), None) => Err(Rejection::new(
                 400,
                 "since: this server keeps no history ([history] size = 0)",
@@ -261,7 +263,7 @@ where
         })
         .map_err(OpenRefusal::of_upgrade)
         .and_then(|upgrade| {
-            let tags = shared.auth.check_open(
+            let tags = router.auth().check_open(
                 &upgrade.tags,
                 &upgrade.credentials,
                 upgrade.token.as_deref(),
@@ -277,7 +279,7 @@ where
     let (upgrade, slot) = match opening {
         Ok(opening) => opening,
         Err(refusal) => {
-            shared.metrics.open_refused(refusal.reason);
+            router.metrics().open_refused(refusal.reason);
             let OpenRefusal { rejection, kid, .. } = refusal;
             // A client's mistake (or a full server), not the server's fault: notice, never an
             // error. The token itself is never logged: only its application's key.
@@ -298,267 +300,16 @@ where
     })
 }
 
-/// Reads until a whole request head is in `buffer`, leaving the bytes after it there. `Ok(None)`:
-/// the stream ended or failed first.
-pub async fn read_head<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    buffer: &mut BytesMut,
-) -> Result<Option<Head>, Rejection> {
-    loop {
-        if let Some((head, length)) = handshake::parse_head(buffer)? {
-            buffer.advance(length);
-            return Ok(Some(head));
-        }
-        if buffer.capacity() == buffer.len() {
-            buffer.reserve(buffer.len().max(1024));
-        }
-        match stream.read_buf(buffer).await {
-            Ok(0) | Err(_) => return Ok(None),
-            Ok(_) => {}
-        }
-    }
-}
-
-/// Runs an upgraded connection until both sides are done; returns why it closed.
-///
-/// The reader reassembles what the client sends with `messages`, answers pings and closes, and
-/// hands every whole data message ([`Incoming::Text`], or [`Incoming::Binary`] when `messages`
-/// accepts it) to `on_message`; an error from it closes the connection with its reason, and so
-/// does a frame that breaks the protocol; `on_refusal` hears of each such reason first. The
-/// writers `on_message` queues frames to are woken once everything one read brought is handled
-/// (see [`Wakeups`]). The writer drains `outbox`. Once closing started, the client has `grace`
-/// to finish the closing handshake. The daemon routes requests here; the Autobahn echo server
-/// (examples/) echoes.
-///
-/// Not an `async fn`: the halves are made here and only they are kept in the future, not a
-/// second copy of the arguments they were made from (every idle connection carries it).
-pub fn run_websocket<'a, S, F, R>(
-    stream: S,
-    outbox: &'a Outbox,
-    messages: MessageReader,
-    grace: Duration,
-    on_message: F,
-    on_refusal: R,
-) -> impl Future<Output = Option<CloseReason>> + 'a
-where
-    S: Transport + 'a,
-    F: FnMut(Incoming, &mut Wakeups) -> Result<(), CloseReason> + 'a,
-    R: FnMut(&CloseReason) + 'a,
-{
-    let (read_half, write_half) = stream.split_for(outbox);
-    let reader = read_loop(read_half, outbox, messages, on_message, on_refusal);
-    let writer = write_loop(write_half, outbox);
-    let closing_deadline = async move {
-        outbox.closing_started().await;
-        // Boxed: the timer exists only while closing, not in every idle connection.
-        Box::pin(tokio::time::sleep(grace)).await;
-    };
-    Halves {
-        outbox,
-        reader,
-        writer,
-        closing_deadline,
-        reader_done: false,
-        writer_done: false,
-    }
-}
-
-/// A stream a connection splits into its reader's and its writer's halves.
-pub trait Transport: AsyncRead + AsyncWrite + Unpin {
-    /// What the reader reads from.
-    type Reader: AsyncRead + Unpin;
-    /// What the writer writes to.
-    type Writer: AsyncWrite + Unpin;
-
-    /// Splits the stream; a socket that pushes may write to at once is also handed to `outbox`
-    /// ([`Outbox::write_through`]).
-    fn split_for(self, outbox: &Outbox) -> (Self::Reader, Self::Writer);
-}
-
-/// Plain TCP: the router writes the last request of a read to idle clients' sockets itself.
-impl Transport for TcpStream {
-    type Reader = OwnedReadHalf;
-    type Writer = SharedWriteHalf;
-
-    fn split_for(self, outbox: &Outbox) -> (OwnedReadHalf, SharedWriteHalf) {
-        let (read_half, write_half) = self.into_split();
-        let write_half = Arc::new(write_half);
-        outbox.write_through(write_half.clone());
-        (read_half, SharedWriteHalf(write_half))
-    }
-}
-
-/// TLS: records are sealed by the stream's one session, so only the writer writes.
-impl<S: AsyncRead + AsyncWrite + Unpin> Transport for tokio_rustls::server::TlsStream<S> {
-    type Reader = ReadHalf<Self>;
-    type Writer = WriteHalf<Self>;
-
-    fn split_for(self, _: &Outbox) -> (ReadHalf<Self>, WriteHalf<Self>) {
-        tokio::io::split(self)
-    }
-}
-
-/// The writer's half of a TCP socket that the outbox shares ([`Outbox::write_through`]).
-pub struct SharedWriteHalf(Arc<OwnedWriteHalf>);
-
-impl AsyncWrite for SharedWriteHalf {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        slices: &[IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let socket: &TcpStream = (*self.0).as_ref();
-        loop {
-            ready!(socket.poll_write_ready(cx))?;
-            match socket.try_write_vectored(slices) {
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
-                written => return Poll::Ready(written),
-            }
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    /// Shuts the write side down once the outbox let go of the socket (it does when closing);
-    /// otherwise the last of them to go does, when dropped.
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match Arc::get_mut(&mut self.0) {
-            Some(write_half) => Pin::new(write_half).poll_shutdown(cx),
-            None => Poll::Ready(Ok(())),
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The future of [`run_websocket`]: its reader, writer and closing deadline, polled together
-    /// until both halves are done, the write failed or the deadline passed.
-    struct Halves<'a, R, W, C> {
-        outbox: &'a Outbox,
-        #[pin]
-        reader: R,
-        #[pin]
-        writer: W,
-        #[pin]
-        closing_deadline: C,
-        reader_done: bool,
-        writer_done: bool,
-    }
-}
-
-impl<R, W, C> Future for Halves<'_, R, W, C>
-where
-    R: Future<Output = ()>,
-    W: Future<Output = std::io::Result<()>>,
-    C: Future<Output = ()>,
-{
-    type Output = Option<CloseReason>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        if !*this.reader_done && this.reader.as_mut().poll(cx).is_ready() {
-            *this.reader_done = true;
-        }
-        if !*this.writer_done
-            && let Poll::Ready(written) = this.writer.as_mut().poll(cx)
-        {
-            *this.writer_done = true;
-            if written.is_err() {
-                return Poll::Ready(this.outbox.closing());
-            }
-        }
-        if (*this.reader_done && *this.writer_done) || this.closing_deadline.poll(cx).is_ready() {
-            return Poll::Ready(this.outbox.closing());
-        }
-        Poll::Pending
-    }
-}
-
-/// Reads frames until the client closes (or breaks the protocol, or the stream ends); hands data
-/// messages to `on_message`; queues pongs and close frames; tells `on_refusal` why it closes
-/// for the client's fault.
-async fn read_loop<R, F, N>(
-    mut stream: R,
-    outbox: &Outbox,
-    mut messages: MessageReader,
-    mut on_message: F,
-    mut on_refusal: N,
-) where
-    R: AsyncRead + Unpin,
-    F: FnMut(Incoming, &mut Wakeups) -> Result<(), CloseReason>,
-    N: FnMut(&CloseReason),
-{
-    let mut wakeups = Wakeups::default();
-    loop {
-        loop {
-            let incoming = match messages.next_message() {
-                Ok(Some(incoming)) => incoming,
-                Ok(None) => break,
-                Err(reason) => {
-                    on_refusal(&reason);
-                    outbox.close(reason);
-                    // The client's bytes can no longer be framed: stop reading.
-                    return;
-                }
-            };
-            // The last request of what a read brought may be written at once to clients that
-            // wait for nothing; those before it are left to the writers, to write as one.
-            wakeups.set_write_through(!messages.has_unread());
-            match incoming {
-                Incoming::Text(_) | Incoming::Binary(_) => {
-                    if outbox.closing().is_some() {
-                        continue; // closing: data is ignored until the client's close
-                    }
-                    if let Err(reason) = on_message(incoming, &mut wakeups) {
-                        on_refusal(&reason);
-                        outbox.close(reason);
-                    }
-                }
-                Incoming::Ping(payload) => {
-                    outbox.push(&Outgoing::new(&frame::pong_frame(&payload)), &mut wakeups);
-                }
-                Incoming::Pong => {}
-                Incoming::Close(reason) => {
-                    let echo = reason.map_or(close_code::NORMAL, |reason| reason.code);
-                    outbox.close(CloseReason::new(echo, ""));
-                    return;
-                }
-            }
-        }
-        wakeups.wake_all();
-        match stream.read_buf(messages.read_buffer()).await {
-            Ok(0) | Err(_) => {
-                outbox.abort();
-                return;
-            }
-            Ok(read) => messages.note_read(read),
-        }
-    }
-}
-
 /// Parses, authorizes and routes one text message.
 fn handle_text(
-    shared: &Shared,
+    router: &Router,
     peer: &Peer,
     text: &[u8],
     wakeups: &mut Wakeups,
 ) -> Result<(), CloseReason> {
     let text = std::str::from_utf8(text)
         .map_err(|_| CloseReason::new(close_code::INVALID_PAYLOAD, "text is not valid UTF-8"))?;
-    let delivery = shared.handle_request(text, Source::Ws, None, wakeups)?;
+    let delivery = router.handle_request(text, Source::Ws, None, wakeups)?;
     debug!(
         conn = peer.id,
         delivered = delivery.delivered,
@@ -567,148 +318,123 @@ fn handle_text(
     Ok(())
 }
 
-/// Writes what the outbox holds until the close frame is written or the connection aborts.
-///
-/// A socket that takes no byte for `limits.write_timeout_ms` while frames wait closes the
-/// connection with 4429 ([`Slow::Timeout`]) and ends it at once: nothing more can reach the
-/// client. When the client is closed for being slow meanwhile, what was taken is dropped (its
-/// memory counts in the budget) but the rest of a frame partly written; the close frame follows.
-async fn write_loop<W: AsyncWrite + Unpin>(mut stream: W, outbox: &Outbox) -> std::io::Result<()> {
-    let mut batch = Batch::new();
-    let timeout = outbox.limits().write_timeout;
-    loop {
-        match outbox.take(&mut batch).await {
-            Next::Write => loop {
-                tokio::select! {
-                    written = write_batch(&mut stream, &mut batch, timeout) => {
-                        if let Err(error) = written {
-                            if error.kind() == std::io::ErrorKind::TimedOut {
-                                outbox.close_slow(Slow::Timeout, Slow::Timeout.reason().into());
-                            }
-                            return Err(error);
-                        }
-                        break;
-                    }
-                    interrupted = outbox.interrupted() => match interrupted {
-                        Interrupted::Abort => return Ok(()),
-                        Interrupted::Discard => batch.drop_unstarted(),
-                    },
-                }
-            },
-            Next::Finished => {
-                let _ = stream.shutdown().await;
-                return Ok(());
-            }
-            Next::Abort => return Ok(()),
-        }
-    }
-}
-
-/// Writes every frame of `batch` with as few vectored writes as the stream allows; fails with
-/// `TimedOut` when the stream takes no byte for `timeout`.
-async fn write_batch<W: AsyncWrite + Unpin>(
-    stream: &mut W,
-    batch: &mut Batch,
-    timeout: Duration,
-) -> std::io::Result<()> {
-    while !batch.is_done() {
-        // The slices are made on each poll, on the stack: nothing is allocated per write and
-        // no idle connection's task carries them. The timer exists only once the socket is
-        // full, not for every write.
-        let mut stalled: Option<Pin<Box<tokio::time::Sleep>>> = None;
-        let written = poll_fn(|cx| {
-            let mut slices = [IoSlice::new(&[]); TAKE_AT_MOST + 1];
-            let count = batch.slices(&mut slices);
-            if let Poll::Ready(written) =
-                Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..count])
-            {
-                return Poll::Ready(written);
-            }
-            let timer = stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-            ready!(timer.as_mut().poll(cx));
-            Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()))
-        })
-        .await?;
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        batch.advance(written);
-    }
-    stream.flush().await
-}
-
-/// `limits.max_requests_per_s`: a token bucket refilled continuously, one second deep.
-struct RateLimit {
-    per_second: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl RateLimit {
-    fn new(per_second: u32) -> RateLimit {
-        RateLimit {
-            per_second: per_second as f64,
-            tokens: per_second as f64,
-            last: Instant::now(),
-        }
-    }
-
-    fn admit(&mut self) -> Result<(), CloseReason> {
-        if self.per_second == 0.0 {
-            return Ok(());
-        }
-        let now = Instant::now();
-        let refill = now.duration_since(self.last).as_secs_f64() * self.per_second;
-        self.tokens = (self.tokens + refill).min(self.per_second);
-        self.last = now;
-        if self.tokens < 1.0 {
-            return Err(CloseReason::new(
-                close_code::TOO_MANY,
-                format!("too many requests: at most {} per second", self.per_second),
-            ));
-        }
-        self.tokens -= 1.0;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, DuplexStream};
+
     use super::*;
+    use crate::net::server::Server;
+    use crate::net::websocket::{self, tests::*};
+    use crate::ops::config::Config;
 
-    /// Admits until the bucket is empty, counting the requests it took.
-    fn admitted_in_a_row(limit: &mut RateLimit) -> u32 {
-        let mut admitted = 0;
-        while limit.admit().is_ok() {
-            admitted += 1;
+    /// A server that serves no listener: its connections are driven over in-memory streams.
+    fn server(toml: &str) -> Server {
+        Server::new(Config::parse(toml, None).unwrap()).unwrap()
+    }
+
+    /// Opens a WebSocket connection with `tags` (JSON, URL-encoded) over an in-memory stream,
+    /// served as an accepted socket is; returns the client's end once the 101 is read.
+    async fn open_over_duplex(server: &Server, tags: &str) -> DuplexStream {
+        let (mut client, served) = tokio::io::duplex(64 * 1024);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let address = "127.0.0.1:9".parse().unwrap();
+        let serving = serve(
+            server.shared(),
+            served,
+            websocket::split,
+            address,
+            Listener::Ws,
+            deadline,
+        );
+        tokio::spawn(serving);
+        let query = match tags {
+            "" => String::new(),
+            tags => format!(
+                "?tags={}",
+                form_urlencoded::byte_serialize(tags.as_bytes()).collect::<String>()
+            ),
+        };
+        let request = format!(
+            "GET /{query} HTTP/1.1\r\nHost: tagcast\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n"
+        );
+        client.write_all(request.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(client.read_u8().await.unwrap());
         }
-        admitted
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        client
+    }
+
+    fn request(message: &str) -> Vec<u8> {
+        let text = format!(r#"{{"message":"{message}","tags":{{"room":"1"}},"metadata":{{}}}}"#);
+        client_frame(0x1, text.as_bytes())
+    }
+
+    async fn close_code_read(client: &mut DuplexStream) -> u16 {
+        let (opcode, payload) = server_frame(client).await.expect("a close frame");
+        assert_eq!(opcode, 0x8);
+        close_code_of(&payload)
+    }
+
+    #[tokio::test]
+    async fn a_text_frame_is_routed_to_the_matching_connections_only() {
+        let server = server("");
+        let mut room = open_over_duplex(&server, r#"{"room":"1"}"#).await;
+        let mut elsewhere = open_over_duplex(&server, r#"{"room":"2"}"#).await;
+        let mut sender = open_over_duplex(&server, "").await;
+        sender.write_all(&request("hello")).await.unwrap();
+        assert_eq!(
+            server_frame(&mut room).await,
+            Some((0x1, b"\"hello\"".to_vec()))
+        );
+        elsewhere.write_all(&client_frame(0x9, b"")).await.unwrap();
+        assert_eq!(
+            server_frame(&mut elsewhere).await,
+            Some((0xA, Vec::new())),
+            "only the pong: the message was not for room 2"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_invalid_request_closes_its_connection_with_4400() {
+        let server = server("");
+        let mut sender = open_over_duplex(&server, "").await;
+        sender
+            .write_all(&client_frame(0x1, b"{not json"))
+            .await
+            .unwrap();
+        assert_eq!(
+            close_code_read(&mut sender).await,
+            close_code::INVALID_REQUEST
+        );
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_full_bucket_admits_one_second_of_requests_then_refuses_with_4429() {
-        let mut limit = RateLimit::new(5);
-        assert_eq!(admitted_in_a_row(&mut limit), 5);
-        let refused = limit.admit().unwrap_err();
-        assert_eq!(refused.code, close_code::TOO_MANY);
-        assert_eq!(refused.reason, "too many requests: at most 5 per second");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_bucket_refills_with_time_and_never_beyond_one_second() {
-        let mut limit = RateLimit::new(10);
-        assert_eq!(admitted_in_a_row(&mut limit), 10);
-        tokio::time::advance(Duration::from_millis(300)).await;
-        assert_eq!(admitted_in_a_row(&mut limit), 3);
-        tokio::time::advance(Duration::from_secs(60)).await;
-        assert_eq!(admitted_in_a_row(&mut limit), 10);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn zero_means_no_limit() {
-        let mut limit = RateLimit::new(0);
-        for _ in 0..100_000 {
-            assert!(limit.admit().is_ok());
+    async fn requests_past_the_rate_limit_close_with_4429_and_the_bucket_refills() {
+        let server = server("[limits]\nmax_requests_per_s = 2\n");
+        let mut room = open_over_duplex(&server, r#"{"room":"1"}"#).await;
+        let mut sender = open_over_duplex(&server, "").await;
+        for round in 0..3 {
+            let mut two = request(&format!("{}", 2 * round));
+            two.extend(request(&format!("{}", 2 * round + 1)));
+            sender.write_all(&two).await.unwrap();
+            for number in [2 * round, 2 * round + 1] {
+                let expected = format!("\"{number}\"").into_bytes();
+                assert_eq!(server_frame(&mut room).await, Some((0x1, expected)));
+            }
+            tokio::time::advance(Duration::from_secs(1)).await;
         }
+        let mut three = request("6");
+        three.extend(request("7"));
+        three.extend(request("8"));
+        sender.write_all(&three).await.unwrap();
+        assert_eq!(close_code_read(&mut sender).await, close_code::TOO_MANY);
     }
 }

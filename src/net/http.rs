@@ -1,7 +1,7 @@
 //! Plain HTTP requests (a request without `Upgrade: websocket`), SPEC §8.
 //!
 //! - `POST /publish` on the ws/wss listeners: the body is a request as a WebSocket client sends
-//!   it, judged by the same code ([`Shared::handle_request`]); credentials come from its
+//!   it, judged by the same code ([`Router::handle_request`]); credentials come from its
 //!   `metadata` or from `Authorization: Bearer KEY:SECRET`. It answers `{"delivered": N}`, or a
 //!   4xx status with `{"error": "..."}`.
 //! - `GET /healthz` (200, or 503 once shutdown began) and `GET /metrics` (Prometheus text), on
@@ -23,11 +23,12 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use crate::net::connection::read_head;
-use crate::net::server::{Shared, handshake_deadline};
+use crate::net::head::{handshake_deadline, read_head};
+use crate::net::shared::Shared;
 use crate::ops::config::Config;
 use crate::ops::metrics::{self, Rejected, Source};
 use crate::routing::outbox::Wakeups;
+use crate::routing::router::Router;
 use crate::wire::frame::close_code;
 use crate::wire::handshake::{self, Head};
 use crate::wire::request::Credentials;
@@ -207,7 +208,10 @@ where
 {
     match head.path.as_str() {
         "/publish" if endpoints.publish => match head.method.as_str() {
-            "POST" => publish(shared, head, stream, buffer).await,
+            "POST" => {
+                let max_size = shared.config.messages.max_size;
+                publish(&shared.router, max_size.get(), head, stream, buffer).await
+            }
             _ => method_not_allowed(head, "POST"),
         },
         "/healthz" if endpoints.admin => match head.method.as_str() {
@@ -218,7 +222,7 @@ where
             _ => method_not_allowed(head, "GET"),
         },
         "/metrics" if endpoints.admin => match head.method.as_str() {
-            "GET" => Reply::text(200, metrics::CONTENT_TYPE, shared.metrics.encode()),
+            "GET" => Reply::text(200, metrics::CONTENT_TYPE, shared.router.metrics().encode()),
             _ => method_not_allowed(head, "GET"),
         },
         path if endpoints.websocket && head.method == "GET" => Reply::text(
@@ -232,18 +236,24 @@ where
     }
 }
 
-/// `POST /publish`: reads the body and hands it to [`Shared::handle_request`].
-async fn publish<S>(shared: &Shared, head: &Head, stream: &mut S, buffer: &mut BytesMut) -> Reply
+/// `POST /publish`: reads the body (up to `max_size` bytes) and hands it to
+/// [`Router::handle_request_waiting`].
+async fn publish<S>(
+    router: &Router,
+    max_size: usize,
+    head: &Head,
+    stream: &mut S,
+    buffer: &mut BytesMut,
+) -> Reply
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     // Refused before `handle_request`, which counts the requests it sees.
     let refuse = |reason: Rejected, status: u16, message: String| {
-        shared.metrics.request(Source::Http);
-        shared.metrics.rejected(reason);
+        router.metrics().request(Source::Http);
+        router.metrics().rejected(reason);
         Reply::error(status, message)
     };
-    let max_size = shared.config.messages.max_size.get();
     let length = match content_length(head) {
         Ok(length) => length,
         Err((status, message)) => return refuse(Rejected::Invalid, status, message.into()),
@@ -286,7 +296,7 @@ where
     // One request: its recipients' sockets may be written to at once.
     let mut wakeups = Wakeups::default();
     wakeups.set_write_through(true);
-    let handled = shared
+    let handled = router
         .handle_request_waiting(text, Source::Http, credentials.as_ref(), &mut wakeups)
         .await;
     match handled {

@@ -19,7 +19,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::net::server::ReloadOutcome;
+use crate::net::shared::ReloadOutcome;
 
 /// The socket's name in the runtime directory.
 pub const SOCKET_NAME: &str = "control";

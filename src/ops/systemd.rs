@@ -20,7 +20,7 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 use tracing::{debug, info, warn};
 
-use crate::net::server::{ReloadOutcome, Shared};
+use crate::net::shared::{ReloadOutcome, Shared};
 use crate::ops::logging::message_id;
 
 /// How often the status line is recomputed (SPEC §6: within 5 s of a change).
@@ -89,7 +89,10 @@ impl Service {
     /// `STOPPING=1`: call before the clients are told the server is going away.
     pub fn stopping(&self) {
         if self.enabled {
-            let status = format!("stopping: closing {}", connections(self.shared.hub.len()));
+            let status = format!(
+                "stopping: closing {}",
+                connections(self.shared.router.hub().len())
+            );
             send(&[NotifyState::Stopping, NotifyState::Status(&status)]);
         }
     }
@@ -131,7 +134,7 @@ impl Service {
     /// "3 connections, auth: 2 applications", the cluster link when clustered, plus the last
     /// reload's failure if any.
     fn status(&self) -> String {
-        let applications = self.shared.auth.applications();
+        let applications = self.shared.router.auth().applications();
         let cluster = self
             .shared
             .cluster
@@ -139,7 +142,7 @@ impl Service {
             .map(|cluster| cluster.connected());
         let failure = lock(&self.reload_failure).clone();
         status_line(
-            self.shared.hub.len(),
+            self.shared.router.hub().len(),
             applications,
             cluster,
             failure.as_deref(),

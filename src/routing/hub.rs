@@ -3,7 +3,9 @@
 //! One [`Hub`] is shared by all listeners (ws and wss) and by every source of requests. Routing
 //! takes the index's read lock, pushes the already-encoded frame into each matching connection's
 //! [`Outbox`] (which never waits) and releases the lock: nothing here awaits, so no lock is ever
-//! held across an `.await`. When the frames waiting in all outboxes then hold more than
+//! held across an `.await`. The few pushes that may write to a client's socket at once
+//! ([`Outbox::write_through`]) are collected during the walk and made after the lock is
+//! released. When the frames waiting in all outboxes then hold more than
 //! `limits.max_queued_bytes`, the connections with the largest backlogs are closed (4429) until
 //! they hold less.
 
@@ -47,8 +49,6 @@ pub struct Peer {
     pub id: ConnectionId,
     /// The client's address.
     pub address: SocketAddr,
-    /// The listener it came in on.
-    pub listener: Listener,
     /// It negotiated permessage-deflate: it gets a message's compressed frame when there is one.
     pub deflate: bool,
     /// The credentials from its URL, judged again when the auth file changes.
@@ -145,6 +145,10 @@ impl Hub {
     /// frame (`id_frame`, when given) to those that want ids, the compressed one to those that
     /// negotiated it, the plain one to the others. Their writers join `wakeups`. Then, when all
     /// queues hold more than the budget, closes the largest backlogs.
+    ///
+    /// The pushes that may write to a socket at once (the first recipients, while `wakeups`
+    /// allows write-through) are made after the walk, once the index's lock is released: no
+    /// `send()` is made under it. The others only queue, under it.
     pub fn route(
         &self,
         tags: &Tags,
@@ -156,18 +160,29 @@ impl Hub {
         let plain = Outgoing::new(frames.plain());
         let compressed = frames.compressed().map(Outgoing::new);
         let with_id = id_frame.map(Outgoing::new);
+        let frame_for = |peer: &Peer| match (&with_id, &compressed) {
+            (Some(with_id), _) if peer.wants_ids => with_id,
+            (_, Some(compressed)) if peer.deflate => compressed,
+            _ => &plain,
+        };
+        let mut count = |pushed| match pushed {
+            Pushed::Accepted => delivery.delivered += 1,
+            Pushed::Overflowed => delivery.overflowed += 1,
+            Pushed::Closed => {}
+        };
+        let mut write_through = Vec::new();
+        let mut write_through_left = wakeups.write_through_left();
         self.read().for_each_match(tags, |_, peer| {
-            let outgoing = match (&with_id, &compressed) {
-                (Some(with_id), _) if peer.wants_ids => with_id,
-                (_, Some(compressed)) if peer.deflate => compressed,
-                _ => &plain,
-            };
-            match peer.outbox.push(outgoing, wakeups) {
-                Pushed::Accepted => delivery.delivered += 1,
-                Pushed::Overflowed => delivery.overflowed += 1,
-                Pushed::Closed => {}
+            if write_through_left > 0 {
+                write_through_left -= 1;
+                write_through.push(peer.clone());
+            } else {
+                count(peer.outbox.push(frame_for(peer), wakeups));
             }
         });
+        for peer in write_through {
+            count(peer.outbox.push(frame_for(&peer), wakeups));
+        }
         drop((plain, compressed, with_id));
         wakeups.settle();
         if self.limits.over_budget() {

@@ -1,6 +1,8 @@
-//! Where a request's message goes: from an accepted request to the queues of the connections
-//! whose tags match it.
+//! Where a request's message goes: from its text to the queues of the connections whose tags
+//! match it, and on to the other nodes.
 //!
+//! - [`router`]: the request path, the one entry of every edge: parse, authorize, encode once,
+//!   match, enqueue, share.
 //! - [`hub`]: every open connection, and routing a request to the matching ones through the tag
 //!   index ([`crate::tags::TagIndex`]).
 //! - [`outbox`]: one client's bounded queue of frames to write.
@@ -10,3 +12,4 @@
 pub mod history;
 pub mod hub;
 pub mod outbox;
+pub mod router;

@@ -728,6 +728,11 @@ impl Wakeups {
         };
     }
 
+    /// How many more pushes may write to sockets at once (for the request being routed).
+    pub fn write_through_left(&self) -> usize {
+        self.write_through
+    }
+
     fn hold(&mut self, bytes: usize, limits: &Arc<SendLimits>) {
         if self.limits.is_none() {
             self.limits = Some(limits.clone());

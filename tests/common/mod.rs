@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tagcast::net::server::{Listeners, Server, Shared};
+use tagcast::net::server::{Listeners, Server};
+use tagcast::net::shared::Shared;
 use tagcast::ops::config::Config;
 use tagcast::routing::hub::Hub;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
