@@ -15,6 +15,18 @@ use tagcast::ops::logging::{self, message_id};
 use tagcast::ops::{control, systemd};
 use tokio::signal::unix::{SignalKind, signal};
 
+/// The daemon's allocator: jemalloc, which hands memory freed after a burst back to the system
+/// (glibc's malloc kept most of it; PERFORMANCE.md § Memory through a burst).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings (its `malloc_conf`, a C string it reads at start; `_RJEM_MALLOC_CONF` in
+/// the environment overrides them): a background thread returns pages unused for 100 ms, even
+/// while the daemon is idle (by default pages are returned only when threads allocate).
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static ALLOCATOR_SETTINGS: &u8 =
+    &b"background_thread:true,dirty_decay_ms:100,muzzy_decay_ms:0\0"[0];
+
 /// sysexits' EX_CONFIG: the configuration is unusable (systemd does not restart on it).
 const EXIT_CONFIG: u8 = 78;
 

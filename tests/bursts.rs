@@ -11,7 +11,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Client, TestServer, WAIT, rss, tags_query, upgrade_request, wait_until};
+use common::{
+    Client, Daemon, RawClient, TestServer, WAIT, memory_of, rss, tags_query, upgrade_request,
+    wait_until,
+};
 use futures_util::SinkExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -259,4 +262,91 @@ async fn slow_clients_cannot_grow_the_server_past_its_budget() {
     assert!(server.hub.limits().queued_bytes() <= BUDGET);
     let queued = metrics(&server)["tagcast_queued_bytes"];
     assert!(queued <= BUDGET as f64, "{queued}");
+}
+
+/// The burst of [`a_burst_leaves_the_daemons_memory_where_it_found_it`]: subscribers in each
+/// room, rooms (one publisher each), messages per room.
+const MEMORY_BURST: (usize, usize, usize) = (100, 3, 10_000);
+
+/// A subscriber of the daemon that reads `count` messages of `size` bytes, checks they come in
+/// order, then closes its socket.
+fn raw_reader(mut client: RawClient, count: usize, size: usize) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        for number in 0..count {
+            let (first, payload) = client.read_frame().await;
+            assert_eq!(first, 0x81, "a text frame");
+            assert_eq!(payload, message(number, size).as_bytes(), "in order");
+        }
+    })
+}
+
+/// A burst to a few hundred clients of the real daemon (its own process, its own allocator):
+/// every client gets every message, and once they are gone the daemon's resident memory comes
+/// back to within a few MiB of what it was before they came (issue #22: memory handed back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a burst of 3 M deliveries through the daemon: run by .ci/run"]
+async fn a_burst_leaves_the_daemons_memory_where_it_found_it() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tagcast.toml");
+    std::fs::write(
+        &config,
+        "[server]\naddress = \"127.0.0.1\"\nport = 0\n[http]\nadmin_address = \"\"\n\
+         [log]\ntarget = \"stderr\"\n",
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&config);
+    let address = daemon.ws_address();
+    let pid = daemon.child.id().to_string();
+    let idle = memory_of(&pid, "VmRSS:");
+    const SIZE: usize = 64;
+    let (per_room, rooms, count) = MEMORY_BURST;
+    let room = |number: usize| format!(r#"{{"room":"{number}"}}"#);
+    let mut readers = Vec::new();
+    for number in 0..rooms * per_room {
+        let query = format!("/{}", tags_query(&room(number % rooms)));
+        let client = RawClient::upgrade(address, &query).await;
+        readers.push(raw_reader(client, count, SIZE));
+    }
+    let mut publishers = Vec::new();
+    for number in 0..rooms {
+        let mut sender = Client::connect(&format!("ws://{address}/")).await;
+        publishers.push(tokio::spawn(async move {
+            burst(&mut sender, &room(number), count, SIZE).await;
+            sender
+        }));
+    }
+    // A reader's share of the burst: 640 KB, read as fast as this process can.
+    for reader in readers {
+        tokio::time::timeout(WAIT * 12, reader)
+            .await
+            .expect("every reader gets the burst in time")
+            .expect("every reader gets every message, in order");
+    }
+    for publisher in publishers {
+        drop(publisher.await.expect("the publisher sent its burst"));
+    }
+    let peak = memory_of(&pid, "VmHWM:");
+    // The clients are gone; the daemon hands back what the burst took (bounded wait).
+    const BOUND: u64 = 8 * 1024 * 1024;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let resident = memory_of(&pid, "VmRSS:");
+        if resident <= idle + BOUND {
+            eprintln!(
+                "idle {} KiB, peak +{} KiB, after +{} KiB",
+                idle >> 10,
+                (peak - idle) >> 10,
+                resident.saturating_sub(idle) >> 10
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "60 s after the burst the daemon holds {} MiB more than before it (peak +{} MiB)",
+            (resident - idle) >> 20,
+            (peak - idle) >> 20
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -587,10 +587,17 @@ impl Drop for CuttingProxy {
 
 /// Resident memory of this process, in bytes.
 pub fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    memory_of("self", "VmRSS:")
+}
+
+/// A memory figure of process `pid` (a number or `self`), in bytes: `field` of its
+/// `/proc/PID/status`, e.g. `VmRSS:` (resident now) or `VmHWM:` (its peak).
+pub fn memory_of(pid: &str, field: &str) -> u64 {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).expect(&path);
     let kilobytes = status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|value| {
             value
                 .trim()
@@ -599,6 +606,6 @@ pub fn rss() -> u64 {
                 .parse::<u64>()
                 .ok()
         })
-        .expect("VmRSS");
+        .expect(field);
     kilobytes * 1024
 }

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The figures of issue #22's targets (PERFORMANCE.md § Memory), tagcast beside Node `ws`,
+# each at its default config, alternately, by the same tool in the same run:
+#   benches/memory.sh [RUNS]           (default 3; prints a table of medians)
+# Per run and server, two fresh processes:
+# - the #22 burst: 10,000 subscribers in 100 rooms, 4 publishers, 200,000 x 64 B, unpaced
+#   (`--window 0`): loss, deliveries/s, the server's peak RSS and its RSS SETTLE (30) seconds
+#   after the subscribers closed, both above its RSS before they connected;
+# - `conns`: RSS per idle connection at CONNS (19,000) connections.
+# Environment: TAGCAST, OUT, SETTLE, CONNS, as in benches/lib.sh and benches/compare.sh.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+kind=memory
+runs=${1:-3}
+conns=${CONNS:-19000}
+# shellcheck source=benches/lib.sh
+. "$here/lib.sh"
+
+for run in $(seq "$runs"); do
+  for name in tagcast node-ws; do
+    echo "== run $run: $name, the #22 burst" >&2
+    start_server "$name"
+    measure "$name" "$run" fanout --window 0 --profile full --publishers 4 --size 64 \
+      --settle "${SETTLE:-30}"
+    stop_server
+    echo "== run $run: $name, idle connections" >&2
+    start_server "$name"
+    measure "$name" "$run" conns --subscribers "$conns"
+    stop_server
+  done
+done
+finish
