@@ -110,11 +110,14 @@ impl MessageParser for GomoobMessageParser {
     }
 }
 
-/// `json-schema`: any JSON value valid against a schema file.
+/// `json-schema`: any JSON value valid against a schema file (cargo feature `json-schema`, on by
+/// default).
+#[cfg(feature = "json-schema")]
 pub struct JsonSchemaParser {
     validator: jsonschema::Validator,
 }
 
+#[cfg(feature = "json-schema")]
 impl std::fmt::Debug for JsonSchemaParser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("JsonSchemaParser")
@@ -151,8 +154,15 @@ pub enum SchemaError {
         /// The schema compiler's message.
         message: String,
     },
+    /// This binary was built without the cargo feature `json-schema`.
+    #[cfg(not(feature = "json-schema"))]
+    #[error(
+        "messages.parser: this tagcast is built without the json-schema parser (cargo feature `json-schema`)"
+    )]
+    NotBuilt,
 }
 
+#[cfg(feature = "json-schema")]
 impl JsonSchemaParser {
     /// Loads and compiles the schema at `path`.
     pub fn load(path: &Path) -> Result<JsonSchemaParser, SchemaError> {
@@ -174,6 +184,7 @@ impl JsonSchemaParser {
     }
 }
 
+#[cfg(feature = "json-schema")]
 impl MessageParser for JsonSchemaParser {
     fn parse(&self, message: &RawValue) -> Result<String, Rejected> {
         let value = parse_value(message)?;
@@ -192,12 +203,22 @@ pub fn from_config(config: &MessagesConfig) -> Result<Arc<dyn MessageParser>, Sc
         ParserKind::String => Arc::new(StringParser),
         ParserKind::Json => Arc::new(JsonParser),
         ParserKind::Message => Arc::new(GomoobMessageParser),
-        ParserKind::JsonSchema => {
-            // Config::parse refuses this; a config built in code may still lack it.
-            let path = config.schema.as_deref().ok_or(SchemaError::Missing)?;
-            Arc::new(JsonSchemaParser::load(path)?)
-        }
+        ParserKind::JsonSchema => json_schema(config)?,
     })
+}
+
+/// The `json-schema` parser of `config`.
+#[cfg(feature = "json-schema")]
+fn json_schema(config: &MessagesConfig) -> Result<Arc<dyn MessageParser>, SchemaError> {
+    // Config::parse refuses this; a config built in code may still lack it.
+    let path = config.schema.as_deref().ok_or(SchemaError::Missing)?;
+    Ok(Arc::new(JsonSchemaParser::load(path)?))
+}
+
+/// Without the cargo feature `json-schema`: a config that asks for it is refused at start.
+#[cfg(not(feature = "json-schema"))]
+fn json_schema(_config: &MessagesConfig) -> Result<Arc<dyn MessageParser>, SchemaError> {
+    Err(SchemaError::NotBuilt)
 }
 
 #[cfg(test)]
@@ -273,6 +294,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "json-schema")]
     #[test]
     fn json_schema_parser() {
         let dir = tempfile::tempdir().unwrap();
@@ -300,6 +322,21 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("missing.json")
+        );
+    }
+
+    #[cfg(not(feature = "json-schema"))]
+    #[test]
+    fn without_the_feature_json_schema_is_refused_by_name() {
+        let config = MessagesConfig {
+            parser: ParserKind::JsonSchema,
+            schema: Some("schema.json".into()),
+            ..MessagesConfig::default()
+        };
+        let refused = from_config(&config).err().expect("refused");
+        assert!(
+            refused.to_string().contains("feature `json-schema`"),
+            "{refused}"
         );
     }
 }
