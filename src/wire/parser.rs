@@ -3,6 +3,7 @@
 //! A parser checks the raw JSON of a message and returns the text to deliver. It runs once per
 //! request, never per recipient. Library users plug in their own type through [`MessageParser`].
 
+#[cfg(feature = "json-schema")]
 use std::path::Path;
 use std::sync::Arc;
 
