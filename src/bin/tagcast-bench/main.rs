@@ -41,7 +41,7 @@ use workers::{Outcome, Workers};
 
 /// Measure a server speaking this protocol: deliveries/s, loss, latency, CPU, memory.
 #[derive(Parser)]
-#[command(name = "tagcast-bench", version, about, long_about = None)]
+#[command(name = "tagcast-bench", version)]
 struct Cli {
     #[command(flatten)]
     bench: BenchArgs,
