@@ -2,57 +2,10 @@
 //! compatible with the Gomoob WebSocket server's protocol — and the Rust client library that sends
 //! to it.
 //!
-//! # Sending from a Rust backend, and testing it
-//! Write the code that sends against [`RequestSender`](client::RequestSender); give it a
-//! [`WebSocketClient`](client::WebSocketClient) in production and a
-//! [`WebSocketClientMock`](mock::WebSocketClientMock) in its tests:
-//!
-//! ```
-//! use serde::Serialize;
-//! use tagcast::client::{ClientError, RequestSender, WebSocketClient, WebSocketRequest};
-//!
-//! #[derive(Serialize)]
-//! struct Shipped {
-//!     order: u64,
-//! }
-//!
-//! /// Tells the customer's open pages that the order shipped.
-//! async fn order_shipped(
-//!     sender: &mut impl RequestSender,
-//!     customer: u64,
-//!     order: u64,
-//! ) -> Result<(), ClientError> {
-//!     let request = WebSocketRequest::create(Shipped { order })
-//!         .tags([("customer", customer.to_string())]);
-//!     sender.send(&request).await
-//! }
-//!
-//! /// In production: a real connection, with the application's credentials in every request.
-//! async fn production() -> Result<(), ClientError> {
-//!     let mut client = WebSocketClient::connect("ws://127.0.0.1:8080").await?;
-//!     client.set_default_metadata([("key", "application1"), ("secret", "B4ajW3P7")]);
-//!     order_shipped(&mut client, 7, 42).await
-//! }
-//!
-//! /// Its unit test (`#[tokio::test]` in your crate): the mock records what would have been sent.
-//! async fn order_shipped_tells_the_customer_only() {
-//!     use tagcast::mock::WebSocketClientMock;
-//!     let mut mock = WebSocketClientMock::new();
-//!     order_shipped(&mut mock, 7, 42).await.unwrap();
-//!     assert_eq!(mock.count(), 1);
-//!     assert_eq!(mock.find_by_tags([("customer", "7")]).len(), 1);
-//!     assert!(mock.find_by_tags([("customer", "8")]).is_empty());
-//!     assert!(mock.contains(
-//!         &WebSocketRequest::create(Shipped { order: 42 }).tags([("customer", "7")])
-//!     ));
-//! }
-//! # let _ = production;
-//! # tokio::runtime::Builder::new_current_thread().build().unwrap()
-//! #     .block_on(order_shipped_tells_the_customer_only());
-//! ```
-//!
-//! Build with `default-features = false, features = ["client", "mock"]` to get only the client
-//! and the mock, without the daemon's dependencies.
+//! # The client library
+//! The Rust client that backends use is its own crate, `tagcast-client` (client/): it brings none
+//! of the daemon's dependencies. This crate re-exports it as [`client`] (with [`mock`], [`tags`],
+//! [`token`] and [`strict`], which the server shares) for `tagcast send`, `listen` and the tests.
 //!
 //! # Layout
 //! The folders follow a message's path, from the socket it arrives on to the sockets it leaves by:
@@ -69,34 +22,22 @@
 //!   metrics.
 //! - [`token`]: signed tags' tokens (JWT): verified at open, made by `tagcast token` and clients
 //!   (shared with the client library).
-//! - [`client`]: the Rust client library: requests, [`RequestSender`](client::RequestSender),
-//!   `WebSocketClient`, `Listener` (features `client`, `mock`).
-//! - [`mock`]: `WebSocketClientMock` for users' unit tests (feature `mock`).
+//! - [`client`]: the Rust client library (the `tagcast-client` crate): requests,
+//!   [`RequestSender`](client::RequestSender), `WebSocketClient`, `Listener`.
+//! - [`mock`]: `WebSocketClientMock` for users' unit tests.
 //! - [`strict`]: JSON and TOML read without serde's leniencies (no struct from an array, no
 //!   repeated key).
-//! - [`bench`]: `tagcast bench`, the load tool for any server speaking this protocol.
+//!
+//! The load tool, `tagcast bench`, is a binary of its own (`src/bin/tagcast-bench/`), built on
+//! [`wire::frame`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod strict;
-pub mod tags;
-#[cfg(any(feature = "server", feature = "client"))]
-pub mod token;
+pub use tagcast_client as client;
+pub use tagcast_client::{mock, strict, tags, token};
 
-#[cfg(any(feature = "client", feature = "mock"))]
-pub mod client;
-#[cfg(feature = "mock")]
-pub mod mock;
-
-#[cfg(feature = "server")]
-pub mod bench;
-#[cfg(feature = "server")]
 pub mod cluster;
-#[cfg(feature = "server")]
 pub mod net;
-#[cfg(feature = "server")]
 pub mod ops;
-#[cfg(feature = "server")]
 pub mod routing;
-#[cfg(feature = "server")]
 pub mod wire;

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::value::RawValue;
-use tagcast::bench::{self, client::TlsTrust};
 use tagcast::client::{ClientError, Endpoint, Event, ResumingListener, WebSocketRequest};
 use tagcast::net::server::{Listeners, Server};
 use tagcast::ops::config::{Config, ParserConfig};
 use tagcast::ops::logging::{self, message_id};
+use tagcast::ops::trust::{self, TlsTrust};
 use tagcast::ops::{control, systemd};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -64,7 +64,19 @@ enum Command {
     /// `secret` of the configured auth file; or ES256/EdDSA with --private-key.
     Token(TokenArgs),
     /// Measure a server speaking this protocol: deliveries/s, loss, latency, CPU, memory.
-    Bench(bench::BenchArgs),
+    ///
+    /// Runs tagcast-bench, the load tool installed beside tagcast, with the same arguments
+    /// (`tagcast bench --help` lists them).
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// tagcast-bench's arguments.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Write the man pages and the bash, zsh and fish completions into DIR (for packaging).
     #[command(hide = true)]
     Generate {
@@ -231,7 +243,7 @@ fn main() -> ExitCode {
             Command::Send(args) => report(send(args).await),
             Command::Listen(args) => report(listen(args).await),
             Command::Token(args) => report(token(args)),
-            Command::Bench(args) => report(bench::run(args).await.map_err(Into::into)),
+            Command::Bench { args } => report(bench(args)),
             Command::Generate { out } => report(generate(&out)),
         }
     })
@@ -422,10 +434,36 @@ async fn serve(args: ConfigArg) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `tagcast generate`: the man pages and completions of this very command line.
+/// The load tool, `tagcast-bench`, in the directory of this binary (both are built and
+/// installed together).
+fn bench_tool() -> anyhow::Result<PathBuf> {
+    let this = std::env::current_exe().context("cannot find this binary's path")?;
+    Ok(this.with_file_name("tagcast-bench"))
+}
+
+/// `tagcast bench ARGS`: becomes `tagcast-bench ARGS` (same process, so same pid and exit
+/// status); returns only when it cannot be started.
+fn bench(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let tool = bench_tool()?;
+    let error = std::process::Command::new(&tool).args(args).exec();
+    Err(error).with_context(|| format!("cannot run {}", tool.display()))
+}
+
+/// `tagcast generate`: the man pages and completions of this very command line; the page of
+/// `tagcast bench` is tagcast-bench's own (`tagcast-bench --man-page`).
 fn generate(out: &std::path::Path) -> anyhow::Result<()> {
-    let written = tagcast::ops::manual::generate(Cli::command(), out)
-        .with_context(|| format!("cannot write into {}", out.display()))?;
+    let tool = bench_tool()?;
+    let bench_page = std::process::Command::new(&tool)
+        .arg("--man-page")
+        .output()
+        .with_context(|| format!("cannot run {}", tool.display()))?;
+    if !bench_page.status.success() {
+        bail!("{} --man-page: {}", tool.display(), bench_page.status);
+    }
+    let written =
+        tagcast::ops::manual::generate(Cli::command(), &[("bench", bench_page.stdout)], out)
+            .with_context(|| format!("cannot write into {}", out.display()))?;
     for path in written {
         println!("{}", path.display());
     }
@@ -469,7 +507,7 @@ fn endpoint(
 ) -> anyhow::Result<Endpoint> {
     let mut endpoint = Endpoint::new(url)?;
     if trust.ca.is_some() || trust.insecure {
-        endpoint = endpoint.tls_config(Arc::new(bench::client::client_config(trust)?));
+        endpoint = endpoint.tls_config(Arc::new(trust::client_config(trust)?));
     }
     Ok(match key {
         Some(key) => endpoint.credentials(key, secret),

@@ -122,6 +122,7 @@ async fn parsers_shape_what_is_delivered() {
     );
 }
 
+#[cfg(feature = "json-schema")]
 #[tokio::test]
 async fn a_json_schema_parser_checks_messages() {
     let dir = tempfile::tempdir().unwrap();

@@ -127,8 +127,13 @@ const JOURNAL: &str = "Under systemd the logs are journal entries with the field
     standard error.";
 
 /// Writes the man pages into `out/man` and the bash, zsh and fish completions into
-/// `out/completions`; returns the files written.
-pub fn generate(command: clap::Command, out: &Path) -> io::Result<Vec<PathBuf>> {
+/// `out/completions`; returns the files written. `external` gives the pages of the commands
+/// that run another binary (`bench`: tagcast-bench's own page), by command name.
+pub fn generate(
+    command: clap::Command,
+    external: &[(&str, Vec<u8>)],
+    out: &Path,
+) -> io::Result<Vec<PathBuf>> {
     let mut command = command.disable_help_subcommand(true);
     command.build();
     let (man, completions) = (out.join("man"), out.join("completions"));
@@ -144,7 +149,17 @@ pub fn generate(command: clap::Command, out: &Path) -> io::Result<Vec<PathBuf>> 
     );
     for subcommand in command.get_subcommands().filter(|sub| !sub.is_hide_set()) {
         let page = Man::new(subcommand.clone()).source(source.clone());
-        written.push(page.generate_to(&man)?);
+        match external
+            .iter()
+            .find(|(name, _)| *name == subcommand.get_name())
+        {
+            Some((_, content)) => {
+                let path = man.join(page.get_filename());
+                std::fs::write(&path, content)?;
+                written.push(path);
+            }
+            None => written.push(page.generate_to(&man)?),
+        }
     }
     let name = command.get_name().to_owned();
     for shell in SHELLS {

@@ -8,6 +8,7 @@
 //! - [`logging`]: logs to the journal under systemd, to stderr otherwise.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`manual`]: the man pages and shell completions, generated from the clap definition.
+//! - [`trust`]: how `send`, `listen` and `bench` trust a wss:// server (`--ca`, `--insecure`).
 
 pub mod auth;
 pub mod config;
@@ -16,4 +17,5 @@ pub mod logging;
 pub mod manual;
 pub mod metrics;
 pub mod systemd;
+pub mod trust;
 pub mod watch;

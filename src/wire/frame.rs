@@ -89,20 +89,59 @@ fn encode(opcode: u8, payload: &[u8]) -> Bytes {
 /// Builds one unmasked server frame whose first byte is `first`.
 fn encode_first(first: u8, payload: &[u8]) -> Bytes {
     let mut frame = BytesMut::with_capacity(payload.len() + 10);
-    frame.put_u8(first);
-    match payload.len() {
-        len @ 0..=125 => frame.put_u8(len as u8),
-        len @ 126..=0xFFFF => {
-            frame.put_u8(126);
-            frame.put_u16(len as u16);
-        }
-        len => {
-            frame.put_u8(127);
-            frame.put_u64(len as u64);
-        }
-    }
+    put_header(&mut frame, first, 0, payload.len());
     frame.put_slice(payload);
     frame.freeze()
+}
+
+/// First byte of a whole text frame (FIN and the text opcode).
+pub const TEXT: u8 = FIN | OP_TEXT;
+/// First byte of a pong frame.
+pub const PONG: u8 = FIN | OP_PONG;
+/// The MASK bit of a frame's second byte: set on every client frame.
+const MASKED: u8 = 0x80;
+
+/// Appends a frame header: `first` (FIN, RSV1, opcode), then `length` in its shortest form,
+/// the second byte or-ed with `mask_bit` ([`MASKED`] for a client frame, 0 for a server's).
+fn put_header(out: &mut impl BufMut, first: u8, mask_bit: u8, length: usize) {
+    out.put_u8(first);
+    match length {
+        0..=125 => out.put_u8(mask_bit | length as u8),
+        126..=0xFFFF => {
+            out.put_u8(mask_bit | 126);
+            out.put_u16(length as u16);
+        }
+        _ => {
+            out.put_u8(mask_bit | 127);
+            out.put_u64(length as u64);
+        }
+    }
+}
+
+/// Appends one masked client frame to `out` (what a client sends: the load tool, the tests):
+/// `first` is the byte holding FIN, RSV1 and the opcode (e.g. [`TEXT`]).
+pub fn push_masked_frame(out: &mut Vec<u8>, first: u8, payload: &[u8], mask: [u8; 4]) {
+    put_header(out, first, MASKED, payload.len());
+    out.extend_from_slice(&mask);
+    out.extend(
+        payload
+            .iter()
+            .zip(mask.iter().cycle())
+            .map(|(byte, key)| byte ^ key),
+    );
+}
+
+/// The payload length a frame declares and the length of its header before any mask (2, 4 or
+/// 10 bytes), read from the start of `buffer`; `None` until those bytes have arrived.
+pub fn declared_length(buffer: &[u8]) -> Option<(u64, usize)> {
+    match buffer.get(1)? & 0x7F {
+        126 => Some((
+            u16::from_be_bytes(buffer.get(2..4)?.try_into().ok()?).into(),
+            4,
+        )),
+        127 => Some((u64::from_be_bytes(buffer.get(2..10)?.try_into().ok()?), 10)),
+        length => Some((length.into(), 2)),
+    }
 }
 
 /// A text frame holding `text`.
@@ -335,21 +374,15 @@ impl MessageReader {
         ) {
             return Err(protocol_error("unknown opcode"));
         }
-        if second & 0x80 == 0 {
+        if second & MASKED == 0 {
             return Err(protocol_error("client frames must be masked"));
         }
-        let (length, header_length) = match second & 0x7F {
-            126 if buffer.len() >= 4 => (u16::from_be_bytes([buffer[2], buffer[3]]) as u64, 4),
-            127 if buffer.len() >= 10 => {
-                let length = u64::from_be_bytes(buffer[2..10].try_into().expect("8 bytes"));
-                if length >> 63 != 0 {
-                    return Err(protocol_error("frame length has its top bit set"));
-                }
-                (length, 10)
-            }
-            126 | 127 => return Ok(None),
-            length => (length as u64, 2),
+        let Some((length, header_length)) = declared_length(buffer) else {
+            return Ok(None);
         };
+        if length >> 63 != 0 {
+            return Err(protocol_error("frame length has its top bit set"));
+        }
         let is_control = opcode >= OP_CLOSE;
         if is_control && (length > 125 || !fin) {
             return Err(protocol_error(
@@ -528,7 +561,7 @@ mod tests {
 
     fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
         let mut frame = Vec::new();
-        crate::bench::client::push_masked_frame(&mut frame, first, payload, [1, 2, 3, 4]);
+        push_masked_frame(&mut frame, first, payload, [1, 2, 3, 4]);
         frame
     }
 
@@ -701,12 +734,7 @@ mod tests {
     fn the_read_buffer_shrinks_after_one_large_message() {
         let payload = vec![b'x'; 60_000];
         let mut wire = Vec::new();
-        crate::bench::client::push_masked_frame(
-            &mut wire,
-            crate::bench::client::TEXT,
-            &payload,
-            [1, 2, 3, 4],
-        );
+        push_masked_frame(&mut wire, TEXT, &payload, [1, 2, 3, 4]);
         let mut reader = MessageReader::new(1 << 20, BytesMut::new());
         let mut sent = 0;
         let mut messages = 0;

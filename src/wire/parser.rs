@@ -110,11 +110,14 @@ impl MessageParser for GomoobMessageParser {
     }
 }
 
-/// `json-schema`: any JSON value valid against a schema file.
+/// `json-schema`: any JSON value valid against a schema file (cargo feature `json-schema`, on by
+/// default).
+#[cfg(feature = "json-schema")]
 pub struct JsonSchemaParser {
     validator: jsonschema::Validator,
 }
 
+#[cfg(feature = "json-schema")]
 impl std::fmt::Debug for JsonSchemaParser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("JsonSchemaParser")
@@ -148,8 +151,15 @@ pub enum SchemaError {
         /// The schema compiler's message.
         message: String,
     },
+    /// This binary was built without the cargo feature `json-schema`.
+    #[cfg(not(feature = "json-schema"))]
+    #[error(
+        "messages.parser: this tagcast is built without the json-schema parser (cargo feature `json-schema`)"
+    )]
+    NotBuilt,
 }
 
+#[cfg(feature = "json-schema")]
 impl JsonSchemaParser {
     /// Loads and compiles the schema at `path`.
     pub fn load(path: &Path) -> Result<JsonSchemaParser, SchemaError> {
@@ -171,6 +181,7 @@ impl JsonSchemaParser {
     }
 }
 
+#[cfg(feature = "json-schema")]
 impl MessageParser for JsonSchemaParser {
     fn parse(&self, message: &RawValue) -> Result<String, Rejected> {
         let value = parse_value(message)?;
@@ -189,8 +200,20 @@ pub fn from_config(config: &MessagesConfig) -> Result<Arc<dyn MessageParser>, Sc
         ParserConfig::String => Arc::new(StringParser),
         ParserConfig::Json => Arc::new(JsonParser),
         ParserConfig::Message => Arc::new(GomoobMessageParser),
-        ParserConfig::JsonSchema { schema } => Arc::new(JsonSchemaParser::load(schema)?),
+        ParserConfig::JsonSchema { schema } => json_schema(schema)?,
     })
+}
+
+/// The `json-schema` parser of the schema file `schema`.
+#[cfg(feature = "json-schema")]
+fn json_schema(schema: &Path) -> Result<Arc<dyn MessageParser>, SchemaError> {
+    Ok(Arc::new(JsonSchemaParser::load(schema)?))
+}
+
+/// Without the cargo feature `json-schema`: a config that asks for it is refused at start.
+#[cfg(not(feature = "json-schema"))]
+fn json_schema(_schema: &Path) -> Result<Arc<dyn MessageParser>, SchemaError> {
+    Err(SchemaError::NotBuilt)
 }
 
 #[cfg(test)]
@@ -266,6 +289,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "json-schema")]
     #[test]
     fn json_schema_parser() {
         let dir = tempfile::tempdir().unwrap();
@@ -293,6 +317,18 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("missing.json")
+        );
+    }
+
+    #[cfg(not(feature = "json-schema"))]
+    #[test]
+    fn without_the_feature_json_schema_is_refused_by_name() {
+        let refused = json_schema(Path::new("schema.json"))
+            .err()
+            .expect("refused");
+        assert!(
+            refused.to_string().contains("feature `json-schema`"),
+            "{refused}"
         );
     }
 }

@@ -324,7 +324,7 @@ pub fn upgrade_request(target: &str) -> String {
 /// A masked client frame.
 pub fn masked_frame(first: u8, payload: &[u8]) -> Vec<u8> {
     let mut frame = Vec::new();
-    tagcast::bench::client::push_masked_frame(&mut frame, first, payload, [0x12, 0x34, 0x56, 0x78]);
+    tagcast::wire::frame::push_masked_frame(&mut frame, first, payload, [0x12, 0x34, 0x56, 0x78]);
     frame
 }
 

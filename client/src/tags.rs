@@ -6,7 +6,7 @@
 //! integer `42` and the string `"42"` are the same tag.
 //!
 //! ```
-//! use tagcast::tags::Tags;
+//! use tagcast_client::tags::Tags;
 //! let connection: Tags = [("language", "FR"), ("userId", "42")].into_iter().collect();
 //! let request: Tags = [("language", "FR")].into_iter().collect();
 //! assert!(connection.contains_all(&request));

@@ -1,11 +1,14 @@
-//! The Rust client library: build requests and send them to a tagcast (or Gomoob) server.
+//! tagcast-client: the Rust client library of tagcast, a WebSocket server that routes each
+//! message to the clients whose tags match it (and of the Gomoob WebSocket server it replaces).
+//! Build requests and send them, receive messages, make signed tags' tokens — without the
+//! daemon's dependencies: a backend that adds this crate needs no feature to choose.
 //!
 //! What the Gomoob PHP library gives PHP backends, for Rust backends:
 //! - [`WebSocketRequest`]: a message (any [`serde::Serialize`]), the tags saying who gets it, and
 //!   metadata (the application `key` and `secret` when the server checks them).
 //! - [`RequestSender`]: what sends a request. [`WebSocketClient`] sends it to a server;
-//!   [`WebSocketClientMock`](crate::mock::WebSocketClientMock) (feature `mock`) records it for
-//!   tests. Write your code against the trait and test it with the mock.
+//!   [`WebSocketClientMock`](crate::mock::WebSocketClientMock) records it for tests. Write your
+//!   code against the trait and test it with the mock.
 //! - [`Listener`]: a connection opened with tags that receives the messages addressed to them.
 //! - [`ResumingListener`]: the same for a server with a history (`[history]`): it reconnects by
 //!   itself and resumes after the last message, yielding [`Event::Gap`] where some may be missing.
@@ -15,9 +18,70 @@
 //! be encoded) is refused locally with [`ClientError::NoMessage`] (or [`ClientError::Message`])
 //! before anything goes on the wire.
 //!
-//! This module needs only the `client` feature (`default-features = false, features =
-//! ["client"]`): none of the daemon's dependencies. With `mock` alone, the request types, the
-//! trait and the mock are available without any network code.
+//! # Sending from a Rust backend, and testing it
+//! Write the code that sends against [`RequestSender`]; give it a [`WebSocketClient`] in
+//! production and a [`WebSocketClientMock`](mock::WebSocketClientMock) in its tests:
+//!
+//! ```
+//! use serde::Serialize;
+//! use tagcast_client::{ClientError, RequestSender, WebSocketClient, WebSocketRequest};
+//!
+//! #[derive(Serialize)]
+//! struct Shipped {
+//!     order: u64,
+//! }
+//!
+//! /// Tells the customer's open pages that the order shipped.
+//! async fn order_shipped(
+//!     sender: &mut impl RequestSender,
+//!     customer: u64,
+//!     order: u64,
+//! ) -> Result<(), ClientError> {
+//!     let request = WebSocketRequest::create(Shipped { order })
+//!         .tags([("customer", customer.to_string())]);
+//!     sender.send(&request).await
+//! }
+//!
+//! /// In production: a real connection, with the application's credentials in every request.
+//! async fn production() -> Result<(), ClientError> {
+//!     let mut client = WebSocketClient::connect("ws://127.0.0.1:8080").await?;
+//!     client.set_default_metadata([("key", "application1"), ("secret", "B4ajW3P7")]);
+//!     order_shipped(&mut client, 7, 42).await
+//! }
+//!
+//! /// Its unit test (`#[tokio::test]` in your crate): the mock records what would have been sent.
+//! async fn order_shipped_tells_the_customer_only() {
+//!     use tagcast_client::mock::WebSocketClientMock;
+//!     let mut mock = WebSocketClientMock::new();
+//!     order_shipped(&mut mock, 7, 42).await.unwrap();
+//!     assert_eq!(mock.count(), 1);
+//!     assert_eq!(mock.find_by_tags([("customer", "7")]).len(), 1);
+//!     assert!(mock.find_by_tags([("customer", "8")]).is_empty());
+//!     assert!(mock.contains(
+//!         &WebSocketRequest::create(Shipped { order: 42 }).tags([("customer", "7")])
+//!     ));
+//! }
+//! # let _ = production;
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap()
+//! #     .block_on(order_shipped_tells_the_customer_only());
+//! ```
+//!
+//! # Layout
+//! The crate root holds the requests and the network client; beside them:
+//! - [`mock`]: `WebSocketClientMock` for users' unit tests.
+//! - [`tags`]: tags and the tag index — the matching rule, shared with the server (which
+//!   re-exports this module as `tagcast::tags`).
+//! - [`token`]: signed tags' tokens (JWT): made here and by `tagcast token`, verified by the
+//!   server at open.
+//! - [`strict`]: JSON and TOML read without serde's leniencies (no struct from an array, no
+//!   repeated key), shared with the server's config.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod mock;
+pub mod strict;
+pub mod tags;
+pub mod token;
 
 use std::fmt;
 use std::future::Future;
@@ -27,10 +91,8 @@ use serde_json::{Map, Value};
 
 use crate::tags::Tags;
 
-#[cfg(feature = "client")]
 mod websocket;
 
-#[cfg(feature = "client")]
 pub use websocket::{
     Endpoint, Event, Listener, ResumingListener, ServerClose, WebSocketClient, connect_with_tags,
 };
@@ -38,7 +100,7 @@ pub use websocket::{
 /// One request: a message, the tags of the connections it is for, and metadata.
 ///
 /// ```
-/// use tagcast::client::WebSocketRequest;
+/// use tagcast_client::WebSocketRequest;
 /// let request = WebSocketRequest::create("Bonjour !")
 ///     .tags([("language", "FR")])
 ///     .metadata([("key", "application1"), ("secret", "B4ajW3P7")]);
@@ -253,7 +315,6 @@ pub enum ClientError {
     /// why in one line (the OS error, the certificate problem, or the HTTP status and the
     /// server's reason); `error` is not also given as the [`source`](std::error::Error::source),
     /// so that printing the chain does not say it twice.
-    #[cfg(feature = "client")]
     #[error("cannot connect to {url}: {}", websocket::describe(error))]
     Unreachable {
         /// The URL connected to, without its query (which may hold a secret).
@@ -262,20 +323,16 @@ pub enum ClientError {
         error: tokio_tungstenite::tungstenite::Error,
     },
     /// The connection broke while writing or reading; the next send reconnects.
-    #[cfg(feature = "client")]
     #[error("the connection to the server broke: {}", websocket::describe(.0))]
     Connection(tokio_tungstenite::tungstenite::Error),
     /// The server closed the connection with an error code (e.g. 4400 invalid request, 4401 send
     /// not authorized).
-    #[cfg(feature = "client")]
     #[error("the server closed the connection: {0}")]
     Closed(ServerClose),
     /// A received message does not have the type asked for.
-    #[cfg(feature = "client")]
     #[error("cannot decode a received message: {0}")]
     Decode(serde_json::Error),
     /// The server did not answer the closing handshake in time.
-    #[cfg(feature = "client")]
     #[error("the server did not answer the close within {0:?}")]
     CloseTimeout(std::time::Duration),
 }

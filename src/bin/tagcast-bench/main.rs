@@ -1,5 +1,7 @@
-//! `tagcast bench`: a load tool for any server speaking the tagcast protocol, like
-//! `redis-benchmark` for Redis. It connects subscribers with tags, publishes timestamped
+//! `tagcast-bench` (what `tagcast bench` runs): a load tool for any server speaking the tagcast
+//! protocol, like `redis-benchmark` for Redis. A binary of its own, beside the daemon's: it
+//! shares only the frame encoding ([`tagcast::wire::frame`]) and the `--ca`/`--insecure`
+//! options ([`tagcast::ops::trust`]) with it. It connects subscribers with tags, publishes timestamped
 //! messages, and reports deliveries per second, loss, latency and — given the server's pid —
 //! the server's CPU time per million deliveries and its memory.
 //!
@@ -12,27 +14,67 @@
 //! - [`histogram`]: latency histograms.
 //! - [`probe`]: CPU time and memory of a process, from `/proc`.
 
-pub mod client;
-pub mod histogram;
-pub mod plan;
-pub mod probe;
-pub mod publishers;
-pub mod subscribers;
-pub mod workers;
+mod client;
+mod histogram;
+mod plan;
+mod probe;
+mod publishers;
+mod subscribers;
+mod workers;
 
 use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::{CommandFactory, Parser};
 use serde_json::json;
+use tagcast::ops::trust::TlsTrust;
 use tokio_util::sync::CancellationToken;
 
-use client::{ClientError, Target, TlsTrust};
+use client::{ClientError, Target};
 use histogram::Histogram;
 use plan::{Plan, Scenario, Settings};
 use probe::{ProbeError, Sample};
 use subscribers::{Board, Subscribers};
 use workers::{Outcome, Workers};
+
+/// Measure a server speaking this protocol: deliveries/s, loss, latency, CPU, memory.
+#[derive(Parser)]
+#[command(name = "tagcast-bench", version)]
+struct Cli {
+    #[command(flatten)]
+    bench: BenchArgs,
+    /// Print this command's man page (roff) and exit: `tagcast generate` installs it as
+    /// tagcast-bench(1).
+    #[arg(long, hide = true)]
+    man_page: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.man_page {
+        let mut page = std::io::stdout().lock();
+        return match clap_mangen::Man::new(Cli::command()).render(&mut page) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("tagcast: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let outcome = tokio::runtime::Runtime::new()
+        .map_err(BenchError::Io)
+        .and_then(|runtime| runtime.block_on(run(cli.bench)));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // The prefix of every tagcast command's errors (`tagcast bench` runs this binary).
+            eprintln!("tagcast: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// Connections one process opens at most (the hard limit here is 20 000 descriptors).
 const CONNECTIONS_PER_PROCESS: usize = 18_000;
@@ -93,7 +135,7 @@ pub struct BenchArgs {
     #[arg(value_enum)]
     pub scenarios: Vec<Scenario>,
     /// The server, ws://HOST:PORT[/PATH] or wss://...; nothing else is ever connected to.
-    #[arg(long, required_unless_present = "worker")]
+    #[arg(long, required_unless_present_any = ["worker", "man_page"])]
     pub url: Option<String>,
     /// Sizes: quick = 1 000 subscribers / 10 rooms / 20 000 messages; full = 10 000 / 100 /
     /// 200 000. The options below override single values.
@@ -201,7 +243,7 @@ fn trust(settings: &Settings) -> TlsTrust {
     }
 }
 
-/// Runs `tagcast bench`: every scenario asked for, a table row each, then one JSON line each.
+/// Runs the benchmark: every scenario asked for, a table row each, then one JSON line each.
 pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     if args.worker {
         return workers::serve().await;

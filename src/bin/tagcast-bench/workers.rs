@@ -164,7 +164,7 @@ impl Workers {
                 range: share(worker)..share(worker + 1),
             };
             let mut child = Command::new(&program)
-                .args(["bench", "--worker"])
+                .arg("--worker")
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())

@@ -5,25 +5,17 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::ServerName;
+use tagcast::ops::trust::{TlsTrust, TrustError, client_config};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::rustls::client::danger::{
-    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
-};
-use tokio_rustls::rustls::crypto::{CryptoProvider, aws_lc_rs};
-use tokio_rustls::rustls::{
-    self, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
 
 /// A connection could not be opened or broke.
 #[derive(Debug, thiserror::Error)]
@@ -34,20 +26,9 @@ pub enum ClientError {
     /// The host name does not resolve.
     #[error("cannot resolve {0}")]
     Resolve(String),
-    /// The CA file is unreadable or holds no certificate.
-    #[error("cannot load CA certificates from {path}: {reason}")]
-    Ca {
-        /// The file.
-        path: String,
-        /// Why.
-        reason: String,
-    },
-    /// `wss://` without `--ca` or `--insecure`.
-    #[error("wss:// needs --ca PEM (the server's CA or self-signed certificate) or --insecure")]
-    NoTrust,
-    /// TLS configuration failed.
+    /// `--ca` or `--insecure` cannot be followed.
     #[error(transparent)]
-    Tls(#[from] rustls::Error),
+    Trust(#[from] TrustError),
     /// A socket call failed.
     #[error("{what}: {error}")]
     Io {
@@ -74,19 +55,6 @@ pub struct Target {
     /// Number of loopback source addresses (127.0.0.1..=127.0.0.k) to spread connections over;
     /// 0 when the server is not on 127.0.0.0/8 (the kernel then picks the source).
     sources: u8,
-}
-
-/// How to trust the server's certificate on `wss://`: the `--ca` and `--insecure` options of
-/// `tagcast bench`, `send` and `listen`.
-#[derive(Clone, Debug, Default, clap::Args)]
-pub struct TlsTrust {
-    /// CA certificate (PEM) to trust for wss://: the server's CA, or its self-signed
-    /// certificate (one without CA:TRUE).
-    #[arg(long, value_name = "PEM")]
-    pub ca: Option<std::path::PathBuf>,
-    /// Accept any certificate for wss:// (local tries with test certificates only).
-    #[arg(long, conflicts_with = "ca")]
-    pub insecure: bool,
 }
 
 impl Target {
@@ -255,88 +223,6 @@ async fn read_upgrade_answer(stream: &mut Stream) -> Result<Vec<u8>, ClientError
     }
 }
 
-/// The TLS client configuration `trust` asks for; [`ClientError::NoTrust`] when it names none.
-pub fn client_config(trust: &TlsTrust) -> Result<ClientConfig, ClientError> {
-    let provider = Arc::new(aws_lc_rs::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?;
-    if trust.insecure {
-        return Ok(builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-            .with_no_client_auth());
-    }
-    let Some(path) = &trust.ca else {
-        return Err(ClientError::NoTrust);
-    };
-    let ca_error = |reason: String| ClientError::Ca {
-        path: path.display().to_string(),
-        reason,
-    };
-    let mut roots = RootCertStore::empty();
-    let certificates = CertificateDer::pem_file_iter(Path::new(path))
-        .map_err(|error| ca_error(error.to_string()))?;
-    for certificate in certificates {
-        let certificate = certificate.map_err(|error| ca_error(error.to_string()))?;
-        roots
-            .add(certificate)
-            .map_err(|error| ca_error(error.to_string()))?;
-    }
-    if roots.is_empty() {
-        return Err(ca_error("no certificate in the file".into()));
-    }
-    Ok(builder.with_root_certificates(roots).with_no_client_auth())
-}
-
-/// `--insecure`: accepts any certificate, still checking the handshake signatures.
-#[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// A plain or TLS connection.
 pub enum Stream {
     /// `ws://`.
@@ -449,34 +335,8 @@ fn receive_stamped(socket: RawFd, buffer: &mut [u8]) -> io::Result<(usize, Optio
     Ok((message.bytes, stamp))
 }
 
-/// First byte of a whole text frame (FIN and opcode 1).
-pub const TEXT: u8 = 0x81;
-/// First byte of a pong frame.
-pub const PONG: u8 = 0x8A;
-
-/// Appends one masked client frame to `out`: `first` is the byte holding FIN, RSV and opcode
-/// (e.g. [`TEXT`]).
-pub fn push_masked_frame(out: &mut Vec<u8>, first: u8, payload: &[u8], mask: [u8; 4]) {
-    out.push(first);
-    match payload.len() {
-        length @ 0..=125 => out.push(0x80 | length as u8),
-        length @ 126..=0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(length as u16).to_be_bytes());
-        }
-        length => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(length as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(
-        payload
-            .iter()
-            .zip(mask.iter().cycle())
-            .map(|(byte, key)| byte ^ key),
-    );
-}
+use tagcast::wire::frame::declared_length;
+pub use tagcast::wire::frame::{PONG, TEXT, push_masked_frame};
 
 /// A server frame found at the start of a buffer.
 #[derive(Debug, PartialEq, Eq)]
@@ -492,23 +352,11 @@ pub struct ServerFrame {
 /// The first frame in `buffer`, `None` when it is not complete yet. Server frames are not
 /// masked; a masked one is taken as is (the load tool only reads its own payload format).
 pub fn split_server_frame(buffer: &[u8]) -> Option<ServerFrame> {
-    let (&first, rest) = buffer.split_first()?;
-    let &second = rest.first()?;
-    let (payload, header) = match second & 0x7F {
-        126 => (
-            u16::from_be_bytes(buffer.get(2..4)?.try_into().ok()?) as usize,
-            4,
-        ),
-        127 => (
-            u64::from_be_bytes(buffer.get(2..10)?.try_into().ok()?) as usize,
-            10,
-        ),
-        length => (length as usize, 2),
-    };
-    let header: usize = header + if second & 0x80 != 0 { 4 } else { 0 };
-    let length = header.checked_add(payload)?;
+    let (length, header) = declared_length(buffer)?;
+    let header = header + if buffer[1] & 0x80 != 0 { 4 } else { 0 };
+    let length = header.checked_add(usize::try_from(length).ok()?)?;
     (buffer.len() >= length).then_some(ServerFrame {
-        opcode: first & 0x0F,
+        opcode: buffer[0] & 0x0F,
         payload_start: header,
         length,
     })
@@ -522,7 +370,7 @@ mod tests {
     fn server_frames_split_at_every_length_form() {
         for size in [0, 5, 125, 126, 300, 70_000] {
             let payload = vec![b'a'; size];
-            let frame = crate::wire::frame::text_frame(std::str::from_utf8(&payload).unwrap());
+            let frame = tagcast::wire::frame::text_frame(std::str::from_utf8(&payload).unwrap());
             let mut buffer = frame.to_vec();
             assert_eq!(split_server_frame(&buffer[..buffer.len() - 1]), None);
             buffer.extend_from_slice(b"\x88\x00");
@@ -537,10 +385,10 @@ mod tests {
         let mut out = Vec::new();
         push_masked_frame(&mut out, TEXT, b"hello", [9, 8, 7, 6]);
         let mut reader =
-            crate::wire::frame::MessageReader::new(1024, bytes::BytesMut::from(&out[..]));
+            tagcast::wire::frame::MessageReader::new(1024, bytes::BytesMut::from(&out[..]));
         assert_eq!(
             reader.next_message(),
-            Ok(Some(crate::wire::frame::Incoming::Text(
+            Ok(Some(tagcast::wire::frame::Incoming::Text(
                 bytes::Bytes::from_static(b"hello")
             )))
         );

@@ -1,12 +1,12 @@
 //! [`WebSocketClientMock`]: a [`RequestSender`] that records requests instead of sending them, for
-//! the unit tests of code that sends requests (feature `mock`).
+//! the unit tests of code that sends requests.
 //!
 //! Its queries use the server's own matching rule, [`Tags::contains_all`]: `find_by_tags(q)`
 //! returns the recorded requests whose tags contain all of `q`.
 //!
 //! ```
-//! use tagcast::client::{RequestSender, WebSocketRequest};
-//! use tagcast::mock::WebSocketClientMock;
+//! use tagcast_client::{RequestSender, WebSocketRequest};
+//! use tagcast_client::mock::WebSocketClientMock;
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! let mut mock = WebSocketClientMock::new();
 //! let first = WebSocketRequest::create("message0").tags([("tag0", "tag0Value")]);
@@ -27,10 +27,10 @@ use std::future::Future;
 
 use serde_json::Value;
 
-use crate::client::{ClientError, Defaults, RequestSender, WebSocketRequest};
 use crate::tags::Tags;
+use crate::{ClientError, Defaults, RequestSender, WebSocketRequest};
 
-/// Records the requests sent through it, as [`WebSocketClient`](crate::client::WebSocketClient)
+/// Records the requests sent through it, as [`WebSocketClient`](crate::WebSocketClient)
 /// would send them: default tags and metadata merged in, a request without a message refused.
 #[derive(Debug, Default)]
 pub struct WebSocketClientMock {
@@ -45,7 +45,7 @@ impl WebSocketClientMock {
     }
 
     /// Sets tags merged into every request recorded, as
-    /// [`WebSocketClient::set_default_tags`](crate::client::WebSocketClient::set_default_tags).
+    /// [`WebSocketClient::set_default_tags`](crate::WebSocketClient::set_default_tags).
     pub fn set_default_tags<N: Into<String>, V: Into<String>>(
         &mut self,
         tags: impl IntoIterator<Item = (N, V)>,
@@ -55,7 +55,7 @@ impl WebSocketClientMock {
     }
 
     /// Sets metadata merged into every request recorded, as
-    /// [`WebSocketClient::set_default_metadata`](crate::client::WebSocketClient::set_default_metadata).
+    /// [`WebSocketClient::set_default_metadata`](crate::WebSocketClient::set_default_metadata).
     pub fn set_default_metadata<K: Into<String>, V: Into<Value>>(
         &mut self,
         metadata: impl IntoIterator<Item = (K, V)>,

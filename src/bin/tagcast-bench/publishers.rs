@@ -36,8 +36,6 @@ const SPIN_BEFORE_SEND: Duration = Duration::from_micros(50);
 pub struct Sent {
     /// When the first message was sent (ns since the epoch).
     pub first_send_ns: u64,
-    /// When the last one was sent.
-    pub last_send_ns: u64,
     /// The server just before the first message, when a pid was given.
     pub server_before: Option<Sample>,
     /// How late each message was written, in ns (the latency scenario; empty otherwise): the
@@ -147,7 +145,6 @@ async fn publish(
     };
     Ok(Sent {
         first_send_ns,
-        last_send_ns: wall_ns(),
         server_before,
         send_lag,
     })

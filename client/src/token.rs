@@ -17,6 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{PrivatePkcs8KeyDer, SubjectPublicKeyInfoDer};
 use serde::{Deserialize, Serialize};
 
 use crate::tags::{TagLimits, Tags};
@@ -92,25 +94,28 @@ impl TokenKey {
     /// ES256 or EdDSA with a PEM public key (`-----BEGIN PUBLIC KEY-----`): an EC P-256 key
     /// or an Ed25519 key. The error says what is wrong, without quoting the text.
     pub fn from_public_pem(pem: &str) -> Result<TokenKey, String> {
-        const P256_POINT: usize = 65;
-        if let Ok(key) = DecodingKey::from_ec_pem(pem.as_bytes()) {
-            return match key.kind() {
-                jsonwebtoken::DecodingKeyKind::SecretOrDer(point) if point.len() == P256_POINT => {
-                    Ok(TokenKey {
-                        algorithm: Algorithm::ES256,
-                        key,
-                    })
-                }
-                _ => Err("an EC public key must be on the P-256 curve (ES256)".into()),
-            };
-        }
-        if let Ok(key) = DecodingKey::from_ed_pem(pem.as_bytes()) {
-            return Ok(TokenKey {
-                algorithm: Algorithm::EdDSA,
-                key,
-            });
-        }
-        Err("not a PEM public key (`-----BEGIN PUBLIC KEY-----`, EC P-256 or Ed25519)".into())
+        use aws_lc_rs::signature::{
+            ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA384_FIXED, ECDSA_P521_SHA512_FIXED, ED25519,
+            ParsedPublicKey,
+        };
+        let not_public = || {
+            "not a PEM public key (`-----BEGIN PUBLIC KEY-----`, EC P-256 or Ed25519)".to_owned()
+        };
+        // aws-lc-rs (what jsonwebtoken verifies with) reads the X.509 SubjectPublicKeyInfo as
+        // is: the key is checked here once, by the code that will use it.
+        let der =
+            SubjectPublicKeyInfoDer::from_pem_slice(pem.as_bytes()).map_err(|_| not_public())?;
+        let fits = |algorithm| ParsedPublicKey::new(algorithm, der.as_ref()).is_ok();
+        let (algorithm, key) = if fits(&ECDSA_P256_SHA256_FIXED) {
+            (Algorithm::ES256, DecodingKey::from_ec_der(der.as_ref()))
+        } else if fits(&ED25519) {
+            (Algorithm::EdDSA, DecodingKey::from_ed_der(der.as_ref()))
+        } else if fits(&ECDSA_P384_SHA384_FIXED) || fits(&ECDSA_P521_SHA512_FIXED) {
+            return Err("an EC public key must be on the P-256 curve (ES256)".into());
+        } else {
+            return Err(not_public());
+        };
+        Ok(TokenKey { algorithm, key })
     }
 
     /// `HS256`, `ES256` or `EdDSA`: the one `alg` this key verifies.
@@ -330,16 +335,24 @@ impl SigningKey {
     /// ES256 or EdDSA with a PKCS#8 PEM private key (`-----BEGIN PRIVATE KEY-----`), EC P-256
     /// or Ed25519: the counterpart of an application's `tokenPublicKey`.
     pub fn from_private_pem(pem: &str) -> Result<SigningKey, TokenError> {
-        let (algorithm, key) = if let Ok(key) = EncodingKey::from_ec_pem(pem.as_bytes()) {
-            (Algorithm::ES256, key)
-        } else if let Ok(key) = EncodingKey::from_ed_pem(pem.as_bytes()) {
-            (Algorithm::EdDSA, key)
-        } else {
-            return Err(TokenError::SigningKey(
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
+        let refused = || {
+            TokenError::SigningKey(
                 "not a PKCS#8 PEM private key (`-----BEGIN PRIVATE KEY-----`, EC P-256 or Ed25519)"
                     .into(),
-            ));
+            )
         };
+        // Checked here by aws-lc-rs, which signs with it (jsonwebtoken hands it the same DER).
+        let der = PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes()).map_err(|_| refused())?;
+        let der = der.secret_pkcs8_der();
+        let (algorithm, key) =
+            if EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der).is_ok() {
+                (Algorithm::ES256, EncodingKey::from_ec_der(der))
+            } else if Ed25519KeyPair::from_pkcs8(der).is_ok() {
+                (Algorithm::EdDSA, EncodingKey::from_ed_der(der))
+            } else {
+                return Err(refused());
+            };
         Ok(SigningKey { algorithm, key })
     }
 

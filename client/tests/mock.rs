@@ -1,8 +1,8 @@
 //! `WebSocketClientMock` (SPEC §7): its queries on the Gomoob example and on the cases of the
-//! server's routing tests (`tests/routing.rs`). Needs only the `mock` feature.
+//! server's routing tests (`tests/routing.rs`).
 
-use tagcast::client::{ClientError, RequestSender, WebSocketRequest};
-use tagcast::mock::WebSocketClientMock;
+use tagcast_client::mock::WebSocketClientMock;
+use tagcast_client::{ClientError, RequestSender, WebSocketRequest};
 
 /// Runs `future` to completion: the mock never waits.
 fn block_on<F: std::future::Future>(future: F) -> F::Output {

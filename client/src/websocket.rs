@@ -40,8 +40,8 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// credentials to open with.
 ///
 /// ```no_run
-/// # async fn run() -> Result<(), tagcast::client::ClientError> {
-/// use tagcast::client::Endpoint;
+/// # async fn run() -> Result<(), tagcast_client::ClientError> {
+/// use tagcast_client::Endpoint;
 /// let ca = std::fs::read("/etc/tagcast/tls/ca.pem").unwrap_or_default();
 /// let client = Endpoint::new("wss://tagcast.internal:8443")?
 ///     .trust_ca_pem(&ca)?
@@ -445,8 +445,8 @@ async fn read_until_closed(mut stream: SplitStream<Socket>) -> Option<ServerClos
 /// A connection opened with tags, receiving the messages routed to them.
 ///
 /// ```no_run
-/// # async fn run() -> Result<(), tagcast::client::ClientError> {
-/// let mut listener = tagcast::client::connect_with_tags("ws://127.0.0.1:8080", [("language", "FR")]).await?;
+/// # async fn run() -> Result<(), tagcast_client::ClientError> {
+/// let mut listener = tagcast_client::connect_with_tags("ws://127.0.0.1:8080", [("language", "FR")]).await?;
 /// while let Some(message) = listener.next::<String>().await? {
 ///     println!("{message}");
 /// }
@@ -517,8 +517,8 @@ const RESUME_BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// missing.
 ///
 /// ```no_run
-/// # async fn run() -> Result<(), tagcast::client::ClientError> {
-/// use tagcast::client::{Endpoint, Event};
+/// # async fn run() -> Result<(), tagcast_client::ClientError> {
+/// use tagcast_client::{Endpoint, Event};
 /// let mut listener = Endpoint::new("ws://127.0.0.1:8080")?.resume_with_tags([("room", "a")], None);
 /// loop {
 ///     match listener.next::<String>().await? {
