@@ -28,6 +28,8 @@ use serde_json::{Map, Value};
 use crate::tags::Tags;
 
 #[cfg(feature = "client")]
+mod inflating;
+#[cfg(feature = "client")]
 mod websocket;
 
 #[cfg(feature = "client")]

@@ -97,5 +97,5 @@ pub mod net;
 pub mod ops;
 #[cfg(feature = "server")]
 pub mod routing;
-#[cfg(feature = "server")]
+#[cfg(any(feature = "server", feature = "client"))]
 pub mod wire;

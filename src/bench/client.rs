@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
@@ -24,6 +25,8 @@ use tokio_rustls::rustls::crypto::{CryptoProvider, aws_lc_rs};
 use tokio_rustls::rustls::{
     self, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
+
+use crate::wire::deflate::Inflater;
 
 /// A connection could not be opened or broke.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +77,33 @@ pub struct Target {
     /// Number of loopback source addresses (127.0.0.1..=127.0.0.k) to spread connections over;
     /// 0 when the server is not on 127.0.0.0/8 (the kernel then picks the source).
     sources: u8,
+    compression: Compression,
 }
+
+/// Whether connections offer permessage-deflate (RFC 7692): `--compression` of `tagcast bench`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Offer it as browsers do (`permessage-deflate; client_max_window_bits`); the server picks
+    /// whether and how to compress what it sends.
+    #[default]
+    Offer,
+    /// Offer nothing: every frame is plain.
+    Off,
+}
+
+impl Compression {
+    /// The name on the command line and in the JSON line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Offer => "offer",
+            Compression::Off => "off",
+        }
+    }
+}
+
+/// What Chromium and Firefox offer.
+const BROWSER_OFFER: &str = "permessage-deflate; client_max_window_bits";
 
 /// How to trust the server's certificate on `wss://`: the `--ca` and `--insecure` options of
 /// `tagcast bench`, `send` and `listen`.
@@ -151,17 +180,25 @@ impl Target {
             path,
             tls,
             sources,
+            compression: Compression::Off,
         })
     }
 
+    /// Connections offer permessage-deflate, or not.
+    pub fn with_compression(mut self, compression: Compression) -> Target {
+        self.compression = compression;
+        self
+    }
+
     /// Opens connection number `index` (which picks its source address) with `tags` (a JSON
-    /// object's text, or none) and completes the WebSocket handshake. Returns the stream and
-    /// any bytes the server sent after its handshake answer.
+    /// object's text, or none) and completes the WebSocket handshake. Returns the stream, any
+    /// bytes the server sent after its handshake answer, and the inflater of its compressed
+    /// frames when it accepted permessage-deflate.
     pub async fn connect(
         &self,
         index: usize,
         tags: Option<&str>,
-    ) -> Result<(Stream, Vec<u8>), ClientError> {
+    ) -> Result<(Stream, Vec<u8>, Option<Inflater>), ClientError> {
         let socket = match self.address {
             SocketAddr::V4(_) => TcpSocket::new_v4(),
             SocketAddr::V6(_) => TcpSocket::new_v6(),
@@ -200,8 +237,8 @@ impl Target {
             .write_all(request.as_bytes())
             .await
             .map_err(io_error("write"))?;
-        let leftover = read_upgrade_answer(&mut stream).await?;
-        Ok((stream, leftover))
+        let (leftover, inflater) = read_upgrade_answer(&mut stream).await?;
+        Ok((stream, leftover, inflater))
     }
 
     fn upgrade_request(&self, tags: Option<&str>) -> String {
@@ -211,9 +248,13 @@ impl Target {
             target.push_str("tags=");
             target.extend(form_urlencoded::byte_serialize(tags.as_bytes()));
         }
+        let offer = match self.compression {
+            Compression::Offer => format!("Sec-WebSocket-Extensions: {BROWSER_OFFER}\r\n"),
+            Compression::Off => String::new(),
+        };
         format!(
             "GET {target} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n\r\n",
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n{offer}\r\n",
             self.host
         )
     }
@@ -223,8 +264,12 @@ impl Target {
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
-/// Reads the answer head; returns the bytes after it.
-async fn read_upgrade_answer(stream: &mut Stream) -> Result<Vec<u8>, ClientError> {
+/// Reads the answer head; returns the bytes after it, and an inflater when the server accepted
+/// permessage-deflate (one that keeps its window between messages unless the server answered
+/// `server_no_context_takeover`).
+async fn read_upgrade_answer(
+    stream: &mut Stream,
+) -> Result<(Vec<u8>, Option<Inflater>), ClientError> {
     let mut head = Vec::with_capacity(256);
     let mut chunk = [0u8; 512];
     loop {
@@ -238,16 +283,21 @@ async fn read_upgrade_answer(stream: &mut Stream) -> Result<Vec<u8>, ClientError
         if let Some(end) = head.windows(4).position(|window| window == b"\r\n\r\n") {
             let text = String::from_utf8_lossy(&head[..end]);
             let status = text.lines().next().unwrap_or_default();
-            let accepted = text.lines().any(|line| {
-                line.split_once(':').is_some_and(|(name, value)| {
-                    name.eq_ignore_ascii_case("sec-websocket-accept") && value.trim() == ACCEPT
+            let header = |wanted: &str| {
+                text.lines().find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case(wanted).then(|| value.trim())
                 })
-            });
-            if !status.starts_with("HTTP/1.1 101") || !accepted {
+            };
+            if !status.starts_with("HTTP/1.1 101") || header("sec-websocket-accept") != Some(ACCEPT)
+            {
                 let body = String::from_utf8_lossy(&head[end + 4..]);
                 return Err(ClientError::Refused(format!("{status} {}", body.trim())));
             }
-            return Ok(head.split_off(end + 4));
+            let inflater = header("sec-websocket-extensions")
+                .filter(|agreed| agreed.starts_with("permessage-deflate"))
+                .map(|agreed| Inflater::new(!agreed.contains("server_no_context_takeover")));
+            return Ok((head.split_off(end + 4), inflater));
         }
         if head.len() > 16 * 1024 {
             return Err(ClientError::Refused("answer head too long".into()));
@@ -483,6 +533,8 @@ pub fn push_masked_frame(out: &mut Vec<u8>, first: u8, payload: &[u8], mask: [u8
 pub struct ServerFrame {
     /// The opcode (1 text, 8 close, 9 ping, ...).
     pub opcode: u8,
+    /// RSV1: the payload is compressed (permessage-deflate).
+    pub compressed: bool,
     /// Where the payload starts, from the start of the buffer.
     pub payload_start: usize,
     /// Header plus payload length.
@@ -509,6 +561,7 @@ pub fn split_server_frame(buffer: &[u8]) -> Option<ServerFrame> {
     let length = header.checked_add(payload)?;
     (buffer.len() >= length).then_some(ServerFrame {
         opcode: first & 0x0F,
+        compressed: first & 0x40 != 0,
         payload_start: header,
         length,
     })

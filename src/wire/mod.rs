@@ -6,8 +6,14 @@
 //! - [`request`]: a client's request (`message`, `tags`, `metadata`) parsed from JSON.
 //! - [`parser`]: the [`MessageParser`](parser::MessageParser) trait and the built-in parsers.
 
+//!
+//! [`deflate`] and [`frame`] serve the client library too (feature `client`).
+
 pub mod deflate;
 pub mod frame;
+#[cfg(feature = "server")]
 pub mod handshake;
+#[cfg(feature = "server")]
 pub mod parser;
+#[cfg(feature = "server")]
 pub mod request;
