@@ -13,7 +13,8 @@
 # compression_min_size (256) so that the 600-byte message is compressed at all.
 # Environment: TAGCAST, OUT (as in benches/lib.sh); SERVERS (default "tagcast-off
 # tagcast-shared node-ws-deflate"; node-ws-off is the Node peer without compression);
-# CONNS (default 10000).
+# CONNS (default 10000). Every scenario waits up to 60 s for a delivery (`--timeout 60`): Node
+# takes long to warm 10,000 connections up on a loaded machine.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 kind=compression
@@ -37,11 +38,11 @@ for run in $(seq "$runs"); do
   for name in ${SERVERS:-tagcast-off tagcast-shared node-ws-deflate}; do
     echo "== run $run: $name ($(uptime))" >&2
     start "$name"
-    measure "$name" "$run" conns --subscribers "$conns" --compression offer
+    measure "$name" "$run" conns --subscribers "$conns" --compression offer --timeout 60
     for size in "1000 10" "10000 100"; do
       read -r subscribers rooms <<<"$size"
       for window in 256 0; do
-        measure "$name" "$run" fanout --compression offer --content notification \
+        measure "$name" "$run" fanout --compression offer --content notification --timeout 60 \
           --subscribers "$subscribers" --rooms "$rooms" --messages 5000 --window "$window"
       done
     done

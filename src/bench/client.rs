@@ -102,6 +102,17 @@ impl Compression {
     }
 }
 
+/// How a connection's compressed frames are inflated, once the server accepted
+/// permessage-deflate.
+pub enum Deflate {
+    /// The server agreed to `server_no_context_takeover`: each message inflates on its own, so
+    /// connections share an inflater (tagcast).
+    PerMessage,
+    /// The server keeps its window from one message to the next (Node `ws` by default): this
+    /// connection's own inflater keeps it too.
+    Takeover(Box<Inflater>),
+}
+
 /// What Chromium and Firefox offer.
 const BROWSER_OFFER: &str = "permessage-deflate; client_max_window_bits";
 
@@ -192,13 +203,13 @@ impl Target {
 
     /// Opens connection number `index` (which picks its source address) with `tags` (a JSON
     /// object's text, or none) and completes the WebSocket handshake. Returns the stream, any
-    /// bytes the server sent after its handshake answer, and the inflater of its compressed
+    /// bytes the server sent after its handshake answer, and how to inflate its compressed
     /// frames when it accepted permessage-deflate.
     pub async fn connect(
         &self,
         index: usize,
         tags: Option<&str>,
-    ) -> Result<(Stream, Vec<u8>, Option<Inflater>), ClientError> {
+    ) -> Result<(Stream, Vec<u8>, Option<Deflate>), ClientError> {
         let socket = match self.address {
             SocketAddr::V4(_) => TcpSocket::new_v4(),
             SocketAddr::V6(_) => TcpSocket::new_v6(),
@@ -264,12 +275,11 @@ impl Target {
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
-/// Reads the answer head; returns the bytes after it, and an inflater when the server accepted
-/// permessage-deflate (one that keeps its window between messages unless the server answered
-/// `server_no_context_takeover`).
+/// Reads the answer head; returns the bytes after it, and how to inflate when the server
+/// accepted permessage-deflate.
 async fn read_upgrade_answer(
     stream: &mut Stream,
-) -> Result<(Vec<u8>, Option<Inflater>), ClientError> {
+) -> Result<(Vec<u8>, Option<Deflate>), ClientError> {
     let mut head = Vec::with_capacity(256);
     let mut chunk = [0u8; 512];
     loop {
@@ -294,10 +304,15 @@ async fn read_upgrade_answer(
                 let body = String::from_utf8_lossy(&head[end + 4..]);
                 return Err(ClientError::Refused(format!("{status} {}", body.trim())));
             }
-            let inflater = header("sec-websocket-extensions")
+            let deflate = header("sec-websocket-extensions")
                 .filter(|agreed| agreed.starts_with("permessage-deflate"))
-                .map(|agreed| Inflater::new(!agreed.contains("server_no_context_takeover")));
-            return Ok((head.split_off(end + 4), inflater));
+                .map(
+                    |agreed| match agreed.contains("server_no_context_takeover") {
+                        true => Deflate::PerMessage,
+                        false => Deflate::Takeover(Box::new(Inflater::new(true))),
+                    },
+                );
+            return Ok((head.split_off(end + 4), deflate));
         }
         if head.len() > 16 * 1024 {
             return Err(ClientError::Refused("answer head too long".into()));

@@ -2,6 +2,7 @@
 //! parses only the index and timestamp at the start of each message, and posts its progress on
 //! a shared [`Board`] that the publishers read to keep their window.
 
+use std::cell::RefCell;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,7 +13,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::client::{self, ClientError, Stream, Target};
+use super::client::{self, ClientError, Deflate, Stream, Target};
 use super::histogram::Histogram;
 use super::plan::{Payload, Plan, Scenario, parse_payload};
 use crate::wire::deflate::Inflater;
@@ -345,7 +346,7 @@ impl Subscribers {
         let mut tasks = JoinSet::new();
         while let Some(joined) = connecting.join_next().await {
             let Ok(connected) = joined else { continue };
-            let (unit, subscriber, (stream, leftover, inflater)) = connected?;
+            let (unit, subscriber, (stream, leftover, deflate)) = connected?;
             let stamp = stamp && stream.stamp_arrivals()?;
             let room = plan.room_of(subscriber);
             for publisher in 0..plan.publishers() {
@@ -359,7 +360,7 @@ impl Subscribers {
                 room,
                 stamp,
             };
-            tasks.spawn(receiver.run(stream, leftover, inflater));
+            tasks.spawn(receiver.run(stream, leftover, deflate));
         }
         Ok(Subscribers {
             tasks,
@@ -379,6 +380,12 @@ const READ_BUFFER: usize = 4096;
 /// `messages.max_size`): a larger one is an error, never inflated whole.
 const MAX_INFLATED: usize = 64 * 1024;
 
+thread_local! {
+    /// The inflater of every connection of this thread whose messages inflate on their own
+    /// ([`Deflate::PerMessage`]): 10 000 subscribers need not hold one each.
+    static PER_MESSAGE: RefCell<Inflater> = RefCell::new(Inflater::new(false));
+}
+
 struct Receiver {
     plan: Arc<Plan>,
     board: Arc<Board>,
@@ -389,7 +396,7 @@ struct Receiver {
 }
 
 impl Receiver {
-    async fn run(self, mut stream: Stream, leftover: Vec<u8>, mut inflater: Option<Inflater>) {
+    async fn run(self, mut stream: Stream, leftover: Vec<u8>, mut deflate: Option<Deflate>) {
         let mut buffer = leftover;
         let mut filled = buffer.len();
         buffer.resize(READ_BUFFER.max(filled * 2), 0);
@@ -409,12 +416,19 @@ impl Receiver {
                 let mut payload = &buffer[start + frame.payload_start..start + frame.length];
                 let inflated;
                 if frame.compressed {
-                    let Some(inflater) = &mut inflater else {
-                        self.board
-                            .error("a compressed frame without permessage-deflate".into());
-                        return;
+                    let inflating = match &mut deflate {
+                        Some(Deflate::PerMessage) => PER_MESSAGE
+                            .with_borrow_mut(|inflater| inflater.inflate(payload, MAX_INFLATED)),
+                        Some(Deflate::Takeover(inflater)) => {
+                            inflater.inflate(payload, MAX_INFLATED)
+                        }
+                        None => {
+                            self.board
+                                .error("a compressed frame without permessage-deflate".into());
+                            return;
+                        }
                     };
-                    match inflater.inflate(payload, MAX_INFLATED) {
+                    match inflating {
                         Ok(message) => inflated = message,
                         Err(close) => {
                             self.board.error(format!("compressed frame: {close}"));
