@@ -225,13 +225,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Inflating<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
+            // Everything that can be handled first: a refused upgrade's body reaches tungstenite
+            // in the same read as its head, which is where it looks for it.
+            while this.advance()? {}
             if !this.ready.is_empty() {
                 let count = this.ready.len().min(buf.remaining());
                 buf.put_slice(&this.ready.split_to(count));
                 return Poll::Ready(Ok(()));
-            }
-            if this.advance()? {
-                continue;
             }
             let mut chunk = [0u8; 8192];
             let mut read = ReadBuf::new(&mut chunk);
@@ -332,6 +332,19 @@ mod tests {
         let compressed = frame::MessageFrames::text(&"x".repeat(300), true);
         sent.extend_from_slice(compressed.compressed().unwrap());
         assert_eq!(read_through(&sent, 64, 65_536).await.unwrap(), sent);
+    }
+
+    #[tokio::test]
+    async fn a_refused_upgrade_reaches_the_reader_with_its_body_in_one_read() {
+        let refusal = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 9\r\n\r\nbad tags\n";
+        let (mut server, client) = tokio::io::duplex(1024);
+        tokio::io::AsyncWriteExt::write_all(&mut server, refusal)
+            .await
+            .unwrap();
+        let mut reader = Inflating::new(client, 65_536);
+        let mut first = [0u8; 256];
+        let read = reader.read(&mut first).await.unwrap();
+        assert_eq!(&first[..read], refusal);
     }
 
     #[tokio::test]
