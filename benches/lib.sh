@@ -72,11 +72,13 @@ stop_server() {
 }
 
 # measure LABEL RUN ARGS...: one `tagcast bench`; table to stderr, JSON lines tagged with
-# server_name=LABEL and run=RUN appended to $out. URL overrides the server's ws URL.
+# server_name=LABEL, run=RUN and load1 (the machine's 1-minute load average before it)
+# appended to $out. URL overrides the server's ws URL.
 measure() {
-  local label=$1 run=$2; shift 2
+  local label=$1 run=$2 load; shift 2
+  load=$(cut -d' ' -f1 /proc/loadavg)
   "${BENCH_TOOL:-$tagcast}" bench --url "${URL:-ws://127.0.0.1:$port}" --pid "$pid" "$@" | tee "$work/bench" | grep -v '^{' >&2 || true
-  grep '^{' "$work/bench" | sed "s/^{/{\"server_name\":\"$label\",\"run\":$run,/" >>"$out"
+  grep '^{' "$work/bench" | sed "s/^{/{\"server_name\":\"$label\",\"run\":$run,\"load1\":$load,/" >>"$out"
 }
 
 # measure_bursts LABEL RUN: the unpaced bursts of issues #22/#23 at the server's default config,

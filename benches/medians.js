@@ -17,23 +17,24 @@ for (const line of lines) {
   const sizes = line.scenario === 'conns' ? ''
     : ` ${line.subscribers}/${line.rooms}/${line.publishers}/${line.messages}/${line.size}`;
   const scenario = `${line.scenario}${sizes}${line.window === 0 ? ' burst' : ''}`;
-  const key = `${scenario}\t${line.server_name}`;
+  const key = `${scenario}\t${line.server_name}\t${line.subscribers}`;
   if (!groups.has(key)) groups.set(key, []);
   groups.get(key).push(line);
 }
 const fixed = (value, digits) => (value === null ? '-' : value.toFixed(digits));
 console.log('Sizes: subscribers/rooms/publishers/messages/bytes. "burst": unpaced (`--window 0`).\n');
-console.log('| scenario | server | runs | deliveries/s | loss | p50 ms | p99 ms | p99.9 ms | max ms | arrival p99 ms | server CPU s/M | RSS MiB | peak RSS MiB above start | RSS MiB above start after settle | RSS KiB/conn |');
-console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+console.log('| scenario | server | subs | runs | wire B/deliv | deliveries/s | loss | p50 ms | p99 ms | p99.9 ms | max ms | arrival p99 ms | server CPU s/M | RSS MiB | peak RSS MiB above start | RSS MiB above start after settle | RSS KiB/conn |');
+console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
 for (const [key, group] of groups) {
-  const [scenario, server] = key.split('\t');
+  const [scenario, server, subscribers] = key.split('\t');
   const pick = (get) => median(group.map(get));
   const rate = pick((line) => line.deliveries_per_s);
   const rss = pick((line) => line.server && line.server.rss_kib);
   // MiB above the RSS the scenario started at (median of the runs), when measured.
   const above = (get) => pick((line) => (line.server && typeof get(line) === 'number'
     ? (get(line) - line.server.rss_start_kib) / 1024 : null));
-  console.log(`| ${scenario} | ${server} | ${group.length} | ${scenario === 'conns' ? '-' : (rate / 1e6).toFixed(3) + ' M'} | ` +
+  console.log(`| ${scenario} | ${server} | ${subscribers} | ${group.length} | ` +
+    `${fixed(pick((line) => line.wire_bytes_per_delivery), 1)} | ${scenario === 'conns' ? '-' : (rate / 1e6).toFixed(3) + ' M'} | ` +
     `${Math.max(...group.map((line) => line.loss))} | ` +
     ['p50', 'p99', 'p99_9', 'max'].map((q) => fixed(pick((line) => line.latency_ms[q]), 2)).join(' | ') + ' | ' +
     `${fixed(pick((line) => line.arrival_ms && line.arrival_ms.p99), 2)} | ` +

@@ -303,3 +303,48 @@ async fn an_unpaced_burst_at_the_default_config_loses_nothing() {
     );
     assert!(server_line["rss_settled_kib"].as_u64().is_some(), "{line}");
 }
+
+#[tokio::test]
+async fn compressed_notifications_take_fewer_bytes_on_the_wire_and_all_arrive() {
+    let server = TestServer::start("").await;
+    let mut per_delivery = Vec::new();
+    for (compression, workers) in [("off", "1"), ("offer", "1"), ("offer", "2")] {
+        let lines = bench(
+            &server,
+            &[
+                "fanout",
+                "--content",
+                "notification",
+                "--compression",
+                compression,
+                "--workers",
+                workers,
+                "--subscribers",
+                "24",
+                "--rooms",
+                "4",
+                "--messages",
+                "200",
+            ],
+        )
+        .await;
+        let line = &lines[0];
+        assert_eq!(
+            (line["loss"].as_i64(), line["errors"].as_u64()),
+            (Some(0), Some(0))
+        );
+        assert_eq!(line["compression"], compression);
+        assert_eq!(line["content"], "notification");
+        per_delivery.push(line["wire_bytes_per_delivery"].as_f64().unwrap());
+    }
+    let [plain, compressed, with_workers] = per_delivery[..] else {
+        unreachable!()
+    };
+    assert!(plain > 600.0, "{plain}");
+    assert!(compressed * 3.0 <= plain, "{compressed} for {plain}");
+    // Worker processes count the same frames (stamps differ in length by a digit or two).
+    assert!(
+        (with_workers - compressed).abs() < compressed * 0.05,
+        "{with_workers}"
+    );
+}

@@ -4,12 +4,20 @@
 //!
 //! The client side here inflates with flate2's raw inflater directly, not with tagcast's code;
 //! Chromium, Python `websockets` (tests/wss) and Autobahn's 12.*/13.* cases check the same
-//! against independent implementations.
+//! against independent implementations. The last tests are the Rust client's side: it
+//! negotiates permessage-deflate and reads what comes compressed, seen through a recording
+//! proxy.
 
 mod common;
 
-use common::{RawClient, TestServer, masked_frame, tags_query};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use common::{RawClient, TestServer, WAIT, masked_frame, tags_query};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+use tagcast::client::Endpoint;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 /// What a browser offers.
 const BROWSER_OFFER: &str = "permessage-deflate; client_max_window_bits";
@@ -213,4 +221,88 @@ async fn rsv1_without_negotiation_is_a_protocol_error() {
         client.read_close().await,
         (1002, "reserved bits set without an extension".into())
     );
+}
+
+/// A proxy for one connection to `upstream` that keeps a copy of every byte the server sends.
+async fn recording_proxy(upstream: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let recording = seen.clone();
+    tokio::spawn(async move {
+        let (client, _) = listener.accept().await.unwrap();
+        let server = TcpStream::connect(upstream).await.unwrap();
+        let (mut client_read, mut client_write) = client.into_split();
+        let (mut server_read, mut server_write) = server.into_split();
+        tokio::spawn(async move { tokio::io::copy(&mut client_read, &mut server_write).await });
+        let mut chunk = vec![0u8; 16 * 1024];
+        while let Ok(read @ 1..) = server_read.read(&mut chunk).await {
+            recording.lock().unwrap().extend_from_slice(&chunk[..read]);
+            if client_write.write_all(&chunk[..read]).await.is_err() {
+                break;
+            }
+        }
+    });
+    (address, seen)
+}
+
+/// The Rust client, through a recording proxy, receives the notification from a server with
+/// `toml`; returns whether it negotiated compression and the first frame's first byte and
+/// payload length as they came on the wire.
+async fn rust_client_receives_a_notification(toml: &str) -> (bool, u8, usize) {
+    let server = TestServer::start(toml).await;
+    let (proxy, seen) = recording_proxy(server.address).await;
+    let mut listener = Endpoint::new(&format!("ws://{proxy}"))
+        .unwrap()
+        .connect_with_tags([("user", "42")])
+        .await
+        .unwrap();
+    server.wait_for_connections(1).await;
+    // The `string` parser (the default): the notification travels as a JSON string.
+    let message = notification();
+    publish(
+        &server,
+        &serde_json::to_string(&message).unwrap(),
+        r#"{"user":"42"}"#,
+    )
+    .await;
+    let received: String = tokio::time::timeout(WAIT, listener.next())
+        .await
+        .expect("timed out waiting for the notification")
+        .unwrap()
+        .expect("a message");
+    assert_eq!(received, message);
+    let seen = seen.lock().unwrap().clone();
+    let head_end = seen
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .unwrap()
+        + 4;
+    let frame = &seen[head_end..];
+    let length = match frame[1] & 0x7F {
+        126 => usize::from(u16::from_be_bytes([frame[2], frame[3]])),
+        short => usize::from(short),
+    };
+    (listener.compressed(), frame[0], length)
+}
+
+#[tokio::test]
+async fn the_rust_client_negotiates_compression_and_reads_compressed_messages() {
+    let (compressed, first_byte, length) = rust_client_receives_a_notification("").await;
+    assert!(compressed);
+    assert_eq!(first_byte, 0x80 | 0x40 | 0x1, "FIN, RSV1 and text");
+    assert!(
+        length * 3 <= notification().len(),
+        "{length} bytes on the wire for {}",
+        notification().len()
+    );
+}
+
+#[tokio::test]
+async fn the_rust_client_reads_plain_messages_from_a_server_with_compression_off() {
+    let (compressed, first_byte, length) =
+        rust_client_receives_a_notification("[messages]\ncompression = \"off\"\n").await;
+    assert!(!compressed);
+    assert_eq!(first_byte, 0x81);
+    assert!(length > notification().len(), "{length}");
 }

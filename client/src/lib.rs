@@ -82,6 +82,7 @@ pub mod mock;
 pub mod strict;
 pub mod tags;
 pub mod token;
+pub mod wire;
 
 use std::fmt;
 use std::future::Future;
@@ -91,6 +92,7 @@ use serde_json::{Map, Value};
 
 use crate::tags::Tags;
 
+mod inflating;
 mod websocket;
 
 pub use websocket::{

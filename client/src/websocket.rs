@@ -4,6 +4,9 @@
 //! A sending connection also receives what the server routes to it (an untagged connection gets
 //! every untagged request): a reader task drains it, answers pings, and notices when the server
 //! closes the connection, so that the next [`WebSocketClient::send`] reconnects.
+//!
+//! Every connection offers permessage-deflate and reads compressed messages when the server
+//! accepts it (see [`super::inflating`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -18,11 +21,16 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::{TlsError, UrlError};
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::inflating::{self, Inflating};
 use super::{ClientError, Defaults, RequestSender, WebSocketRequest};
 use crate::tags::Tags;
 
@@ -33,7 +41,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long [`WebSocketClient::close`] waits for the server's answer to its close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Socket = WebSocketStream<Inflating<MaybeTlsStream<TcpStream>>>;
 
 /// Where to connect: a `ws://` or `wss://` URL, the certificate authorities trusted for `wss://`
 /// (the webpki roots unless [`trust_ca_pem`](Endpoint::trust_ca_pem) says otherwise), and the
@@ -179,26 +187,56 @@ fn with_query_param(url: &str, name: &str, value: &str) -> String {
     url
 }
 
-/// Opens a WebSocket connection, bounded by [`CONNECT_TIMEOUT`].
+/// Opens a WebSocket connection offering permessage-deflate, bounded by [`CONNECT_TIMEOUT`].
 async fn open(url: &str, tls: &Arc<rustls::ClientConfig>) -> Result<Socket, ClientError> {
     let unreachable = |error| ClientError::Unreachable {
         url: url.split_once('?').map_or(url, |(base, _)| base).to_owned(),
         error,
     };
-    let connecting = tokio_tungstenite::connect_async_tls_with_config(
-        url,
-        None,
-        false,
-        Some(Connector::Rustls(tls.clone())),
-    );
-    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
-        Ok(Ok((socket, _response))) => Ok(socket),
+    match tokio::time::timeout(CONNECT_TIMEOUT, handshake(url, tls)).await {
+        Ok(Ok(socket)) => Ok(socket),
         Ok(Err(error)) => Err(unreachable(error)),
         Err(_) => Err(unreachable(tungstenite::Error::Io(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
             format!("no connection within {CONNECT_TIMEOUT:?}"),
         )))),
     }
+}
+
+/// Connects to `url` (TCP, then TLS for `wss://`) and completes the WebSocket handshake,
+/// offering permessage-deflate.
+async fn handshake(
+    url: &str,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<Socket, tungstenite::Error> {
+    let mut request = url.into_client_request()?;
+    request.headers_mut().insert(
+        "Sec-WebSocket-Extensions",
+        HeaderValue::from_static(inflating::OFFER),
+    );
+    let uri = request.uri();
+    let secure = uri.scheme_str() == Some("wss");
+    let host = uri
+        .host()
+        .ok_or(tungstenite::Error::Url(UrlError::NoHostName))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let tcp = TcpStream::connect((host.as_str(), port)).await?;
+    let stream = if secure {
+        let name = rustls::pki_types::ServerName::try_from(host)
+            .map_err(|_| tungstenite::Error::Tls(TlsError::InvalidDnsName))?;
+        MaybeTlsStream::Rustls(TlsConnector::from(tls.clone()).connect(name, tcp).await?)
+    } else {
+        MaybeTlsStream::Plain(tcp)
+    };
+    let config = WebSocketConfig::default();
+    let max_size = config.max_message_size.unwrap_or(usize::MAX);
+    let inflating = Inflating::new(stream, max_size);
+    let (socket, _response) =
+        tokio_tungstenite::client_async_with_config(request, inflating, Some(config)).await?;
+    Ok(socket)
 }
 
 /// `error` in one line: the OS error, the certificate problem in words, or the HTTP status and
@@ -458,6 +496,11 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// True when the server agreed to permessage-deflate: its long messages come compressed.
+    pub fn compressed(&self) -> bool {
+        self.socket.get_ref().deflate()
+    }
+
     /// The next message, decoded as `T` (`String` for the `string` parser, your own type for
     /// JSON messages, `Box<serde_json::value::RawValue>` for the text as is). `Ok(None)` when the
     /// server closed normally; [`ClientError::Closed`] when it closed with an error code.

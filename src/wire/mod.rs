@@ -5,9 +5,11 @@
 //! - [`frame`]: RFC 6455 frames: server frames built once, client frames reassembled.
 //! - [`request`]: a client's request (`message`, `tags`, `metadata`) parsed from JSON.
 //! - [`parser`]: the [`MessageParser`](parser::MessageParser) trait and the built-in parsers.
+//!
+//! [`deflate`] and [`frame`] live in the client library's crate (`tagcast_client::wire`), which
+//! reads the same frames; the server re-exports them here.
 
-pub mod deflate;
-pub mod frame;
+pub use tagcast_client::wire::{deflate, frame};
 pub mod handshake;
 pub mod parser;
 pub mod request;

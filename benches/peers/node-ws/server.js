@@ -4,6 +4,10 @@
 //
 // Usage: PORT=0 node server.js   (prints "listening on PORT" once bound; 127.0.0.1 only)
 //        TLS_CERT=cert.pem TLS_KEY=key.pem PORT=0 node server.js   (wss)
+//        PERMESSAGE_DEFLATE=on PORT=0 node server.js   (ws's default perMessageDeflate: a zlib
+//          context per connection, messages under 1024 bytes plain)
+//        PERMESSAGE_DEFLATE=256 PORT=0 node server.js  (the same, messages from 256 bytes
+//          compressed: tagcast's compression_min_size)
 'use strict';
 
 const fs = require('fs');
@@ -110,7 +114,20 @@ function plainHttp(request, response) {
 const server = process.env.TLS_CERT
   ? https.createServer({ cert: fs.readFileSync(process.env.TLS_CERT), key: fs.readFileSync(process.env.TLS_KEY) }, plainHttp)
   : http.createServer(plainHttp);
-const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
+/** `perMessageDeflate` from PERMESSAGE_DEFLATE: off (unset), on (ws's defaults), or a threshold. */
+function perMessageDeflate(value) {
+  if (value === undefined || value === '' || value === 'off') return false;
+  if (value === 'on') return true;
+  const threshold = Number(value);
+  if (!Number.isInteger(threshold) || threshold < 0) {
+    throw new Error(`PERMESSAGE_DEFLATE must be off, on or a threshold in bytes, not ${value}`);
+  }
+  return { threshold };
+}
+const wss = new WebSocketServer({
+  noServer: true,
+  perMessageDeflate: perMessageDeflate(process.env.PERMESSAGE_DEFLATE),
+});
 
 server.on('upgrade', (request, socket, head) => {
   let tags;

@@ -11,11 +11,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls_pki_types::ServerName;
+use serde::{Deserialize, Serialize};
 use tagcast::ops::trust::{TlsTrust, TrustError, client_config};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
+
+use tagcast::wire::deflate::Inflater;
 
 /// A connection could not be opened or broke.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +58,44 @@ pub struct Target {
     /// Number of loopback source addresses (127.0.0.1..=127.0.0.k) to spread connections over;
     /// 0 when the server is not on 127.0.0.0/8 (the kernel then picks the source).
     sources: u8,
+    compression: Compression,
 }
+
+/// Whether connections offer permessage-deflate (RFC 7692): `--compression` of `tagcast bench`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Offer it as browsers do (`permessage-deflate; client_max_window_bits`); the server picks
+    /// whether and how to compress what it sends.
+    #[default]
+    Offer,
+    /// Offer nothing: every frame is plain.
+    Off,
+}
+
+impl Compression {
+    /// The name on the command line and in the JSON line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Offer => "offer",
+            Compression::Off => "off",
+        }
+    }
+}
+
+/// How a connection's compressed frames are inflated, once the server accepted
+/// permessage-deflate.
+pub enum Deflate {
+    /// The server agreed to `server_no_context_takeover`: each message inflates on its own, so
+    /// connections share an inflater (tagcast).
+    PerMessage,
+    /// The server keeps its window from one message to the next (Node `ws` by default): this
+    /// connection's own inflater keeps it too.
+    Takeover(Box<Inflater>),
+}
+
+/// What Chromium and Firefox offer.
+const BROWSER_OFFER: &str = "permessage-deflate; client_max_window_bits";
 
 impl Target {
     /// Resolves `url` once. `sources` loopback addresses are used when the server is on
@@ -119,17 +159,25 @@ impl Target {
             path,
             tls,
             sources,
+            compression: Compression::Off,
         })
     }
 
+    /// Connections offer permessage-deflate, or not.
+    pub fn with_compression(mut self, compression: Compression) -> Target {
+        self.compression = compression;
+        self
+    }
+
     /// Opens connection number `index` (which picks its source address) with `tags` (a JSON
-    /// object's text, or none) and completes the WebSocket handshake. Returns the stream and
-    /// any bytes the server sent after its handshake answer.
+    /// object's text, or none) and completes the WebSocket handshake. Returns the stream, any
+    /// bytes the server sent after its handshake answer, and how to inflate its compressed
+    /// frames when it accepted permessage-deflate.
     pub async fn connect(
         &self,
         index: usize,
         tags: Option<&str>,
-    ) -> Result<(Stream, Vec<u8>), ClientError> {
+    ) -> Result<(Stream, Vec<u8>, Option<Deflate>), ClientError> {
         let socket = match self.address {
             SocketAddr::V4(_) => TcpSocket::new_v4(),
             SocketAddr::V6(_) => TcpSocket::new_v6(),
@@ -168,8 +216,8 @@ impl Target {
             .write_all(request.as_bytes())
             .await
             .map_err(io_error("write"))?;
-        let leftover = read_upgrade_answer(&mut stream).await?;
-        Ok((stream, leftover))
+        let (leftover, inflater) = read_upgrade_answer(&mut stream).await?;
+        Ok((stream, leftover, inflater))
     }
 
     fn upgrade_request(&self, tags: Option<&str>) -> String {
@@ -179,9 +227,13 @@ impl Target {
             target.push_str("tags=");
             target.extend(form_urlencoded::byte_serialize(tags.as_bytes()));
         }
+        let offer = match self.compression {
+            Compression::Offer => format!("Sec-WebSocket-Extensions: {BROWSER_OFFER}\r\n"),
+            Compression::Off => String::new(),
+        };
         format!(
             "GET {target} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n\r\n",
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n{offer}\r\n",
             self.host
         )
     }
@@ -191,8 +243,11 @@ impl Target {
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
-/// Reads the answer head; returns the bytes after it.
-async fn read_upgrade_answer(stream: &mut Stream) -> Result<Vec<u8>, ClientError> {
+/// Reads the answer head; returns the bytes after it, and how to inflate when the server
+/// accepted permessage-deflate.
+async fn read_upgrade_answer(
+    stream: &mut Stream,
+) -> Result<(Vec<u8>, Option<Deflate>), ClientError> {
     let mut head = Vec::with_capacity(256);
     let mut chunk = [0u8; 512];
     loop {
@@ -206,16 +261,26 @@ async fn read_upgrade_answer(stream: &mut Stream) -> Result<Vec<u8>, ClientError
         if let Some(end) = head.windows(4).position(|window| window == b"\r\n\r\n") {
             let text = String::from_utf8_lossy(&head[..end]);
             let status = text.lines().next().unwrap_or_default();
-            let accepted = text.lines().any(|line| {
-                line.split_once(':').is_some_and(|(name, value)| {
-                    name.eq_ignore_ascii_case("sec-websocket-accept") && value.trim() == ACCEPT
+            let header = |wanted: &str| {
+                text.lines().find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case(wanted).then(|| value.trim())
                 })
-            });
-            if !status.starts_with("HTTP/1.1 101") || !accepted {
+            };
+            if !status.starts_with("HTTP/1.1 101") || header("sec-websocket-accept") != Some(ACCEPT)
+            {
                 let body = String::from_utf8_lossy(&head[end + 4..]);
                 return Err(ClientError::Refused(format!("{status} {}", body.trim())));
             }
-            return Ok(head.split_off(end + 4));
+            let deflate = header("sec-websocket-extensions")
+                .filter(|agreed| agreed.starts_with("permessage-deflate"))
+                .map(
+                    |agreed| match agreed.contains("server_no_context_takeover") {
+                        true => Deflate::PerMessage,
+                        false => Deflate::Takeover(Box::new(Inflater::new(true))),
+                    },
+                );
+            return Ok((head.split_off(end + 4), deflate));
         }
         if head.len() > 16 * 1024 {
             return Err(ClientError::Refused("answer head too long".into()));
@@ -343,6 +408,8 @@ pub use tagcast::wire::frame::{PONG, TEXT, push_masked_frame};
 pub struct ServerFrame {
     /// The opcode (1 text, 8 close, 9 ping, ...).
     pub opcode: u8,
+    /// RSV1: the payload is compressed (permessage-deflate).
+    pub compressed: bool,
     /// Where the payload starts, from the start of the buffer.
     pub payload_start: usize,
     /// Header plus payload length.
@@ -357,6 +424,7 @@ pub fn split_server_frame(buffer: &[u8]) -> Option<ServerFrame> {
     let length = header.checked_add(usize::try_from(length).ok()?)?;
     (buffer.len() >= length).then_some(ServerFrame {
         opcode: buffer[0] & 0x0F,
+        compressed: buffer[0] & 0x40 != 0,
         payload_start: header,
         length,
     })

@@ -32,9 +32,9 @@ use serde_json::json;
 use tagcast::ops::trust::TlsTrust;
 use tokio_util::sync::CancellationToken;
 
-use client::{ClientError, Target};
+use client::{ClientError, Compression, Target};
 use histogram::Histogram;
-use plan::{Plan, Scenario, Settings};
+use plan::{Content, Plan, Scenario, Settings};
 use probe::{ProbeError, Sample};
 use subscribers::{Board, Subscribers};
 use workers::{Outcome, Workers};
@@ -154,9 +154,18 @@ pub struct BenchArgs {
     /// Publisher connections.
     #[arg(long, default_value_t = 2)]
     pub publishers: usize,
-    /// Bytes of each message string.
+    /// Bytes of each message string (filler content).
     #[arg(long, default_value_t = 64)]
     pub size: usize,
+    /// What each message says after its index and stamp: filler = `x` up to --size bytes;
+    /// notification = a JSON notification of about 600 bytes (--size is not used).
+    #[arg(long, value_enum, default_value = "filler")]
+    pub content: Content,
+    /// offer = every connection offers permessage-deflate as browsers do (the server decides
+    /// whether to compress what it sends); off = plain frames only. Subscribers inflate what
+    /// comes compressed; `wire B/d` is the bytes of frame per delivery either way.
+    #[arg(long, value_enum, default_value = "offer")]
+    pub compression: Compression,
     /// Messages per second in the latency scenario.
     #[arg(long, default_value_t = 500)]
     pub rate: u32,
@@ -224,6 +233,8 @@ impl BenchArgs {
             publishers: self.publishers.max(1),
             messages,
             size: self.size,
+            content: self.content,
+            compression: self.compression,
             rate: self.rate,
             window: self.window,
             seed: self.seed,
@@ -321,6 +332,8 @@ struct Report {
     pid: Option<u32>,
     expected: u64,
     received: u64,
+    /// Bytes of the frames that carried the messages received.
+    wire_bytes: u64,
     first_send_ns: u64,
     last_receipt_ns: u64,
     latencies: Histogram,
@@ -350,7 +363,8 @@ async fn run_scenario(
     }
     let server_start = pid.map(|pid| probe::sample(Some(pid))).transpose()?;
     let tool_start = probe::sample(None)?.cpu_seconds;
-    let target = Arc::new(Target::new(&settings.url, &trust(&settings), settings.sources).await?);
+    let target = Target::new(&settings.url, &trust(&settings), settings.sources).await?;
+    let target = Arc::new(target.with_compression(settings.compression));
     let plan = Arc::new(Plan::new(settings.clone()));
     let connect_started = Instant::now();
     let (board, receivers) = if workers <= 1 {
@@ -443,6 +457,7 @@ async fn run_scenario(
         pid,
         expected,
         received: 0,
+        wire_bytes: 0,
         first_send_ns,
         last_receipt_ns: 0,
         latencies: Histogram::default(),
@@ -463,6 +478,7 @@ async fn run_scenario(
     };
     for outcome in outcomes.drain(..) {
         report.received += outcome.received;
+        report.wire_bytes += outcome.wire_bytes;
         report.tool_cpu_s += outcome.cpu_s;
         if let Some((_, last)) = outcome.receipts {
             report.last_receipt_ns = report.last_receipt_ns.max(last);
@@ -482,12 +498,13 @@ async fn run_scenario(
 
 fn table_header() -> String {
     format!(
-        "{:<9} {:>6} {:>5} {:>7} {:>5} {:>10} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8}",
+        "{:<9} {:>6} {:>5} {:>7} {:>5} {:>8} {:>10} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8}",
         "scenario",
         "subs",
         "rooms",
         "msgs",
         "size",
+        "wire B/d",
         "deliv/s",
         "loss",
         "p50 ms",
@@ -515,6 +532,11 @@ impl Report {
             seconds if seconds > 0.0 => self.received as f64 / seconds,
             _ => 0.0,
         }
+    }
+
+    /// Frame bytes per delivery, as they came on the wire (compressed or not).
+    fn wire_bytes_per_delivery(&self) -> Option<f64> {
+        (self.received > 0).then(|| self.wire_bytes as f64 / self.received as f64)
     }
 
     fn server_cpu_per_million(&self) -> Option<f64> {
@@ -561,12 +583,16 @@ impl Report {
             );
         }
         format!(
-            "{:<9} {:>6} {:>5} {:>7} {:>5} {:>10.0} {:>6} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>9} {:>9} {:>9} {:>8}",
+            "{:<9} {:>6} {:>5} {:>7} {:>5} {:>8} {:>10.0} {:>6} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>9} {:>9} {:>9} {:>8}",
             settings.scenario.name(),
             settings.subscribers,
             settings.rooms,
             settings.messages,
-            settings.size,
+            match settings.content {
+                Content::Filler => settings.size.to_string(),
+                Content::Notification => "notif".to_owned(),
+            },
+            optional(self.wire_bytes_per_delivery(), 1),
             self.rate(),
             self.expected as i64 - self.received as i64,
             self.latency_ms(0.5),
@@ -611,6 +637,10 @@ impl Report {
             "publishers": settings.publishers,
             "messages": settings.messages,
             "size": settings.size,
+            "content": settings.content.name(),
+            "compression": settings.compression.name(),
+            "wire_bytes": self.wire_bytes,
+            "wire_bytes_per_delivery": self.wire_bytes_per_delivery(),
             "rate": (settings.scenario == Scenario::Latency).then_some(settings.rate),
             "window": settings.window,
             "workers": self.workers,

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::client::Compression;
+
 /// The scenarios of `tagcast bench`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -33,6 +35,47 @@ impl Scenario {
     }
 }
 
+/// What each message says after its index and stamp: `--content` of `tagcast bench`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Content {
+    /// `x` up to `--size` bytes: the fewest bytes to route, and nothing like real text (it
+    /// compresses to almost nothing).
+    #[default]
+    Filler,
+    /// A JSON notification of about 600 bytes (an order list, as benches/compression.rs
+    /// measures), in the message string as the `string` parser carries JSON: `--size` is not
+    /// used.
+    Notification,
+}
+
+impl Content {
+    /// The name on the command line and in the JSON line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Content::Filler => "filler",
+            Content::Notification => "notification",
+        }
+    }
+}
+
+/// The notification of [`Content::Notification`], escaped for a JSON string.
+fn escaped_notification() -> String {
+    let items: Vec<String> = (0..6)
+        .map(|i| {
+            format!(
+                r#"{{"id":{i},"title":"Order {i} shipped","url":"https://shop.example.com/orders/{i}","status":"shipped"}}"#
+            )
+        })
+        .collect();
+    let notification = format!(
+        r#"{{"type":"notification","user":"42","items":[{}]}}"#,
+        items.join(",")
+    );
+    let quoted = serde_json::Value::from(notification).to_string();
+    quoted[1..quoted.len() - 1].to_owned()
+}
+
 /// One scenario's resolved parameters: what the parent sends to its worker processes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Settings {
@@ -48,8 +91,12 @@ pub struct Settings {
     pub publishers: usize,
     /// Messages published in all.
     pub messages: usize,
-    /// Bytes of each message string.
+    /// Bytes of each message string (filler content).
     pub size: usize,
+    /// What the messages say.
+    pub content: Content,
+    /// Whether connections offer permessage-deflate.
+    pub compression: Compression,
     /// Messages per second (latency scenario only).
     pub rate: u32,
     /// Most messages a publisher keeps unfinished per room (sent but not yet received by every
@@ -79,6 +126,9 @@ pub struct Plan {
     room_of_message: Vec<u32>,
     /// Subscribers per room.
     room_sizes: Vec<usize>,
+    /// What each message says after its index and stamp, escaped for a JSON string
+    /// (notification content only).
+    text: String,
 }
 
 /// splitmix64: a fast, well-mixed hash of the seed and the message index.
@@ -106,11 +156,16 @@ impl Plan {
                 settings.subscribers / rooms + usize::from(room < settings.subscribers % rooms)
             })
             .collect();
+        let text = match settings.content {
+            Content::Filler => String::new(),
+            Content::Notification => escaped_notification(),
+        };
         Plan {
             settings,
             lists,
             room_of_message,
             room_sizes,
+            text,
         }
     }
 
@@ -180,8 +235,13 @@ impl Plan {
     pub fn write_request(&self, index: usize, stamp_ns: u64, room: usize, out: &mut Vec<u8>) {
         let start = out.len();
         let _ = write!(out, r#"{{"message":"{index} {stamp_ns} "#);
-        let written = out.len() - start - r#"{"message":""#.len();
-        out.resize(out.len() + self.settings.size.saturating_sub(written), b'x');
+        match self.settings.content {
+            Content::Filler => {
+                let written = out.len() - start - r#"{"message":""#.len();
+                out.resize(out.len() + self.settings.size.saturating_sub(written), b'x');
+            }
+            Content::Notification => out.extend_from_slice(self.text.as_bytes()),
+        }
         match self.settings.scenario {
             Scenario::Broadcast => out.extend_from_slice(br#"","tags":{},"metadata":{}}"#),
             _ => {
@@ -259,6 +319,8 @@ mod tests {
             publishers: 2,
             messages: 100,
             size: 64,
+            content: Content::Filler,
+            compression: Compression::Off,
             rate: 0,
             window: 8,
             seed: 7,
@@ -320,6 +382,30 @@ mod tests {
         );
         assert_eq!(parse_payload(br#""w""#), Some(Payload::WarmUp));
         assert_eq!(parse_payload(br#""x""#), None);
+    }
+
+    #[test]
+    fn notification_requests_carry_the_notification_as_a_string() {
+        let plan = Plan::new(Settings {
+            content: Content::Notification,
+            ..settings(Scenario::Fanout)
+        });
+        let mut out = Vec::new();
+        plan.write_request(7, 123, 1, &mut out);
+        let request: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let message = request["message"].as_str().unwrap();
+        let notification: serde_json::Value =
+            serde_json::from_str(message.strip_prefix("7 123 ").unwrap()).unwrap();
+        assert_eq!(notification["items"][5]["status"], "shipped");
+        assert!((550..700).contains(&message.len()), "{}", message.len());
+        let delivered = serde_json::to_string(message).unwrap();
+        assert_eq!(
+            parse_payload(delivered.as_bytes()),
+            Some(Payload::Message {
+                index: 7,
+                stamp_ns: 123
+            })
+        );
     }
 
     #[test]

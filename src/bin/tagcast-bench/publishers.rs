@@ -100,7 +100,7 @@ async fn connect(
     }
     let mut writers = Vec::new();
     for publisher in 0..plan.publishers() {
-        let (stream, _) = target
+        let (stream, _, _) = target
             .connect(plan.settings.subscribers + publisher, None)
             .await?;
         let (mut reader, writer) = tokio::io::split(stream);

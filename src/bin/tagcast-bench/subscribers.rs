@@ -2,6 +2,7 @@
 //! parses only the index and timestamp at the start of each message, and posts its progress on
 //! a shared [`Board`] that the publishers read to keep their window.
 
+use std::cell::RefCell;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,9 +13,10 @@ use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::client::{self, ClientError, Stream, Target};
+use super::client::{self, ClientError, Deflate, Stream, Target};
 use super::histogram::Histogram;
 use super::plan::{Payload, Plan, Scenario, parse_payload};
+use tagcast::wire::deflate::Inflater;
 
 /// Nanoseconds since the Unix epoch: comparable between the load tool's processes.
 pub fn wall_ns() -> u64 {
@@ -47,6 +49,8 @@ pub struct Board {
     lanes_of_room: Vec<Vec<usize>>,
     /// Messages received, per unit.
     received: Vec<AtomicU64>,
+    /// Bytes of the frames that carried them (headers included, as they came on the wire).
+    wire_bytes: AtomicU64,
     /// When the first and the last message arrived (ns since the epoch).
     first_receipt: AtomicU64,
     last_receipt: AtomicU64,
@@ -86,6 +90,7 @@ impl Board {
                 .collect(),
             lanes_of_room,
             received: (0..units).map(|_| AtomicU64::new(0)).collect(),
+            wire_bytes: AtomicU64::new(0),
             first_receipt: AtomicU64::new(u64::MAX),
             last_receipt: AtomicU64::new(0),
             latencies: (0..SHARDS).map(|_| Mutex::default()).collect(),
@@ -170,6 +175,17 @@ impl Board {
             .iter()
             .map(|count| count.load(Ordering::Acquire))
             .sum()
+    }
+
+    /// Adds the frame bytes of messages received (see [`Board::wire_bytes`]).
+    pub fn add_wire_bytes(&self, bytes: u64) {
+        self.wire_bytes.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    /// Bytes of the frames that carried the messages received, headers included: compressed
+    /// frames count as they came on the wire.
+    pub fn wire_bytes(&self) -> u64 {
+        self.wire_bytes.load(Ordering::Acquire)
     }
 
     /// Widens the first-to-last receipt span to include `first..=last`.
@@ -324,13 +340,13 @@ impl Subscribers {
                 let _slot = slots.acquire_owned().await;
                 let tags = plan.subscriber_tags(subscriber);
                 let connected = target.connect(subscriber, tags.as_deref()).await;
-                connected.map(|(stream, leftover)| (unit, subscriber, stream, leftover))
+                connected.map(|connection| (unit, subscriber, connection))
             });
         }
         let mut tasks = JoinSet::new();
         while let Some(joined) = connecting.join_next().await {
             let Ok(connected) = joined else { continue };
-            let (unit, subscriber, stream, leftover) = connected?;
+            let (unit, subscriber, (stream, leftover, deflate)) = connected?;
             let stamp = stamp && stream.stamp_arrivals()?;
             let room = plan.room_of(subscriber);
             for publisher in 0..plan.publishers() {
@@ -344,7 +360,7 @@ impl Subscribers {
                 room,
                 stamp,
             };
-            tasks.spawn(receiver.run(stream, leftover));
+            tasks.spawn(receiver.run(stream, leftover, deflate));
         }
         Ok(Subscribers {
             tasks,
@@ -360,6 +376,15 @@ impl Subscribers {
 
 /// The smallest read buffer; it grows to hold a frame larger than half of it.
 const READ_BUFFER: usize = 4096;
+/// The largest message a compressed frame may inflate to (the server's default
+/// `messages.max_size`): a larger one is an error, never inflated whole.
+const MAX_INFLATED: usize = 64 * 1024;
+
+thread_local! {
+    /// The inflater of every connection of this thread whose messages inflate on their own
+    /// ([`Deflate::PerMessage`]): 10 000 subscribers need not hold one each.
+    static PER_MESSAGE: RefCell<Inflater> = RefCell::new(Inflater::new(false));
+}
 
 struct Receiver {
     plan: Arc<Plan>,
@@ -371,12 +396,13 @@ struct Receiver {
 }
 
 impl Receiver {
-    async fn run(self, mut stream: Stream, leftover: Vec<u8>) {
+    async fn run(self, mut stream: Stream, leftover: Vec<u8>, mut deflate: Option<Deflate>) {
         let mut buffer = leftover;
         let mut filled = buffer.len();
         buffer.resize(READ_BUFFER.max(filled * 2), 0);
         let mut counts = vec![0usize; self.plan.publishers()];
         let mut received = 0u64;
+        let mut wire_bytes = 0u64;
         let mut ready = false;
         let mut latencies = Vec::with_capacity(64);
         let mut arrivals = Vec::with_capacity(64);
@@ -387,7 +413,30 @@ impl Receiver {
             let mut start = 0;
             let mut touched = false;
             while let Some(frame) = client::split_server_frame(&buffer[start..filled]) {
-                let payload = &buffer[start + frame.payload_start..start + frame.length];
+                let mut payload = &buffer[start + frame.payload_start..start + frame.length];
+                let inflated;
+                if frame.compressed {
+                    let inflating = match &mut deflate {
+                        Some(Deflate::PerMessage) => PER_MESSAGE
+                            .with_borrow_mut(|inflater| inflater.inflate(payload, MAX_INFLATED)),
+                        Some(Deflate::Takeover(inflater)) => {
+                            inflater.inflate(payload, MAX_INFLATED)
+                        }
+                        None => {
+                            self.board
+                                .error("a compressed frame without permessage-deflate".into());
+                            return;
+                        }
+                    };
+                    match inflating {
+                        Ok(message) => inflated = message,
+                        Err(close) => {
+                            self.board.error(format!("compressed frame: {close}"));
+                            return;
+                        }
+                    }
+                    payload = &inflated;
+                }
                 match frame.opcode {
                     0x1 => match parse_payload(payload) {
                         // Stamping subscribers wait for a stamped warm-up: the kernel turns
@@ -405,6 +454,7 @@ impl Receiver {
                                 arrivals.push(arrival.saturating_sub(stamp_ns));
                             }
                             received += 1;
+                            wire_bytes += frame.length as u64;
                             touched = true;
                         }
                         None => self.board.error(format!(
@@ -434,6 +484,7 @@ impl Receiver {
             }
             if touched {
                 self.post(received, &counts, &latencies, &arrivals, now);
+                self.board.add_wire_bytes(std::mem::take(&mut wire_bytes));
                 latencies.clear();
                 arrivals.clear();
             }

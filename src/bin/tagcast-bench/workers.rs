@@ -55,6 +55,8 @@ enum Line {
 pub struct Outcome {
     /// Messages received.
     pub received: u64,
+    /// Bytes of the frames that carried them.
+    pub wire_bytes: u64,
     /// First and last receipt, ns since the epoch.
     pub receipts: Option<(u64, u64)>,
     /// Latencies to the tool's reads, ns.
@@ -73,6 +75,7 @@ impl Outcome {
         let latencies = board.latencies();
         Outcome {
             received: board.received(),
+            wire_bytes: board.wire_bytes(),
             receipts: board.receipts(),
             latencies: latencies.read.to_sparse(),
             arrivals: latencies.arrival.to_sparse(),
@@ -112,7 +115,8 @@ async fn run_job(
 ) -> Result<(), BenchError> {
     let cpu_start = probe::sample(None)?.cpu_seconds;
     let trust = super::trust(&job.settings);
-    let target = Arc::new(Target::new(&job.settings.url, &trust, job.settings.sources).await?);
+    let target = Target::new(&job.settings.url, &trust, job.settings.sources).await?;
+    let target = Arc::new(target.with_compression(job.settings.compression));
     let plan = Arc::new(Plan::new(job.settings));
     let board = Arc::new(Board::for_subscribers(&plan, job.range.clone()));
     let subscribers = Subscribers::connect(plan, target, job.range, board.clone()).await?;

@@ -125,39 +125,76 @@ pub fn compress(message: &[u8]) -> Vec<u8> {
 /// `max_size` bytes (a small payload that would inflate to gigabytes is never inflated whole),
 /// and with 1007 when it is not a valid deflate stream.
 pub fn decompress(payload: &[u8], max_size: usize) -> Result<Vec<u8>, CloseReason> {
-    let mut input = Vec::with_capacity(payload.len() + SYNC_TAIL.len());
-    input.extend_from_slice(payload);
-    input.extend_from_slice(&SYNC_TAIL);
-    let mut inflater = Decompress::new(false);
-    let mut output: Vec<u8> = Vec::new();
-    loop {
-        if output.len() == output.capacity() {
-            // Grows by doubling, never past one byte over the limit: that byte tells a
-            // message of exactly `max_size` from a larger one.
-            let room = output.len().max(1024).min(max_size + 1 - output.len());
-            output.reserve_exact(room);
+    Inflater::new(false).inflate(payload, max_size)
+}
+
+/// Inflates one connection's compressed messages, within the limits of [`decompress`].
+///
+/// Without context takeover (what tagcast negotiates, both ways) each message is inflated from
+/// an empty window and nothing is kept between messages. With it, the window of the messages
+/// before is kept: a peer whose compressor keeps its context (Node's `ws` by default, read by
+/// `tagcast bench`) refers back to it.
+pub struct Inflater {
+    inner: Decompress,
+    takeover: bool,
+}
+
+impl Inflater {
+    /// An inflater; `takeover` keeps the window from one message to the next.
+    pub fn new(takeover: bool) -> Inflater {
+        Inflater {
+            inner: Decompress::new(false),
+            takeover,
         }
-        let (read, written) = (inflater.total_in(), inflater.total_out());
-        let consumed = read as usize;
-        let status = inflater
-            .decompress_vec(&input[consumed..], &mut output, FlushDecompress::Sync)
-            .map_err(|_| invalid())?;
-        if output.len() > max_size {
-            return Err(CloseReason::new(
-                close_code::MESSAGE_TOO_BIG,
-                format!("message larger than {max_size} bytes once inflated"),
-            ));
+    }
+
+    /// The message `payload` holds (see [`decompress`] for the limits and the errors).
+    pub fn inflate(&mut self, payload: &[u8], max_size: usize) -> Result<Vec<u8>, CloseReason> {
+        if !self.takeover {
+            self.inner.reset(false);
         }
-        let consumed_all = inflater.total_in() as usize == input.len();
-        let room_left = output.len() < output.capacity();
-        match status {
-            // A final block (BFINAL) ended the stream: what may follow is the tail we added.
-            Status::StreamEnd => return Ok(output),
-            _ if consumed_all && room_left => return Ok(output),
-            _ if room_left && (read, written) == (inflater.total_in(), inflater.total_out()) => {
-                return Err(invalid());
+        let mut input = Vec::with_capacity(payload.len() + SYNC_TAIL.len());
+        input.extend_from_slice(payload);
+        input.extend_from_slice(&SYNC_TAIL);
+        let inflater = &mut self.inner;
+        // The totals count every message this inflater read: the message starts here.
+        let start = inflater.total_in();
+        let mut output: Vec<u8> = Vec::new();
+        loop {
+            if output.len() == output.capacity() {
+                // Grows by doubling, never past one byte over the limit: that byte tells a
+                // message of exactly `max_size` from a larger one.
+                let room = output.len().max(1024).min(max_size + 1 - output.len());
+                output.reserve_exact(room);
             }
-            _ => {}
+            let (read, written) = (inflater.total_in(), inflater.total_out());
+            let consumed = (read - start) as usize;
+            let status = inflater
+                .decompress_vec(&input[consumed..], &mut output, FlushDecompress::Sync)
+                .map_err(|_| invalid())?;
+            if output.len() > max_size {
+                return Err(CloseReason::new(
+                    close_code::MESSAGE_TOO_BIG,
+                    format!("message larger than {max_size} bytes once inflated"),
+                ));
+            }
+            let consumed_all = (inflater.total_in() - start) as usize == input.len();
+            let room_left = output.len() < output.capacity();
+            match status {
+                // A final block (BFINAL) ended the stream: what may follow is the tail we
+                // added, and the next message starts a new stream.
+                Status::StreamEnd => {
+                    inflater.reset(false);
+                    return Ok(output);
+                }
+                _ if consumed_all && room_left => return Ok(output),
+                _ if room_left
+                    && (read, written) == (inflater.total_in(), inflater.total_out()) =>
+                {
+                    return Err(invalid());
+                }
+                _ => {}
+            }
         }
     }
 }
@@ -271,6 +308,33 @@ mod tests {
     fn garbage_is_refused_with_1007() {
         let refused = decompress(&[0xFF, 0xFF, 0xFF, 0x00, 0x12], 65_536).unwrap_err();
         assert_eq!(refused.code, close_code::INVALID_PAYLOAD);
+    }
+
+    #[test]
+    fn with_context_takeover_later_messages_refer_to_earlier_ones() {
+        // What a peer keeping its compressor's context sends: one stream, sync-flushed per
+        // message, the tail left off each.
+        let mut compressor = Compress::new(Compression::default(), false);
+        let message = br#"{"type":"notification","items":[1,2,3]}"#.repeat(4);
+        let mut inflater = Inflater::new(true);
+        let mut sizes = Vec::new();
+        for _ in 0..3 {
+            let mut payload = Vec::with_capacity(1024);
+            compressor
+                .compress_vec(&message, &mut payload, FlushCompress::Sync)
+                .unwrap();
+            payload.truncate(payload.len() - SYNC_TAIL.len());
+            sizes.push(payload.len());
+            assert_eq!(inflater.inflate(&payload, 1024).unwrap(), message);
+        }
+        assert!(sizes[1] < sizes[0] / 2, "{sizes:?}");
+        // Without takeover the second message cannot be read: it refers to the first.
+        let mut payload = Vec::with_capacity(1024);
+        compressor
+            .compress_vec(&message, &mut payload, FlushCompress::Sync)
+            .unwrap();
+        payload.truncate(payload.len() - SYNC_TAIL.len());
+        assert!(decompress(&payload, 1024).is_err());
     }
 
     #[test]
