@@ -7,7 +7,8 @@
 #   (`--window 0`): loss, deliveries/s, the server's peak RSS and its RSS SETTLE (30) seconds
 #   after the subscribers closed, both above its RSS before they connected;
 # - `conns`: RSS per idle connection at CONNS (19,000) connections.
-# Environment: TAGCAST, OUT, SETTLE, CONNS, as in benches/lib.sh and benches/compare.sh.
+# Environment: TAGCAST, OUT, SETTLE, CONNS, as in benches/lib.sh and benches/compare.sh;
+# SERVERS, the servers to run (default "tagcast node-ws": Node's burst takes minutes).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 kind=memory
@@ -17,7 +18,7 @@ conns=${CONNS:-19000}
 . "$here/lib.sh"
 
 for run in $(seq "$runs"); do
-  for name in tagcast node-ws; do
+  for name in ${SERVERS:-tagcast node-ws}; do
     echo "== run $run: $name, the #22 burst" >&2
     start_server "$name"
     measure "$name" "$run" fanout --window 0 --profile full --publishers 4 --size 64 \
