@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The modules of src/ and the modules each one uses (`crate::...` paths), and any import cycle.
+"""The modules of each crate (src/, client/src/) and the modules each one uses (`crate::...`
+paths), and any import cycle.
 
     scripts/module-cycles.py [--list]
 
@@ -12,18 +13,24 @@ import pathlib
 import re
 import sys
 
-SRC = pathlib.Path(__file__).resolve().parent.parent / "src"
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CRATES = [ROOT / "src", ROOT / "client" / "src"]
 
 
-def module_of(path):
-    parts = list(path.relative_to(SRC).with_suffix("").parts)
+def module_of(src, path):
+    parts = list(path.relative_to(src).with_suffix("").parts)
     if parts[-1] in ("mod", "lib", "main"):
         parts.pop()
     return "::".join(parts)
 
 
 def main():
-    files = {module_of(path): path for path in SRC.rglob("*.rs")}
+    return max(check(src) for src in CRATES)
+
+
+def check(src):
+    """Checks one crate; prints its cycle (1) or that it has none (0)."""
+    files = {module_of(src, path): path for path in src.rglob("*.rs")}
     modules = set(files)
     uses = {}
     for module, path in files.items():
@@ -68,9 +75,9 @@ def main():
         if module not in state:
             cycle = visit(module, [])
             if cycle:
-                print("import cycle: " + " -> ".join(cycle), file=sys.stderr)
+                print(f"{src.relative_to(ROOT)}: import cycle: " + " -> ".join(cycle), file=sys.stderr)
                 return 1
-    print(f"no import cycle among {len(uses)} modules", file=sys.stderr)
+    print(f"{src.relative_to(ROOT)}: no import cycle among {len(uses)} modules", file=sys.stderr)
     return 0
 
 

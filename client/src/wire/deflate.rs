@@ -15,7 +15,7 @@
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
-use crate::wire::frame::{CloseReason, close_code};
+use crate::wire::close::{CloseReason, close_code};
 
 /// The extension token.
 const EXTENSION: &str = "permessage-deflate";
