@@ -36,6 +36,7 @@
 pub use tagcast_client as client;
 pub use tagcast_client::{mock, strict, tags, token};
 
+#[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod net;
 pub mod ops;

@@ -8,6 +8,7 @@
 //! Redis after everything before it (every client has seen the previous marker, remote ones
 //! through Redis), and Redis keeps one order for every subscriber, so a duplicate of an earlier
 //! message would show up before the marker.
+#![cfg(feature = "cluster")]
 
 mod common;
 

@@ -533,6 +533,7 @@ async fn a_client_that_does_not_read_is_counted_as_a_slow_client() {
 /// A clustered node shows the gauge, at 0 while Redis cannot be reached (nothing listens on
 /// port 1, so no reconnection attempt can set it). Its going to 1 and back with a real Redis is
 /// `tests/cluster.rs`'s.
+#[cfg(feature = "cluster")]
 #[tokio::test]
 async fn the_cluster_gauge_is_there_when_clustered() {
     let server = TestServer::start("[cluster]\nredis = \"redis://127.0.0.1:1/\"\n").await;
@@ -610,6 +611,7 @@ async fn health_and_metrics_on_the_main_listener_when_admin_address_is_empty() {
 
 /// `promtool check metrics` (Debian's `prometheus` package) accepts the exposition, build info
 /// and process start time included (`.ci/run` installs promtool and runs it).
+#[cfg(feature = "cluster")]
 #[tokio::test]
 #[ignore = "needs promtool (apt-get install prometheus)"]
 async fn promtool_accepts_the_metrics() {

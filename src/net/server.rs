@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+#[cfg(feature = "cluster")]
 use crate::cluster::{Cluster, ClusterError, Outgoing};
 use crate::net::head::handshake_deadline;
 use crate::net::shared::Shared;
@@ -32,7 +33,9 @@ use crate::ops::watch;
 use crate::routing::history::History;
 use crate::routing::hub::{Hub, Listener};
 use crate::routing::outbox::SendLimits;
-use crate::routing::router::{Router, Sharing};
+use crate::routing::router::Router;
+#[cfg(feature = "cluster")]
+use crate::routing::router::Sharing;
 use crate::wire::frame::{CloseReason, close_code};
 use crate::wire::parser::{self, MessageParser};
 
@@ -49,6 +52,7 @@ pub enum StartError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     /// The `[cluster]` section cannot be used.
+    #[cfg(feature = "cluster")]
     #[error(transparent)]
     Cluster(#[from] ClusterError),
     /// A listener cannot be bound.
@@ -125,6 +129,7 @@ pub struct Server {
     shared: Arc<Shared>,
     tracker: TaskTracker,
     /// What the cluster link publishes, taken by `run`.
+    #[cfg(feature = "cluster")]
     cluster_queue: Option<Outgoing>,
 }
 
@@ -143,18 +148,24 @@ impl Server {
         parser: Arc<dyn MessageParser>,
     ) -> Result<Server, StartError> {
         let tls = config.tls.as_ref().map(TlsAcceptor::load).transpose()?;
+        let history = History::from_config(&config.history);
+        #[cfg(feature = "cluster")]
         let (cluster, cluster_queue) =
             Cluster::from_config(&config.cluster, &config.history)?.unzip();
-        let history = History::from_config(&config.history);
+        #[cfg(feature = "cluster")]
         if let (Some(history), Some(_)) = (&history, &cluster) {
             // Until its reader has caught up with the cluster's stream.
             history.set_blind(true);
         }
+        // Without the feature, Config::parse refuses `cluster.redis`: nothing to share with.
+        #[cfg(not(feature = "cluster"))]
+        let sharing = None;
         let limits = SendLimits::new(
             config.limits.send_queue_bytes.get(),
             Duration::from_millis(config.limits.write_timeout_ms.get()),
             config.limits.max_queued_bytes.get(),
         );
+        #[cfg(feature = "cluster")]
         let sharing = cluster.clone().map(|cluster| cluster as Arc<dyn Sharing>);
         let router = Router::new(
             &config,
@@ -170,12 +181,14 @@ impl Server {
             router: Arc::new(router),
             shutdown: CancellationToken::new(),
             tls: tls.map(Arc::new),
+            #[cfg(feature = "cluster")]
             cluster,
             config,
         };
         Ok(Server {
             shared: Arc::new(shared),
             tracker: TaskTracker::new(),
+            #[cfg(feature = "cluster")]
             cluster_queue,
         })
     }
@@ -228,6 +241,7 @@ impl Server {
                 move |stream, address| serve_wss(shared.clone(), tls.clone(), stream, address),
             ));
         }
+        #[cfg(feature = "cluster")]
         if let (Some(cluster), Some(queue)) = (&self.shared.cluster, self.cluster_queue) {
             self.tracker.spawn(cluster.clone().run(
                 queue,

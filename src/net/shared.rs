@@ -8,6 +8,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+#[cfg(feature = "cluster")]
 use crate::cluster::Cluster;
 use crate::net::tls::{TlsAcceptor, TlsError};
 use crate::ops::auth::AuthReload;
@@ -44,6 +45,7 @@ pub struct Shared {
     /// The wss certificate, when `[tls]` is set.
     pub tls: Option<Arc<TlsAcceptor>>,
     /// The link to the other nodes, when `[cluster] redis` is set.
+    #[cfg(feature = "cluster")]
     pub cluster: Option<Arc<Cluster>>,
 }
 

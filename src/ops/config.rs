@@ -672,6 +672,12 @@ impl Config {
         let cluster = ClusterConfig {
             redis: match raw.cluster.redis.is_empty() {
                 true => None,
+                false if !cfg!(feature = "cluster") => {
+                    return Err(invalid(
+                        "cluster.redis",
+                        "this tagcast was built without the cargo feature `cluster`".into(),
+                    ));
+                }
                 false => Some(
                     RedisUrl::new(raw.cluster.redis)
                         .map_err(|problem| invalid("cluster.redis", problem))?,
@@ -930,8 +936,17 @@ mod tests {
         assert!(error("[auth]\ntoken_leeway_s = -1\n").contains("token_leeway_s"));
     }
 
+    #[cfg(not(feature = "cluster"))]
+    #[test]
+    fn without_the_feature_a_cluster_is_refused_by_name() {
+        let refused = error("[cluster]\nredis = \"redis://127.0.0.1/\"\n");
+        assert!(refused.contains("cluster.redis"), "{refused}");
+        assert!(refused.contains("feature `cluster`"), "{refused}");
+    }
+
     /// `cluster.redis` may hold a password: neither `Debug` nor the keys a reload names as
     /// changed show it, yet a new password is a change.
+    #[cfg(feature = "cluster")]
     #[test]
     fn the_redis_password_is_never_shown() {
         let config = |url: &str| {
@@ -1029,7 +1044,7 @@ mod tests {
             );
         }
         assert_eq!(
-            error("[cluster]\nredis = \"redis://127.0.0.1/\"\nchannel = \"\"\n"),
+            error("[cluster]\nchannel = \"\"\n"),
             "/x/tagcast.toml: key `cluster.channel`: must not be empty"
         );
         assert_eq!(

@@ -135,11 +135,14 @@ impl Service {
     /// reload's failure if any.
     fn status(&self) -> String {
         let applications = self.shared.router.auth().applications();
+        #[cfg(feature = "cluster")]
         let cluster = self
             .shared
             .cluster
             .as_ref()
             .map(|cluster| cluster.connected());
+        #[cfg(not(feature = "cluster"))]
+        let cluster = None;
         let failure = lock(&self.reload_failure).clone();
         status_line(
             self.shared.router.hub().len(),
