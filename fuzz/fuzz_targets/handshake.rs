@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tagcast::ops::config::LimitsConfig;
+use tagcast::ops::config::Config;
 use tagcast::wire::handshake::{check_upgrade, parse_head};
 
 fuzz_target!(|data: &[u8]| {
@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     };
     assert!(length <= data.len());
     let origins = ["https://example.org".to_owned()];
-    let limits = LimitsConfig::default().tag_limits();
+    let limits = Config::default().limits.tag_limits();
     for allowed in [&origins[..], &[]] {
         if let Ok(upgrade) = check_upgrade(&head, limits, allowed) {
             assert!(upgrade.tags.len() <= limits.max_tags);

@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use tagcast::ops::config::LimitsConfig;
+use tagcast::ops::config::Config;
 use tagcast::wire::parser::{
     GomoobMessageParser, JsonParser, JsonSchemaParser, MessageParser, StringParser,
 };
@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(request) = Request::parse(text, LimitsConfig::default().tag_limits()) else {
+    let Ok(request) = Request::parse(text, Config::default().limits.tag_limits()) else {
         return;
     };
     for parser in parsers() {

@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use tagcast::ops::config::LimitsConfig;
+use tagcast::ops::config::Config;
 use tagcast::token::{self, Clock, TokenError, TokenKey};
 
 const ES_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = token::key_id(text);
-    let limits = LimitsConfig::default().tag_limits();
+    let limits = Config::default().limits.tag_limits();
     let key_of = |kid: &str| {
         keys()
             .iter()
