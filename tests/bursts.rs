@@ -9,6 +9,8 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{
@@ -82,7 +84,18 @@ fn message(number: usize, size: usize) -> String {
 
 /// Publishes `count` messages of `size` bytes to `tags` as fast as the socket takes them.
 async fn burst(sender: &mut Client, tags: &str, count: usize, size: usize) {
-    for number in 0..count {
+    send_numbered(sender, tags, 0..count, size).await;
+}
+
+/// Publishes the messages numbered `numbers` (of `size` bytes) to `tags`, as fast as the socket
+/// takes them.
+async fn send_numbered(
+    sender: &mut Client,
+    tags: &str,
+    numbers: std::ops::Range<usize>,
+    size: usize,
+) {
+    for number in numbers {
         let request = format!(
             r#"{{"message":{},"tags":{tags},"metadata":{{}}}}"#,
             message(number, size)
@@ -93,10 +106,21 @@ async fn burst(sender: &mut Client, tags: &str, count: usize, size: usize) {
 }
 
 /// A reader that checks it gets `count` messages of `size` bytes, in order.
-fn reads_everything(mut client: Client, count: usize, size: usize) -> JoinHandle<Client> {
+fn reads_everything(client: Client, count: usize, size: usize) -> JoinHandle<Client> {
+    reads_everything_counting(client, count, size, Arc::default())
+}
+
+/// [`reads_everything`], counting in `received` the messages read so far.
+fn reads_everything_counting(
+    mut client: Client,
+    count: usize,
+    size: usize,
+    received: Arc<AtomicUsize>,
+) -> JoinHandle<Client> {
     tokio::spawn(async move {
         for number in 0..count {
             assert_eq!(client.recv().await, message(number, size), "in order");
+            received.fetch_add(1, Ordering::Relaxed);
         }
         client
     })
@@ -214,10 +238,12 @@ async fn a_client_whose_socket_takes_nothing_is_closed_after_the_write_timeout()
 async fn slow_clients_cannot_grow_the_server_past_its_budget() {
     let _serial = SERIAL.lock().await;
     const BUDGET: usize = 4 * 1024 * 1024;
-    // Large enough for the budget to be what closes the non-readers.
+    // Large enough for the budget to be what closes the non-readers. A closed non-reader's
+    // connection ends once its socket took nothing for write_timeout_ms (its close frame cannot
+    // be written): 3 s here, well within the wait for the connections to be gone.
     let server = TestServer::start(&format!(
         "[limits]\nmax_queued_bytes = {BUDGET}\nsend_queue_bytes = 67108864\n\
-         shutdown_grace_ms = 200\n"
+         shutdown_grace_ms = 200\nwrite_timeout_ms = 3000\n"
     ))
     .await;
     const SIZE: usize = 16 * 1024;
@@ -230,24 +256,38 @@ async fn slow_clients_cannot_grow_the_server_past_its_budget() {
     let mut sender = server.connect("").await;
     server.wait_for_connections(8).await;
     let before = rss();
-    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(before));
     let sampling = {
         let peak = peak.clone();
         tokio::spawn(async move {
             loop {
-                peak.fetch_max(rss(), std::sync::atomic::Ordering::Relaxed);
+                peak.fetch_max(rss(), Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
     };
-    let reader = reads_everything(reader, COUNT, SIZE);
-    burst(&mut sender, ROOM, COUNT, SIZE).await;
-    tokio::time::timeout(WAIT * 3, reader)
+    // Published in chunks of 1 MiB, each once the reader has the one before: the reader is
+    // never more than 2 MiB behind, so the budget (4 MiB) can only be passed by the six that
+    // read nothing, however slowly this test's own reader runs.
+    const CHUNK: usize = 64;
+    let received = Arc::new(AtomicUsize::new(0));
+    let reader = reads_everything_counting(reader, COUNT, SIZE, received.clone());
+    for start in (0..COUNT).step_by(CHUNK) {
+        send_numbered(&mut sender, ROOM, start..(start + CHUNK).min(COUNT), SIZE).await;
+        let wanted = start.saturating_sub(CHUNK);
+        wait_until(
+            || received.load(Ordering::Relaxed) >= wanted,
+            "the reader to catch up",
+        )
+        .await;
+    }
+    // Kept open: the reader and the sender are the 2 connections waited for below.
+    let _reader = tokio::time::timeout(WAIT * 3, reader)
         .await
         .expect("the reader gets everything")
         .unwrap();
     sampling.abort();
-    let grown = peak.load(std::sync::atomic::Ordering::Relaxed) - before;
+    let grown = peak.load(Ordering::Relaxed) - before;
     // The margin: the test's own clients (the reader's and sender's buffers) and the frames
     // being encoded and written, beside what waits.
     const MARGIN: u64 = 24 * 1024 * 1024;
