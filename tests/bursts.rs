@@ -324,7 +324,7 @@ fn raw_reader(mut client: RawClient, count: usize, size: usize) -> JoinHandle<()
 /// every client gets every message, and once they are gone the daemon's resident memory comes
 /// back to within a few MiB of what it was before they came (issue #22: memory handed back).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a burst of 3 M deliveries through the daemon: run by .ci/run"]
+#[ignore = "needs a few seconds for 3 M deliveries through the daemon: run by .ci/run"]
 async fn a_burst_leaves_the_daemons_memory_where_it_found_it() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();

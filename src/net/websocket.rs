@@ -354,22 +354,8 @@ pub(crate) mod tests {
 
     /// A client's frame: FIN set, masked (as RFC 6455 wants from a client), with `opcode`.
     pub(crate) fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [0x12, 0x34, 0x56, 0x78];
-        let mut frame = vec![0x80 | opcode];
-        match payload.len() {
-            length @ 0..126 => frame.push(0x80 | length as u8),
-            length => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(length as u16).to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(&mask);
-        frame.extend(
-            payload
-                .iter()
-                .zip(mask.iter().cycle())
-                .map(|(byte, key)| byte ^ key),
-        );
+        let mut frame = Vec::new();
+        frame::push_masked_frame(&mut frame, 0x80 | opcode, payload, [0x12, 0x34, 0x56, 0x78]);
         frame
     }
 
