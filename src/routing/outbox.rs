@@ -10,10 +10,13 @@
 //! waits for it at once, including what its writer took and has not started writing: its memory
 //! is back before the next request is routed.
 //!
-//! A queued delivery costs one pointer ([`Waiting`], shared by every queue the frame waits in):
-//! a frame is made shared once, by the first queue that keeps it, and freed when the last queue
-//! lets go of it. The memory [`SendLimits::queued_bytes`] counts is what the queues really hold:
-//! each shared frame once, each client's private copies, and a pointer per queued delivery.
+//! A queued delivery costs two bytes: a frame is made shared once, by the first queue that keeps
+//! it, by appending it to the server's [`FrameLog`]; each queue keeps its index in the log's
+//! segment, and one handle per segment it has frames waiting in, however many they are. A
+//! segment is freed when the last queue lets go of it. Frames larger than `LOG_UP_TO` are
+//! shared one by one instead ([`Waiting`], a pointer per delivery, small beside such a frame).
+//! The memory [`SendLimits::queued_bytes`] counts is what the queues really hold: each segment
+//! and shared frame once, each client's private copies, its indices and handles.
 //!
 //! The connection's writer takes what is queued ([`Outbox::take`], a bounded number of entries
 //! at a time) and writes it in one vectored write. An idle outbox holds no allocation.
@@ -45,7 +48,6 @@ use std::cell::OnceCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::IoSlice;
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -53,6 +55,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::net::tcp::OwnedWriteHalf;
 
+use crate::routing::frame_log::{FrameLog, QueuedMemory, Segment};
 use crate::wire::frame::{self, CloseReason, close_code};
 
 /// The reason of the close (4429) of a client whose queue overflowed: too slow to read.
@@ -66,13 +69,17 @@ const COPY_BUDGET: usize = 4 * 1024;
 const WRITE_THROUGH_PER_REQUEST: usize = 128;
 /// Frames up to this size may be written through; larger ones are left to the writer.
 const WRITE_THROUGH_UP_TO: usize = 16 * 1024;
+/// Frames up to this size are shared through the [`FrameLog`]; larger ones one by one.
+const LOG_UP_TO: usize = 16 * 1024;
 /// Entries the writer takes at once: what one vectored write takes at most.
 pub const TAKE_AT_MOST: usize = 64;
 /// Bytes the writer takes at once (or one frame, when larger): about what a socket takes in one
 /// write, and a bound on what a writer stuck on a full socket holds besides its queue.
 const TAKE_BYTES: usize = 64 * 1024;
-/// What one queued delivery costs besides its frame: the pointer in the queue.
-const ENTRY_BYTES: usize = size_of::<Arc<Waiting>>();
+/// What an entry of a queue costs: a frame of its own, or a run of frames of one segment.
+const ENTRY_BYTES: usize = size_of::<Entry>();
+/// What a queued delivery of a frame in the log costs besides its frame: its index.
+const INDEX_BYTES: usize = size_of::<u16>();
 /// What a shared frame costs besides its bytes: its shared header and the [`Waiting`].
 const WAITING_OVERHEAD: usize = size_of::<Waiting>() + 2 * size_of::<usize>();
 
@@ -124,8 +131,10 @@ pub struct SendLimits {
     pub write_timeout: Duration,
     /// `limits.max_queued_bytes`: memory all waiting frames may hold together.
     pub max_queued_bytes: usize,
-    /// What they hold now; may dip below 0 for a moment (a release seen before its count).
-    held: AtomicIsize,
+    /// What they hold now.
+    held: Arc<QueuedMemory>,
+    /// Where frames shared by the queues are kept.
+    log: FrameLog,
 }
 
 impl SendLimits {
@@ -139,13 +148,14 @@ impl SendLimits {
             send_queue_bytes,
             write_timeout,
             max_queued_bytes,
-            held: AtomicIsize::new(0),
+            held: Arc::default(),
+            log: FrameLog::default(),
         })
     }
 
     /// Memory held by waiting frames, all clients together (`tagcast_queued_bytes`).
     pub fn queued_bytes(&self) -> usize {
-        self.held.load(Ordering::Relaxed).max(0) as usize
+        self.held.bytes()
     }
 
     /// True when waiting frames hold more than `max_queued_bytes`.
@@ -154,21 +164,18 @@ impl SendLimits {
     }
 
     fn hold(&self, bytes: usize) {
-        if bytes > 0 {
-            self.held.fetch_add(bytes as isize, Ordering::Relaxed);
-        }
+        self.held.hold(bytes);
     }
 
     fn release(&self, bytes: usize) {
-        if bytes > 0 {
-            self.held.fetch_sub(bytes as isize, Ordering::Relaxed);
-        }
+        self.held.release(bytes);
     }
 }
 
-/// A frame waiting in one or more queues (or a run of small frames copied end to end for one
-/// queue). What it holds counts in [`SendLimits::queued_bytes`] until it is freed.
-pub struct Waiting {
+/// A frame larger than `LOG_UP_TO` waiting in one or more queues, or a frame of one queue's
+/// own (a run of small frames copied end to end, the rest of a frame partly written, the close
+/// frame). What it holds counts in [`SendLimits::queued_bytes`] until it is freed.
+struct Waiting {
     frame: Bytes,
     limits: Arc<SendLimits>,
 }
@@ -188,11 +195,6 @@ impl Waiting {
         limits.hold(frame.len());
         Waiting::counted(frame, limits)
     }
-
-    /// The frame's bytes.
-    pub fn bytes(&self) -> &[u8] {
-        &self.frame
-    }
 }
 
 impl Drop for Waiting {
@@ -205,7 +207,10 @@ impl Drop for Waiting {
 /// does, and made shared only once.
 pub struct Outgoing<'a> {
     frame: &'a Bytes,
-    shared: OnceCell<Arc<Waiting>>,
+    /// Where it is in the log, once a queue kept it (frames up to `LOG_UP_TO`).
+    logged: OnceCell<(Arc<Segment>, u16)>,
+    /// The frame shared alone, once a queue kept it (larger frames).
+    whole: OnceCell<Arc<Waiting>>,
 }
 
 impl<'a> Outgoing<'a> {
@@ -213,24 +218,42 @@ impl<'a> Outgoing<'a> {
     pub fn new(frame: &'a Bytes) -> Outgoing<'a> {
         Outgoing {
             frame,
-            shared: OnceCell::new(),
+            logged: OnceCell::new(),
+            whole: OnceCell::new(),
         }
     }
 
-    fn shared(&self, limits: &Arc<SendLimits>) -> Arc<Waiting> {
-        self.shared
+    fn logged(&self, limits: &Arc<SendLimits>) -> &(Arc<Segment>, u16) {
+        self.logged
+            .get_or_init(|| limits.log.append(self.frame, &limits.held))
+    }
+
+    fn whole(&self, limits: &Arc<SendLimits>) -> Arc<Waiting> {
+        self.whole
             .get_or_init(|| Waiting::new(self.frame.clone(), limits))
             .clone()
     }
 }
 
-/// The frames waiting, in order: runs of small frames copied end to end, and shared frames.
+/// A part of a queue, in order.
+enum Entry {
+    /// A frame of this queue's own (copied small frames, the rest of one partly written) or a
+    /// large frame shared alone.
+    Own(Arc<Waiting>),
+    /// The next `count` frames of the queue's `indices`, all in `segment`.
+    Logged { segment: Arc<Segment>, count: u32 },
+}
+
+/// The frames waiting, in order: runs of small frames copied end to end, frames in the log,
+/// and large frames shared alone.
 #[derive(Default)]
 struct Queue {
     /// The first entry is the rest of a frame whose start was written through: kept when
     /// closing drops the rest of the queue (the client is in the middle of it).
     started: bool,
-    entries: VecDeque<Arc<Waiting>>,
+    entries: VecDeque<Entry>,
+    /// The index of every frame of the `Logged` entries, in order.
+    indices: VecDeque<u16>,
     /// Small frames copied after the last entry.
     tail: BytesMut,
     /// Bytes copied since the writer last took from the queue.
@@ -249,11 +272,30 @@ impl Queue {
             // Starts small and doubles as frames arrive: a message to every idle connection
             // allocates little for each.
             self.tail.extend_from_slice(frame.frame);
-            length
-        } else {
-            let sealed = self.seal_tail(limits);
-            self.entries.push_back(frame.shared(limits));
-            sealed + ENTRY_BYTES
+            return length;
+        }
+        let sealed = self.seal_tail(limits);
+        if length > LOG_UP_TO {
+            self.entries.push_back(Entry::Own(frame.whole(limits)));
+            return sealed + ENTRY_BYTES;
+        }
+        let (segment, index) = frame.logged(limits);
+        self.indices.push_back(*index);
+        match self.entries.back_mut() {
+            Some(Entry::Logged {
+                segment: last,
+                count,
+            }) if Arc::ptr_eq(last, segment) => {
+                *count += 1;
+                sealed + INDEX_BYTES
+            }
+            _ => {
+                self.entries.push_back(Entry::Logged {
+                    segment: segment.clone(),
+                    count: 1,
+                });
+                sealed + ENTRY_BYTES + INDEX_BYTES
+            }
         }
     }
 
@@ -261,32 +303,104 @@ impl Queue {
     fn push_started(&mut self, rest: &[u8], limits: &Arc<SendLimits>) -> usize {
         self.started = true;
         self.backlog += rest.len();
-        self.entries
-            .push_back(Waiting::new(Bytes::copy_from_slice(rest), limits));
+        self.entries.push_back(Entry::Own(Waiting::new(
+            Bytes::copy_from_slice(rest),
+            limits,
+        )));
         ENTRY_BYTES
     }
 
-    /// Makes the copied frames an entry; returns the memory this adds (the entry's pointer).
+    /// Makes the copied frames an entry; returns the memory this adds (the entry).
     fn seal_tail(&mut self, limits: &Arc<SendLimits>) -> usize {
         if self.tail.is_empty() {
             return 0;
         }
         let run = std::mem::take(&mut self.tail).freeze();
-        self.entries.push_back(Waiting::counted(run, limits));
+        self.entries
+            .push_back(Entry::Own(Waiting::counted(run, limits)));
         ENTRY_BYTES
     }
 
+    /// Moves up to [`TAKE_AT_MOST`] frames or `TAKE_BYTES` bytes, whichever comes first (but
+    /// always one frame), into `batch`; returns the memory they held in the queue and their
+    /// bytes.
+    fn take(&mut self, batch: &mut Batch) -> (usize, usize) {
+        let (mut memory, mut bytes) = (0, 0);
+        let room = |batch: &Batch, bytes: usize, length: usize| {
+            batch.frames.len() < TAKE_AT_MOST
+                && (batch.frames.is_empty() || bytes + length <= TAKE_BYTES)
+        };
+        while let Some(entry) = self.entries.front_mut() {
+            match entry {
+                Entry::Own(waiting) => {
+                    if !room(batch, bytes, waiting.frame.len()) {
+                        break;
+                    }
+                    bytes += waiting.frame.len();
+                    memory += ENTRY_BYTES;
+                    if let Some(Entry::Own(waiting)) = self.entries.pop_front() {
+                        batch.frames.push(Taken::Own(waiting));
+                    }
+                }
+                Entry::Logged { segment, count } => {
+                    let taken_from = batch.segments.len();
+                    let mut taken = 0;
+                    while let Some(&index) = self.indices.front()
+                        && *count > 0
+                        && room(batch, bytes, segment.frame(index).len())
+                    {
+                        bytes += segment.frame(index).len();
+                        memory += INDEX_BYTES;
+                        self.indices.pop_front();
+                        *count -= 1;
+                        taken += 1;
+                        batch.frames.push(Taken::Logged {
+                            segment: taken_from,
+                            index,
+                        });
+                    }
+                    if taken == 0 {
+                        break;
+                    }
+                    if *count > 0 {
+                        batch.segments.push(segment.clone());
+                        break;
+                    }
+                    memory += ENTRY_BYTES;
+                    if let Some(Entry::Logged { segment, .. }) = self.entries.pop_front() {
+                        batch.segments.push(segment);
+                    }
+                }
+            }
+        }
+        self.backlog -= bytes;
+        self.started = false;
+        self.copied = 0;
+        if self.entries.capacity() > 64 && self.entries.len() < 16 {
+            self.entries.shrink_to(16);
+        }
+        if self.indices.capacity() > 1024 && self.indices.len() < 256 {
+            self.indices.shrink_to(256);
+        }
+        (memory, bytes)
+    }
+
     /// Drops every frame but the rest of a started one; returns the memory this lets go of
-    /// (besides shared frames, which let go of theirs when freed).
+    /// (besides shared frames and segments, which let go of theirs when freed).
     fn drop_unstarted(&mut self) -> usize {
         let kept = if self.started {
             self.entries.pop_front()
         } else {
             None
         };
-        let released = self.entries.len() * ENTRY_BYTES + self.tail.len();
-        self.backlog = kept.as_ref().map_or(0, |rest| rest.frame.len());
+        let released =
+            self.entries.len() * ENTRY_BYTES + self.indices.len() * INDEX_BYTES + self.tail.len();
+        self.backlog = match &kept {
+            Some(Entry::Own(rest)) => rest.frame.len(),
+            _ => 0,
+        };
         self.entries = kept.into_iter().collect();
+        self.indices = VecDeque::new();
         self.tail = BytesMut::new();
         self.copied = 0;
         released
@@ -296,12 +410,11 @@ impl Queue {
         self.entries.is_empty() && self.tail.is_empty()
     }
 }
-
 #[derive(Default)]
 struct State {
     queue: Queue,
-    /// What the writer took last: entries, and their bytes. Counted as waiting until the
-    /// writer comes back for more (it wrote them) or closing discards them.
+    /// What the writer took last: the memory it held in the queue, and its bytes. Counted as
+    /// waiting until the writer comes back for more (it wrote them) or closing discards them.
     in_flight: (usize, usize),
     /// Set once the connection is closing: the close frame to write after `queue`, until taken.
     close_frame: Option<Arc<Waiting>>,
@@ -337,8 +450,8 @@ impl State {
 
     /// The writer is done with what it took: it no longer waits.
     fn settle_in_flight(&mut self, limits: &SendLimits) {
-        let (entries, _) = std::mem::take(&mut self.in_flight);
-        limits.release(entries * ENTRY_BYTES);
+        let (memory, _) = std::mem::take(&mut self.in_flight);
+        limits.release(memory);
     }
 
     /// Bytes waiting for the client, with those the writer took and has not written.
@@ -533,9 +646,9 @@ impl Outbox {
         self.lock().queue.is_empty()
     }
 
-    /// Waits until there is something to do, then moves up to [`TAKE_AT_MOST`] entries or
-    /// `TAKE_BYTES` bytes, whichever comes first (and
-    /// the close frame after the last of them) into `batch`. What the last call took is
+    /// Waits until there is something to do, then moves up to [`TAKE_AT_MOST`] frames or
+    /// `TAKE_BYTES` bytes, whichever comes first (and the close frame after the last of them)
+    /// into `batch`. What the last call took is
     /// written, or discarded: it is cleared.
     pub async fn take(&self, batch: &mut Batch) -> Next {
         batch.clear();
@@ -551,31 +664,17 @@ impl Outbox {
             let sealed = state.queue.seal_tail(&self.limits);
             self.limits.hold(sealed);
             if !state.queue.entries.is_empty() {
-                let queue = &mut state.queue;
-                let mut bytes = 0;
-                while let Some(entry) = queue.entries.front()
-                    && batch.frames.len() < TAKE_AT_MOST
-                    && (batch.frames.is_empty() || bytes + entry.frame.len() <= TAKE_BYTES)
-                {
-                    bytes += entry.frame.len();
-                    batch.frames.extend(queue.entries.pop_front());
+                state.in_flight = state.queue.take(batch);
+                if state.queue.entries.is_empty() {
+                    batch
+                        .frames
+                        .extend(state.close_frame.take().map(Taken::Own));
                 }
-                let count = batch.frames.len();
-                queue.backlog -= bytes;
-                queue.started = false;
-                queue.copied = 0;
-                if queue.entries.capacity() > 64 && queue.entries.len() < 16 {
-                    queue.entries.shrink_to(16);
-                }
-                if queue.entries.is_empty() {
-                    batch.frames.extend(state.close_frame.take());
-                }
-                state.in_flight = (count, bytes);
                 state.writing = true;
                 return Poll::Ready(Next::Write);
             }
             if let Some(close_frame) = state.close_frame.take() {
-                batch.frames.push(close_frame);
+                batch.frames.push(Taken::Own(close_frame));
                 state.writing = true;
                 return Poll::Ready(Next::Write);
             }
@@ -634,10 +733,20 @@ impl Drop for Outbox {
     }
 }
 
+/// A frame the writer took.
+enum Taken {
+    /// A frame of the client's own, or a large one shared alone.
+    Own(Arc<Waiting>),
+    /// The frame at `index` in the batch's `segment`th segment.
+    Logged { segment: usize, index: u16 },
+}
+
 /// What the writer took from an outbox, and how much of it is written.
 #[derive(Default)]
 pub struct Batch {
-    frames: Vec<Arc<Waiting>>,
+    frames: Vec<Taken>,
+    /// The segments the `Logged` frames are in, each once.
+    segments: Vec<Arc<Segment>>,
     /// The first frame not completely written.
     first: usize,
     /// Bytes of it written.
@@ -650,6 +759,14 @@ impl Batch {
         Batch::default()
     }
 
+    /// The bytes of the `index`th frame taken.
+    fn frame(&self, index: usize) -> &[u8] {
+        match &self.frames[index] {
+            Taken::Own(waiting) => &waiting.frame,
+            Taken::Logged { segment, index } => self.segments[*segment].frame(*index),
+        }
+    }
+
     /// True when every frame taken is written.
     pub fn is_done(&self) -> bool {
         self.first == self.frames.len()
@@ -657,6 +774,7 @@ impl Batch {
 
     /// Drops the frames not started: what is left to write is the rest of a frame partly
     /// written, if any (the client would otherwise see a broken frame instead of the close).
+    /// The segments they were in are let go of with the batch's next [`Batch::clear`].
     pub fn drop_unstarted(&mut self) {
         self.frames
             .truncate(self.first + usize::from(self.offset > 0));
@@ -665,6 +783,7 @@ impl Batch {
     /// Drops every frame taken.
     pub fn clear(&mut self) {
         self.frames.clear();
+        self.segments.clear();
         self.first = 0;
         self.offset = 0;
         if self.frames.capacity() > TAKE_AT_MOST + 1 {
@@ -675,12 +794,9 @@ impl Batch {
     /// Fills `slices` with what is left to write; returns how many it filled.
     pub fn slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
         let mut count = 0;
-        for (slice, (index, waiting)) in slices
-            .iter_mut()
-            .zip(self.frames.iter().enumerate().skip(self.first))
-        {
+        for (slice, index) in slices.iter_mut().zip(self.first..self.frames.len()) {
             let skip = if index == self.first { self.offset } else { 0 };
-            *slice = IoSlice::new(&waiting.frame[skip..]);
+            *slice = IoSlice::new(&self.frame(index)[skip..]);
             count += 1;
         }
         count
@@ -689,7 +805,7 @@ impl Batch {
     /// Notes that `written` more bytes were written.
     pub fn advance(&mut self, mut written: usize) {
         while written > 0 && self.first < self.frames.len() {
-            let left = self.frames[self.first].frame.len() - self.offset;
+            let left = self.frame(self.first).len() - self.offset;
             if written >= left {
                 written -= left;
                 self.first += 1;
@@ -796,9 +912,8 @@ mod tests {
 
     impl Batch {
         fn concat(&self) -> Vec<u8> {
-            self.frames
-                .iter()
-                .flat_map(|w| w.bytes().to_vec())
+            (0..self.frames.len())
+                .flat_map(|index| self.frame(index).to_vec())
                 .collect()
         }
 
@@ -827,7 +942,7 @@ mod tests {
         let mut batch = Batch::new();
         assert_eq!(outbox.take(&mut batch).await, Next::Write);
         assert_eq!(batch.len(), 1);
-        assert_eq!(&batch.frames[0].bytes()[2..4], &4429u16.to_be_bytes());
+        assert_eq!(&batch.frame(0)[2..4], &4429u16.to_be_bytes());
         assert_eq!(outbox.take(&mut batch).await, Next::Finished);
     }
 
@@ -861,22 +976,27 @@ mod tests {
     async fn small_frames_are_copied_end_to_end_large_ones_shared_in_order() {
         let outbox = outbox(1 << 20);
         let large = Bytes::from(vec![b'L'; COPY_UP_TO + 1]);
+        let larger = Bytes::from(vec![b'X'; LOG_UP_TO + 1]);
         let mut wakeups = Wakeups::default();
         push(&outbox, b"ab", &mut wakeups);
         push(&outbox, b"c", &mut wakeups);
         outbox.push(&Outgoing::new(&large), &mut wakeups);
         push(&outbox, b"d", &mut wakeups);
-        assert_eq!(outbox.backlog(), 4 + large.len());
+        outbox.push(&Outgoing::new(&larger), &mut wakeups);
+        outbox.push(&Outgoing::new(&large), &mut wakeups);
+        assert_eq!(outbox.backlog(), 4 + 2 * large.len() + larger.len());
         let mut batch = Batch::new();
         assert_eq!(outbox.take(&mut batch).await, Next::Write);
-        assert_eq!(batch.len(), 3, "two copied runs around the shared frame");
-        assert_eq!(batch.frames[0].bytes(), b"abc");
-        assert_eq!(
-            batch.frames[1].bytes().as_ptr(),
-            large.as_ptr(),
-            "the large frame is not copied"
+        assert_eq!(batch.len(), 5, "copied runs and shared frames, in order");
+        assert_eq!(batch.frame(0), b"abc");
+        assert_eq!(batch.frame(1).as_ptr(), large.as_ptr(), "not copied");
+        assert_eq!(batch.frame(2), b"d");
+        assert_eq!(batch.frame(3).as_ptr(), larger.as_ptr(), "not copied");
+        assert!(matches!(batch.frames[3], Taken::Own(_)), "shared alone");
+        assert!(
+            matches!(batch.frames[4], Taken::Logged { .. }),
+            "in the log"
         );
-        assert_eq!(batch.frames[2].bytes(), b"d");
         assert!(outbox.is_empty());
     }
 
@@ -892,20 +1012,40 @@ mod tests {
         let mut batch = Batch::new();
         assert_eq!(outbox.take(&mut batch).await, Next::Write);
         assert_eq!(
-            batch.frames[0].bytes().len(),
+            batch.frame(0).len(),
             COPY_BUDGET,
             "one copied run, as long as the budget"
         );
         assert_eq!(batch.len(), 4);
-        assert!(
-            batch.frames[1..]
-                .iter()
-                .all(|shared| shared.bytes().as_ptr() == frame.as_ptr())
-        );
+        assert!((1..batch.len()).all(|index| batch.frame(index).as_ptr() == frame.as_ptr()));
     }
 
-    /// Many recipients of many frames: each gets them in order, a frame is shared by all
-    /// (one copy, one pointer per delivery) and freed once the last recipient wrote it.
+    /// Pushes each frame to its recipients (`recipients(its number)`), as the router does;
+    /// returns the segments of the log the frames went to, each once, and what they hold.
+    fn route<'a, R>(frames: &[Bytes], recipients: impl Fn(usize) -> R) -> (Vec<Arc<Segment>>, usize)
+    where
+        R: Iterator<Item = &'a Outbox>,
+    {
+        let mut wakeups = Wakeups::default();
+        let mut segments: Vec<Arc<Segment>> = Vec::new();
+        for (number, frame) in frames.iter().enumerate() {
+            let outgoing = Outgoing::new(frame);
+            for outbox in recipients(number) {
+                outbox.push(&outgoing, &mut wakeups);
+            }
+            if let Some((segment, _)) = outgoing.logged.get()
+                && !segments.iter().any(|known| Arc::ptr_eq(known, segment))
+            {
+                segments.push(segment.clone());
+            }
+        }
+        let held = segments.iter().map(|segment| segment.held_bytes()).sum();
+        (segments, held)
+    }
+
+    /// Many recipients of many frames: each gets them in order, a frame is kept once for all
+    /// (in the log: an index per delivery, a handle per segment and queue) and freed once the
+    /// last recipient wrote it.
     #[tokio::test]
     async fn recipients_share_frames_and_each_gets_them_in_order() {
         let limits = limits(1 << 30);
@@ -913,17 +1053,12 @@ mod tests {
         let frames: Vec<Bytes> = (0..200u8)
             .map(|n| Bytes::from(vec![n; COPY_UP_TO + 1]))
             .collect();
-        let mut wakeups = Wakeups::default();
-        for frame in &frames {
-            let outgoing = Outgoing::new(frame);
-            for outbox in &recipients {
-                outbox.push(&outgoing, &mut wakeups);
-            }
-        }
-        wakeups.settle();
-        let one_copy = frames.len() * (COPY_UP_TO + 1 + WAITING_OVERHEAD);
-        let pointers = frames.len() * recipients.len() * ENTRY_BYTES;
-        assert_eq!(limits.queued_bytes(), one_copy + pointers);
+        let (segments, log) = route(&frames, |_| recipients.iter());
+        assert!(segments.len() < 10, "a few segments for 200 frames");
+        assert!(log >= frames.len() * (COPY_UP_TO + 1), "each frame once");
+        let per_queue = frames.len() * INDEX_BYTES + segments.len() * ENTRY_BYTES;
+        assert_eq!(limits.queued_bytes(), log + recipients.len() * per_queue);
+        drop(segments);
         let mut batches: Vec<Batch> = recipients.iter().map(|_| Batch::new()).collect();
         let mut received = vec![Vec::new(); recipients.len()];
         // The recipients take turns: a frame stays while any cursor still needs it.
@@ -954,27 +1089,56 @@ mod tests {
         assert_eq!(limits.queued_bytes(), 0, "everything let go");
     }
 
+    /// A burst as #22 describes it, scaled down: small messages to rooms of recipients that do
+    /// not read meanwhile. Past the few frames each queue copies, a queued delivery costs its
+    /// index and a share of its segment's handle: a few bytes, not a pointer and a copy.
+    #[tokio::test]
+    async fn a_queued_delivery_of_a_burst_costs_a_few_bytes_and_each_gets_its_room_in_order() {
+        const ROOMS: usize = 10;
+        let limits = limits(1 << 30);
+        let recipients: Vec<Outbox> = (0..100).map(|_| Outbox::new(limits.clone())).collect();
+        let frames: Vec<Bytes> = (0..20_000u32)
+            .map(|n| Bytes::from(format!("{n:064}")))
+            .collect();
+        let room = |number: usize| recipients.iter().skip(number % ROOMS).step_by(ROOMS);
+        let (segments, log) = route(&frames, room);
+        drop(segments);
+        let deliveries = frames.len() * recipients.len() / ROOMS;
+        let copied = recipients.len() * COPY_BUDGET;
+        let per_delivery = (limits.queued_bytes() - log - copied) as f64 / deliveries as f64;
+        assert!(
+            per_delivery < 3.0,
+            "{per_delivery:.2} bytes per queued delivery, beside the frames"
+        );
+        for (number, outbox) in recipients.iter().enumerate() {
+            let mut batch = Batch::new();
+            let mut received = Vec::new();
+            while poll_once(outbox.take(&mut batch)) == Some(Next::Write) {
+                received.extend(batch.concat());
+                batch.advance(usize::MAX);
+            }
+            let room = frames.iter().skip(number % ROOMS).step_by(ROOMS);
+            assert!(received.iter().eq(room.flatten()), "recipient {number}");
+        }
+        assert_eq!(limits.queued_bytes(), 0, "everything let go");
+    }
+
     #[tokio::test]
     async fn no_frame_is_freed_while_a_slow_reader_needs_it_and_its_share_goes_when_closed() {
         let limits = limits(1 << 30);
         let fast = Outbox::new(limits.clone());
         let slow = Outbox::new(limits.clone());
         let frame = Bytes::from(vec![b'x'; COPY_UP_TO + 1]);
-        let mut wakeups = Wakeups::default();
-        for _ in 0..100 {
-            let outgoing = Outgoing::new(&frame);
-            fast.push(&outgoing, &mut wakeups);
-            slow.push(&outgoing, &mut wakeups);
-        }
-        wakeups.settle();
+        let (segments, log) = route(&vec![frame.clone(); 100], |_| [&fast, &slow].into_iter());
+        let runs = segments.len();
+        drop(segments);
         let mut batch = Batch::new();
         while poll_once(fast.take(&mut batch)) == Some(Next::Write) {
             batch.advance(usize::MAX);
         }
-        let shared = 100 * (frame.len() + WAITING_OVERHEAD);
         assert_eq!(
             limits.queued_bytes(),
-            shared + 100 * ENTRY_BYTES,
+            log + 100 * INDEX_BYTES + runs * ENTRY_BYTES,
             "the fast reader wrote its share; the frames stay for the slow one"
         );
         assert_eq!(slow.backlog(), 100 * frame.len());
@@ -1001,9 +1165,10 @@ mod tests {
         let limits = limits(1 << 20);
         let mut batch = Batch::new();
         for frame in [&b"abc"[..], b"de", b"f"] {
-            batch
-                .frames
-                .push(Waiting::new(Bytes::copy_from_slice(frame), &limits));
+            batch.frames.push(Taken::Own(Waiting::new(
+                Bytes::copy_from_slice(frame),
+                &limits,
+            )));
         }
         batch
     }
@@ -1042,7 +1207,7 @@ mod tests {
 
     impl std::task::Wake for CountingWaker {
         fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
@@ -1050,7 +1215,7 @@ mod tests {
     fn a_waiting_writer_is_woken_once_per_batch_of_pushes() {
         let counter = Arc::new(CountingWaker(Default::default()));
         let waker = Waker::from(counter.clone());
-        let woken = || counter.0.load(Ordering::SeqCst);
+        let woken = || counter.0.load(std::sync::atomic::Ordering::SeqCst);
         let mut cx = Context::from_waker(&waker);
         let outbox = outbox(10);
         let mut batch = Batch::new();
@@ -1197,10 +1362,10 @@ mod tests {
                 2,
                 "the rest of the frame, then the close frame"
             );
-            let written = frame.len() - batch.frames[0].bytes().len();
+            let written = frame.len() - batch.frame(0).len();
             assert!(written > 0, "a part of the frame was written through");
-            assert_eq!(batch.frames[0].bytes(), &frame[written..]);
-            assert_eq!(&batch.frames[1].bytes()[2..4], &4429u16.to_be_bytes());
+            assert_eq!(batch.frame(0), &frame[written..]);
+            assert_eq!(&batch.frame(1)[2..4], &4429u16.to_be_bytes());
             written_through.extend_from_slice(&frame[..written]);
             rest = Some(batch);
             break;
@@ -1218,7 +1383,7 @@ mod tests {
         assert_eq!(outbox.take(&mut batch).await, Next::Write);
         assert_eq!(batch.len(), 1);
         assert_eq!(
-            batch.frames[0].bytes().as_ptr(),
+            batch.frame(0).as_ptr(),
             large.as_ptr(),
             "queued whole, nothing written through"
         );
