@@ -539,12 +539,17 @@ fn slow_closes(metrics: &HashMap<String, f64>) -> f64 {
 }
 
 /// Issue 19, bug 3: publishers routing on both runtime threads overflow the same silent clients
-/// at the same moment. Each silent client is one slow close, counted once and under 4429, however
-/// many routers found its queue full at once, and whichever closer won. Before eafd2c4 a router
-/// counted the slow close itself, after letting go of the queue's lock and before closing: a
-/// second router found the queue still full in between and counted the same client again (and
-/// a client's own close, or its vanishing, winning in between was counted slow all the same).
-/// The race is narrow: the rounds give it many chances.
+/// at once. Each silent client is one slow close, counted once and under 4429, however many
+/// routers found its queue full.
+///
+/// Before eafd2c4, `Outbox::push` let go of the queue's lock before closing the client, and the
+/// router counted a slow close for every push that had found the queue full: a second router
+/// that found it still full in that gap counted the same client again, so
+/// `tagcast_slow_clients_closed_total` ran ahead of `tagcast_connections_closed_total{code="4429"}`
+/// (and any other close won in the gap, the client's own or its vanishing, was counted under
+/// its code while counted slow too). Now the slow close is counted when the connection ends,
+/// from the outbox's record of the close that won. The gap is a few instructions wide: the
+/// rounds give it thousands of chances.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_overflowed_by_several_routers_at_once_are_each_one_slow_close_under_4429() {
     const ROUNDS: usize = 100;
@@ -567,6 +572,7 @@ async fn clients_overflowed_by_several_routers_at_once_are_each_one_slow_close_u
         .collect();
     let mut requests = 0;
     for round in 1..=ROUNDS {
+        // Kept open until the round ends: they never read, nor close.
         let mut silent = Vec::new();
         for _ in 0..SILENT {
             silent.push(common::non_reader(server.address, r#"{"silent":"1"}"#).await);
