@@ -8,18 +8,14 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{
-    Client, Daemon, RawClient, TestServer, WAIT, memory_of, rss, tags_query, upgrade_request,
-    wait_until,
+    Client, Daemon, RawClient, TestServer, WAIT, memory_of, non_reader, rss, tags_query, wait_until,
 };
 use futures_util::SinkExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
@@ -51,30 +47,6 @@ fn slow_closes(server: &TestServer, reason: &str) -> f64 {
 
 fn closed_4429(server: &TestServer) -> f64 {
     metrics(server)[r#"tagcast_connections_closed_total{code="4429"}"#]
-}
-
-/// A WebSocket client that never reads, with a small receive buffer so that the server's
-/// frames soon wait in its queue rather than in the kernel.
-async fn non_reader(address: SocketAddr, tags: &str) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stream = socket.connect(address).await.unwrap();
-    stream
-        .write_all(upgrade_request(&format!("/{}", tags_query(tags))).as_bytes())
-        .await
-        .unwrap();
-    // Reads the 101 head byte by byte: nothing after it is read.
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8];
-        tokio::time::timeout(WAIT, stream.read_exact(&mut byte))
-            .await
-            .expect("the 101 arrives")
-            .unwrap();
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
-    stream
 }
 
 /// The `number`th message of a burst: its number, padded to `size` bytes of JSON.

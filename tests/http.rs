@@ -530,6 +530,95 @@ async fn a_client_that_does_not_read_is_counted_as_a_slow_client() {
     assert_metrics_add_up(&server).await;
 }
 
+/// Slow closes as counted so far: `tagcast_slow_clients_closed_total`, every reason together.
+fn slow_closes(metrics: &HashMap<String, f64>) -> f64 {
+    let series = metrics
+        .iter()
+        .filter(|(name, _)| name.starts_with("tagcast_slow_clients_closed_total"));
+    series.map(|(_, value)| value).sum()
+}
+
+/// Issue 19, bug 3: publishers routing on both runtime threads overflow the same silent clients
+/// at once. Each silent client is one slow close, counted once and under 4429, however many
+/// routers found its queue full.
+///
+/// Before eafd2c4, `Outbox::push` let go of the queue's lock before closing the client, and the
+/// router counted a slow close for every push that had found the queue full: a second router
+/// that found it still full in that gap counted the same client again, so
+/// `tagcast_slow_clients_closed_total` ran ahead of `tagcast_connections_closed_total{code="4429"}`
+/// (and any other close won in the gap, the client's own or its vanishing, was counted under
+/// its code while counted slow too). Now the slow close is counted when the connection ends,
+/// from the outbox's record of the close that won. The gap is a few instructions wide: the
+/// rounds give it thousands of chances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_overflowed_by_several_routers_at_once_are_each_one_slow_close_under_4429() {
+    const ROUNDS: usize = 100;
+    const SILENT: usize = 40;
+    const PUBLISHERS: usize = 4;
+    const BATCH: usize = 100;
+    let server =
+        TestServer::start("[limits]\nsend_queue_bytes = 65536\nshutdown_grace_ms = 1\n").await;
+    let mut publishers = Vec::new();
+    for _ in 0..PUBLISHERS {
+        publishers.push(RawClient::upgrade(server.address, "/").await);
+    }
+    server.wait_for_connections(PUBLISHERS).await;
+    let request = format!(
+        r#"{{"message":"{}","tags":{{"silent":"1"}}}}"#,
+        "x".repeat(1000)
+    );
+    let batch: Vec<u8> = (0..BATCH)
+        .flat_map(|_| common::masked_frame(0x81, request.as_bytes()))
+        .collect();
+    let mut requests = 0;
+    for round in 1..=ROUNDS {
+        // Kept open until the round ends: they never read, nor close.
+        let mut silent = Vec::new();
+        for _ in 0..SILENT {
+            silent.push(common::non_reader(server.address, r#"{"silent":"1"}"#).await);
+        }
+        server.wait_for_connections(PUBLISHERS + SILENT).await;
+        // Every publisher sends a batch at once, until every silent client is closed.
+        let mut batches = 0;
+        while server.hub.len() > PUBLISHERS {
+            assert!(batches < 20, "round {round}: silent clients never closed");
+            let writes = publishers.iter_mut().map(|publisher| {
+                tokio::io::AsyncWriteExt::write_all(&mut publisher.stream, &batch)
+            });
+            for written in futures_util::future::join_all(writes).await {
+                written.expect("publish");
+            }
+            batches += 1;
+            requests += PUBLISHERS * BATCH;
+            // All routed before the next batch, or the next round's clients.
+            let series = r#"tagcast_requests_total{source="ws"}"#;
+            wait_for_metric(&server, series, requests as f64).await;
+        }
+        let closes = (round * SILENT) as f64;
+        let deadline = tokio::time::Instant::now() + common::WAIT;
+        loop {
+            let metrics = scrape(&server).await;
+            let (slow, closed) = (
+                slow_closes(&metrics),
+                metrics[r#"tagcast_connections_closed_total{code="4429"}"#],
+            );
+            assert!(
+                slow <= closes && closed <= closes,
+                "round {round}: {slow} slow closes, {closed} closes with 4429, of {closes} clients"
+            );
+            if slow == closes && closed == closes {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: {slow} slow closes, {closed} closes with 4429, of {closes} clients"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    assert_metrics_add_up(&server).await;
+}
+
 /// A clustered node shows the gauge, at 0 while Redis cannot be reached (nothing listens on
 /// port 1, so no reconnection attempt can set it). Its going to 1 and back with a real Redis is
 /// `tests/cluster.rs`'s.

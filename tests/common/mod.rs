@@ -16,7 +16,7 @@ use tagcast::net::shared::Shared;
 use tagcast::ops::config::Config;
 use tagcast::routing::hub::Hub;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -311,6 +311,30 @@ impl RawClient {
             }
         }
     }
+}
+
+/// A WebSocket client that never reads, with a small receive buffer so that the server's
+/// frames soon wait in its queue rather than in the kernel.
+pub async fn non_reader(address: SocketAddr, tags: &str) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(address).await.unwrap();
+    stream
+        .write_all(upgrade_request(&format!("/{}", tags_query(tags))).as_bytes())
+        .await
+        .unwrap();
+    // Reads the 101 head byte by byte: nothing after it is read.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        tokio::time::timeout(WAIT, stream.read_exact(&mut byte))
+            .await
+            .expect("the 101 arrives")
+            .unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    stream
 }
 
 /// The text of a WebSocket upgrade request for `query` (e.g. `/?tags=...`).
