@@ -474,7 +474,7 @@ pub struct Outbox {
 pub enum Pushed {
     /// Written to the socket at once, or queued for the writer.
     Accepted,
-    /// The queue was full: the connection is now closing with 4429 and the frame was dropped.
+    /// The queue was full: this push closed the connection with 4429 and the frame was dropped.
     Overflowed,
     /// The connection was already closing: the frame was dropped.
     Closed,
@@ -552,8 +552,13 @@ impl Outbox {
         let backlog = state.backlog();
         if backlog > 0 && backlog + length > self.limits.send_queue_bytes {
             drop(state);
-            self.close_slow(Slow::Bytes, Slow::Bytes.reason().into());
-            return Pushed::Overflowed;
+            // Another close may win once the lock is let go (a second router finding the
+            // queue full, the client's own close): only the close that wins is an overflow.
+            return if self.close_slow(Slow::Bytes, Slow::Bytes.reason().into()) {
+                Pushed::Overflowed
+            } else {
+                Pushed::Closed
+            };
         }
         let was_empty = state.queue.is_empty();
         let held = match &state.socket {
