@@ -23,6 +23,11 @@ const EXTENSION: &str = "permessage-deflate";
 /// The `Sec-WebSocket-Extensions` value of the 101 answer when the client's offer is accepted.
 const RESPONSE: &str = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
 
+/// Messages shorter than this many bytes gain little from deflate and are sent plain: the
+/// server's default `messages.compression_min_size`, and the Rust client's threshold for its
+/// requests.
+pub const DEFAULT_MIN_SIZE: usize = 256;
+
 /// What the server agreed to with one client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Agreement {
