@@ -4,9 +4,10 @@
 //!
 //! The client side here inflates with flate2's raw inflater directly, not with tagcast's code;
 //! Chromium, Python `websockets` (tests/wss) and Autobahn's 12.*/13.* cases check the same
-//! against independent implementations. The last tests are the Rust client's side: it
-//! negotiates permessage-deflate and reads what comes compressed, seen through a recording
-//! proxy.
+//! against independent implementations. The last tests are the Rust client's side, seen
+//! through a proxy recording both directions: it negotiates permessage-deflate, reads what comes
+//! compressed, and sends its long requests compressed, which tagcast routes and a Python
+//! `websockets` server (needs python3-venv) inflates.
 
 mod common;
 
