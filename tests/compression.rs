@@ -4,18 +4,19 @@
 //!
 //! The client side here inflates with flate2's raw inflater directly, not with tagcast's code;
 //! Chromium, Python `websockets` (tests/wss) and Autobahn's 12.*/13.* cases check the same
-//! against independent implementations. The last tests are the Rust client's side: it
-//! negotiates permessage-deflate and reads what comes compressed, seen through a recording
-//! proxy.
+//! against independent implementations. The last tests are the Rust client's side, seen
+//! through a proxy recording both directions: it negotiates permessage-deflate, reads what comes
+//! compressed, and sends its long requests compressed, which tagcast routes and a Python
+//! `websockets` server (needs python3-venv) inflates.
 
 mod common;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use common::{RawClient, TestServer, WAIT, masked_frame, tags_query};
+use common::{Daemon, RawClient, TestServer, WAIT, masked_frame, tags_query};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
-use tagcast::client::Endpoint;
+use tagcast::client::{Endpoint, WebSocketRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -223,27 +224,70 @@ async fn rsv1_without_negotiation_is_a_protocol_error() {
     );
 }
 
-/// A proxy for one connection to `upstream` that keeps a copy of every byte the server sends.
-async fn recording_proxy(upstream: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
+/// The bytes that went through a [`recording_proxy`], each way.
+#[derive(Clone, Default)]
+struct Recorded {
+    from_server: Arc<Mutex<Vec<u8>>>,
+    from_client: Arc<Mutex<Vec<u8>>>,
+}
+
+/// A proxy for one connection to `upstream` that keeps a copy of every byte each side sends.
+async fn recording_proxy(upstream: SocketAddr) -> (SocketAddr, Recorded) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let recording = seen.clone();
+    let recorded = Recorded::default();
+    let copies = recorded.clone();
     tokio::spawn(async move {
         let (client, _) = listener.accept().await.unwrap();
         let server = TcpStream::connect(upstream).await.unwrap();
-        let (mut client_read, mut client_write) = client.into_split();
-        let (mut server_read, mut server_write) = server.into_split();
-        tokio::spawn(async move { tokio::io::copy(&mut client_read, &mut server_write).await });
-        let mut chunk = vec![0u8; 16 * 1024];
-        while let Ok(read @ 1..) = server_read.read(&mut chunk).await {
-            recording.lock().unwrap().extend_from_slice(&chunk[..read]);
-            if client_write.write_all(&chunk[..read]).await.is_err() {
-                break;
-            }
-        }
+        let (client_read, client_write) = client.into_split();
+        let (server_read, server_write) = server.into_split();
+        tokio::spawn(copy_recording(
+            client_read,
+            server_write,
+            copies.from_client,
+        ));
+        copy_recording(server_read, client_write, copies.from_server).await;
     });
-    (address, seen)
+    (address, recorded)
+}
+
+/// Copies `from` to `to` until either ends, keeping a copy in `record`.
+async fn copy_recording(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    record: Arc<Mutex<Vec<u8>>>,
+) {
+    let mut chunk = vec![0u8; 16 * 1024];
+    while let Ok(read @ 1..) = from.read(&mut chunk).await {
+        record.lock().unwrap().extend_from_slice(&chunk[..read]);
+        if to.write_all(&chunk[..read]).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// The frames in `bytes` after the HTTP head they start with: each frame's first byte (FIN,
+/// RSV1, opcode) and payload length, masked or not.
+fn frames_after_head(bytes: &[u8]) -> Vec<(u8, usize)> {
+    let head_end = bytes
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .expect("an HTTP head")
+        + 4;
+    let mut rest = &bytes[head_end..];
+    let mut frames = Vec::new();
+    while rest.len() >= 2 {
+        let (length, header) = match rest[1] & 0x7F {
+            126 => (usize::from(u16::from_be_bytes([rest[2], rest[3]])), 4),
+            127 => panic!("no test frame is that long"),
+            short => (usize::from(short), 2),
+        };
+        let mask = if rest[1] & 0x80 != 0 { 4 } else { 0 };
+        frames.push((rest[0], length));
+        rest = &rest[header + mask + length..];
+    }
+    frames
 }
 
 /// The Rust client, through a recording proxy, receives the notification from a server with
@@ -251,7 +295,7 @@ async fn recording_proxy(upstream: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<u8>
 /// payload length as they came on the wire.
 async fn rust_client_receives_a_notification(toml: &str) -> (bool, u8, usize) {
     let server = TestServer::start(toml).await;
-    let (proxy, seen) = recording_proxy(server.address).await;
+    let (proxy, recorded) = recording_proxy(server.address).await;
     let mut listener = Endpoint::new(&format!("ws://{proxy}"))
         .unwrap()
         .connect_with_tags([("user", "42")])
@@ -272,18 +316,8 @@ async fn rust_client_receives_a_notification(toml: &str) -> (bool, u8, usize) {
         .unwrap()
         .expect("a message");
     assert_eq!(received, message);
-    let seen = seen.lock().unwrap().clone();
-    let head_end = seen
-        .windows(4)
-        .position(|window| window == b"\r\n\r\n")
-        .unwrap()
-        + 4;
-    let frame = &seen[head_end..];
-    let length = match frame[1] & 0x7F {
-        126 => usize::from(u16::from_be_bytes([frame[2], frame[3]])),
-        short => usize::from(short),
-    };
-    (listener.compressed(), frame[0], length)
+    let (first_byte, length) = frames_after_head(&recorded.from_server.lock().unwrap())[0];
+    (listener.compressed(), first_byte, length)
 }
 
 #[tokio::test]
@@ -305,4 +339,123 @@ async fn the_rust_client_reads_plain_messages_from_a_server_with_compression_off
     assert!(!compressed);
     assert_eq!(first_byte, 0x81);
     assert!(length > notification().len(), "{length}");
+}
+
+/// A request of the Rust client for the user `user` carrying the notification, and one too
+/// short to be compressed.
+fn long_and_short_requests(user: &str) -> [WebSocketRequest; 2] {
+    [
+        WebSocketRequest::create(notification()).tags([("user", user)]),
+        WebSocketRequest::create("short").tags([("user", user)]),
+    ]
+}
+
+/// What a listener receives of [`long_and_short_requests`]: their messages as the JSON strings
+/// they are (the `string` parser, the default, delivers a message as it came).
+fn delivered_requests() -> [String; 2] {
+    [notification(), "short".to_owned()].map(|message| serde_json::to_string(&message).unwrap())
+}
+
+/// The Rust client sends [`long_and_short_requests`] to a server with `toml` through a
+/// recording proxy, and closes normally (the server took both); returns the first byte and
+/// payload length of each data frame it sent, and what a listener of the user received.
+async fn rust_client_sends_requests(toml: &str) -> (Vec<(u8, usize)>, Vec<String>) {
+    let server = TestServer::start(toml).await;
+    let mut listener = server.connect(r#"{"user":"42"}"#).await;
+    let (proxy, recorded) = recording_proxy(server.address).await;
+    let mut client = Endpoint::new(&format!("ws://{proxy}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    server.wait_for_connections(2).await;
+    for request in long_and_short_requests("42") {
+        client.send(&request).await.unwrap();
+    }
+    client.close().await.unwrap();
+    let received = vec![listener.recv().await, listener.recv().await];
+    let sent = frames_after_head(&recorded.from_client.lock().unwrap())
+        .into_iter()
+        .filter(|(first, _)| first & 0x08 == 0)
+        .collect();
+    (sent, received)
+}
+
+#[tokio::test]
+async fn the_rust_client_compresses_a_long_request_and_the_server_routes_it() {
+    let (sent, received) = rust_client_sends_requests("").await;
+    assert_eq!(received, delivered_requests());
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[0].0, 0x80 | 0x40 | 0x1, "FIN, RSV1 and text");
+    let plain = long_and_short_requests("42")[0].to_json().unwrap().len();
+    assert!(
+        sent[0].1 * 3 <= plain,
+        "{} bytes on the wire for a request of {plain}",
+        sent[0].1
+    );
+    assert_eq!(
+        sent[1].0, 0x81,
+        "a request under the minimum size goes plain"
+    );
+}
+
+#[tokio::test]
+async fn the_rust_client_sends_plain_requests_to_a_server_with_compression_off() {
+    let (sent, received) = rust_client_sends_requests("[messages]\ncompression = \"off\"\n").await;
+    assert_eq!(received, delivered_requests());
+    assert_eq!(sent[0].0, 0x81);
+    assert!(sent[0].1 > notification().len(), "{sent:?}");
+}
+
+/// Python `websockets` (an independent implementation of RFC 7692) inflates the Rust client's
+/// compressed requests: tests/compression/websockets_server.py prints what it receives. Its
+/// lines are waited for on this thread while the proxy runs on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs python3-venv + websockets"]
+async fn python_websockets_reads_the_rust_clients_compressed_requests() {
+    let python = common::python_venv(
+        "websockets-venv",
+        &["websockets>=14,<16"],
+        "import websockets.asyncio.server",
+    );
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/compression/websockets_server.py"
+    );
+    let mut command = std::process::Command::new(python);
+    command
+        .arg(script)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut server = Daemon::start_with(command);
+    let port: u16 = server
+        .wait_for_line("listening on ")
+        .trim_start_matches("listening on ")
+        .parse()
+        .expect("a port");
+    let (proxy, recorded) = recording_proxy(SocketAddr::from(([127, 0, 0, 1], port))).await;
+    let mut client = Endpoint::new(&format!("ws://{proxy}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let requests = long_and_short_requests("42");
+    for request in &requests {
+        client.send(request).await.unwrap();
+    }
+    for request in &requests {
+        let line = server.wait_for_line("received ");
+        let received: String = serde_json::from_str(&line["received ".len()..]).unwrap();
+        assert_eq!(received, request.to_json().unwrap());
+    }
+    client.close().await.unwrap();
+    let answer = String::from_utf8_lossy(&recorded.from_server.lock().unwrap()).to_lowercase();
+    assert!(
+        answer.contains("sec-websocket-extensions: permessage-deflate"),
+        "{answer}"
+    );
+    let sent = frames_after_head(&recorded.from_client.lock().unwrap());
+    assert_eq!(sent[0].0, 0x80 | 0x40 | 0x1, "FIN, RSV1 and text");
+    assert_eq!(sent[1].0, 0x81);
 }

@@ -233,41 +233,22 @@ fn rust_mint(spec: &Spec) -> String {
     jsonwebtoken::encode(&header, &spec.claims, &key).expect("encode")
 }
 
-/// The venv with PyJWT and cryptography, made once per test binary (`TAGCAST_TEST_VENV` names
-/// one made already).
-fn venv() -> &'static Path {
-    static VENV: OnceLock<PathBuf> = OnceLock::new();
-    VENV.get_or_init(|| {
-        let venv = std::env::var_os("TAGCAST_TEST_VENV")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("pyjwt-venv"));
-        let python = venv.join("bin/python");
-        let ready = |python: &Path| {
-            Command::new(python)
-                .args(["-c", "import jwt, cryptography"])
-                .status()
-                .is_ok_and(|status| status.success())
-        };
-        if !ready(&python) {
-            let made = Command::new("python3")
-                .args(["-m", "venv"])
-                .arg(&venv)
-                .status()
-                .expect("python3 (apt-get install python3-venv)");
-            assert!(made.success(), "python3 -m venv failed");
-            let installed = Command::new(venv.join("bin/pip"))
-                .args(["install", "-q", "PyJWT>=2.8,<3", "cryptography>=42"])
-                .status()
-                .expect("pip");
-            assert!(installed.success(), "pip install PyJWT cryptography failed");
-        }
-        venv
+/// The Python of the venv with PyJWT and cryptography (see [`common::python_venv`]), made once
+/// per test binary.
+fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        common::python_venv(
+            "pyjwt-venv",
+            &["PyJWT>=2.8,<3", "cryptography>=42"],
+            "import jwt, cryptography",
+        )
     })
 }
 
 fn pyjwt(args: &[&str]) -> std::process::Output {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tokens/pyjwt_tool.py");
-    Command::new(venv().join("bin/python"))
+    Command::new(python())
         .arg(script)
         .args(args)
         .output()
@@ -549,7 +530,7 @@ async fn every_case_with_tokens_made_by_jsonwebtoken() {
 #[tokio::test]
 #[ignore = "needs python3-venv + PyJWT"]
 async fn every_case_with_tokens_made_by_pyjwt() {
-    venv();
+    python();
     every_case(Maker::PyJwt).await;
 }
 

@@ -92,7 +92,7 @@ use serde_json::{Map, Value};
 
 use crate::tags::Tags;
 
-mod inflating;
+mod deflate_socket;
 mod websocket;
 
 pub use websocket::{

@@ -6,7 +6,7 @@
 //! closes the connection, so that the next [`WebSocketClient::send`] reconnects.
 //!
 //! Every connection offers permessage-deflate and reads compressed messages when the server
-//! accepts it (see [`super::inflating`]).
+//! accepts it, and sends long requests compressed (see [`super::deflate_socket`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -30,7 +30,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::inflating::{self, Inflating};
+use super::deflate_socket::{self, DeflateSocket};
 use super::{ClientError, Defaults, RequestSender, WebSocketRequest};
 use crate::tags::Tags;
 
@@ -41,7 +41,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long [`WebSocketClient::close`] waits for the server's answer to its close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Socket = WebSocketStream<Inflating<MaybeTlsStream<TcpStream>>>;
+type Socket = WebSocketStream<DeflateSocket<MaybeTlsStream<TcpStream>>>;
 
 /// Where to connect: a `ws://` or `wss://` URL, the certificate authorities trusted for `wss://`
 /// (the webpki roots unless [`trust_ca_pem`](Endpoint::trust_ca_pem) says otherwise), and the
@@ -212,7 +212,7 @@ async fn handshake(
     let mut request = url.into_client_request()?;
     request.headers_mut().insert(
         "Sec-WebSocket-Extensions",
-        HeaderValue::from_static(inflating::OFFER),
+        HeaderValue::from_static(deflate_socket::OFFER),
     );
     let uri = request.uri();
     let secure = uri.scheme_str() == Some("wss");
@@ -233,9 +233,9 @@ async fn handshake(
     };
     let config = WebSocketConfig::default();
     let max_size = config.max_message_size.unwrap_or(usize::MAX);
-    let inflating = Inflating::new(stream, max_size);
+    let socket = DeflateSocket::new(stream, max_size);
     let (socket, _response) =
-        tokio_tungstenite::client_async_with_config(request, inflating, Some(config)).await?;
+        tokio_tungstenite::client_async_with_config(request, socket, Some(config)).await?;
     Ok(socket)
 }
 

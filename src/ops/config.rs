@@ -467,7 +467,7 @@ impl Default for RawMessages {
             schema: None,
             max_size: 65536,
             compression: CompressionMode::Shared,
-            compression_min_size: 256,
+            compression_min_size: tagcast_client::wire::deflate::DEFAULT_MIN_SIZE,
         }
     }
 }

@@ -4,9 +4,9 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -355,6 +355,41 @@ pub fn masked_frame(first: u8, payload: &[u8]) -> Vec<u8> {
 /// The `tagcast` binary built for these tests.
 pub const TAGCAST: &str = env!("CARGO_BIN_EXE_tagcast");
 
+/// A Python venv with `packages`, for the tests that check tagcast against a Python library (an
+/// independent implementation): `TAGCAST_TEST_VENV` when set, else `name` in the test binary's
+/// temporary directory; made (`python3 -m venv`, then pip) unless `python -c check` already
+/// succeeds in it. Returns its `bin/python`.
+pub fn python_venv(name: &str, packages: &[&str], check: &str) -> PathBuf {
+    // Tests of one binary run at once: one makes the venv while the others wait for it.
+    static MAKING: Mutex<()> = Mutex::new(());
+    let _making = MAKING.lock().unwrap_or_else(PoisonError::into_inner);
+    let venv = std::env::var_os("TAGCAST_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join(name));
+    let python = venv.join("bin/python");
+    let ready = || {
+        Command::new(&python)
+            .args(["-c", check])
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    if !ready() {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 (apt-get install python3-venv)");
+        assert!(made.success(), "python3 -m venv failed");
+        let installed = Command::new(venv.join("bin/pip"))
+            .args(["install", "-q"])
+            .args(packages)
+            .status()
+            .expect("pip");
+        assert!(installed.success(), "pip install {packages:?} failed");
+    }
+    python
+}
+
 /// Reads `reader` line by line in a thread, handing each line to `send` until it returns false or
 /// the stream ends.
 pub fn forward_lines(
@@ -403,9 +438,9 @@ impl Daemon {
         Daemon::start_with(command)
     }
 
-    /// Starts `command` (made by [`Daemon::command`]).
+    /// Starts `command` (made by [`Daemon::command`], or any command with stderr piped).
     pub fn start_with(mut command: Command) -> Daemon {
-        let mut child = command.spawn().expect("start tagcast");
+        let mut child = command.spawn().expect("start the command");
         let stderr = child.stderr.take().expect("piped stderr");
         let (sender, lines) = mpsc::channel();
         forward_lines(stderr, move |line| sender.send(line).is_ok());

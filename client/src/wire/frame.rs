@@ -95,10 +95,13 @@ pub fn text_frame(text: &str) -> Bytes {
     encode(OP_TEXT, text.as_bytes())
 }
 
+/// First byte of a whole text frame holding a compressed message (FIN, RSV1 and the text opcode).
+pub const COMPRESSED_TEXT: u8 = FIN | RSV1 | OP_TEXT;
+
 /// A text frame holding a message compressed by [`deflate::compress`](crate::wire::deflate::compress)
 /// (RSV1 set): the same bytes for every recipient that negotiated permessage-deflate.
 pub fn compressed_text_frame(deflated: &[u8]) -> Bytes {
-    encode_first(FIN | RSV1 | OP_TEXT, deflated)
+    encode_first(COMPRESSED_TEXT, deflated)
 }
 
 /// The frames of one message, each built once for all its recipients: the plain one, and the
@@ -458,7 +461,8 @@ fn too_big(max: usize) -> CloseReason {
     )
 }
 
-fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+/// Unmasks a client frame's payload in place with its masking key (masking is the same XOR).
+pub fn unmask(payload: &mut [u8], mask: [u8; 4]) {
     let word = u32::from_ne_bytes(mask);
     let mut chunks = payload.chunks_exact_mut(4);
     for chunk in &mut chunks {

@@ -545,6 +545,15 @@ impl Report {
             .then(|| (after.cpu_seconds - before.cpu_seconds) / (self.received as f64 / 1e6))
     }
 
+    /// The server's write calls from the first send to the last receipt, and deliveries per
+    /// call: how many frames it wrote at once, on average (its CPU per delivery falls as that
+    /// rises).
+    fn server_writes(&self) -> Option<(u64, f64)> {
+        let (before, after) = (self.server_before?, self.server_after?);
+        let calls = after.write_calls? - before.write_calls?;
+        Some((calls, self.received as f64 / calls.max(1) as f64))
+    }
+
     fn tool_cpu_per_million(&self) -> Option<f64> {
         (self.received > 0).then(|| self.tool_cpu_s / (self.received as f64 / 1e6))
     }
@@ -619,6 +628,8 @@ impl Report {
                     _ => None,
                 },
                 "cpu_s_per_million": self.server_cpu_per_million(),
+                "write_calls": self.server_writes().map(|(calls, _)| calls),
+                "deliveries_per_write_call": self.server_writes().map(|(_, per_call)| per_call),
                 "rss_kib": self.server_after.map(|sample| sample.rss_kib),
                 "rss_peak_kib": self.server_after.map(|sample| sample.peak_rss_kib),
                 "rss_settled_kib": self.server_settled.map(|sample| sample.rss_kib),

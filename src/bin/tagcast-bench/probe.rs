@@ -1,4 +1,5 @@
-//! What the kernel says about a process: CPU time and resident memory, from `/proc/PID`.
+//! What the kernel says about a process: CPU time, resident memory and write calls, from
+//! `/proc/PID`.
 
 use std::path::PathBuf;
 
@@ -6,7 +7,7 @@ use std::path::PathBuf;
 /// for the `/proc` interface on every architecture tagcast targets.
 const TICKS_PER_SECOND: f64 = 100.0;
 
-/// A process's CPU time and resident memory at one moment.
+/// A process's CPU time, resident memory and write calls at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Sample {
     /// User plus system CPU time, in seconds.
@@ -15,6 +16,9 @@ pub struct Sample {
     pub rss_kib: u64,
     /// The largest resident set size since the process started or [`reset_peak`], in KiB.
     pub peak_rss_kib: u64,
+    /// `write`/`writev` system calls made so far (`syscw` of `/proc/PID/io`); `None` when the
+    /// kernel does not let this process read it.
+    pub write_calls: Option<u64>,
 }
 
 /// Starts the peak of process `pid`'s resident memory over from now (Linux ≥ 4.0; the
@@ -53,10 +57,12 @@ pub fn sample(pid: Option<u32>) -> Result<Sample, ProbeError> {
     let cpu_seconds = cpu_seconds(&stat).ok_or_else(|| malformed("utime/stime in stat"))?;
     let rss_kib = kib(&status, "VmRSS:").ok_or_else(|| malformed("VmRSS in status"))?;
     let peak_rss_kib = kib(&status, "VmHWM:").ok_or_else(|| malformed("VmHWM in status"))?;
+    let write_calls = read("io").ok().and_then(|io| counter(&io, "syscw:"));
     Ok(Sample {
         cpu_seconds,
         rss_kib,
         peak_rss_kib,
+        write_calls,
     })
 }
 
@@ -73,7 +79,12 @@ fn cpu_seconds(stat: &str) -> Option<f64> {
 
 /// The value of `key` (e.g. `VmRSS:`) in `/proc/PID/status`, in KiB.
 fn kib(status: &str, key: &str) -> Option<u64> {
-    let line = status.lines().find(|line| line.starts_with(key))?;
+    counter(status, key)
+}
+
+/// The number after `key` on its line of a `/proc` file of `key value` lines.
+fn counter(lines: &str, key: &str) -> Option<u64> {
+    let line = lines.lines().find(|line| line.starts_with(key))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -92,5 +103,6 @@ mod tests {
         let sample = sample(None).unwrap();
         assert!(sample.rss_kib > 0);
         assert!(sample.peak_rss_kib >= sample.rss_kib);
+        assert!(sample.write_calls.is_some());
     }
 }
