@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tagcast::net::head::read_head;
-use tagcast::net::tls::TlsAcceptor;
+use tagcast::net::tls::{TlsAcceptor, WssListener};
 use tagcast::net::websocket::{self, run_websocket};
 use tagcast::ops::config::TlsConfig;
 use tagcast::routing::outbox::{Outbox, Outgoing, SendLimits, Wakeups};
@@ -44,16 +44,17 @@ async fn main() -> Result<(), Error> {
                 cert: cert.into(),
                 key: key.into(),
             };
-            let acceptor = Arc::new(TlsAcceptor::load(&config)?);
-            (ws.parse()?, Some((wss.parse::<SocketAddr>()?, acceptor)))
+            let acceptor = TlsAcceptor::load(wss.parse()?, &config)?;
+            (ws.parse::<SocketAddr>()?, Some(Arc::new(acceptor)))
         }
         _ => return Err("usage: autobahn_echo WS_ADDR [WSS_ADDR CERT KEY]".into()),
     };
     let plain = TcpListener::bind(ws).await?;
     println!("ws {}", plain.local_addr()?.port());
-    if let Some((address, acceptor)) = tls {
-        let secure = TcpListener::bind(address).await?;
+    if let Some(acceptor) = tls {
+        let secure = WssListener::bind(acceptor).await?;
         println!("wss {}", secure.local_addr()?.port());
+        let (secure, acceptor) = secure.into_parts();
         tokio::spawn(async move {
             while let Ok((stream, _)) = secure.accept().await {
                 let acceptor = acceptor.clone();

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use tagcast::net::server::{Listeners, Server};
+use tagcast::net::server::Server;
 use tagcast::ops::config::Config;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -83,9 +83,9 @@ async fn measure(nodes: usize, cluster: &str, subscribers: usize, messages: usiz
     let mut running = Vec::new();
     for _ in 0..nodes {
         let config = Config::parse(&toml, None).expect("config");
-        let listeners = Listeners::bind(&config).await.expect("bind");
-        let address = listeners.plain_address().expect("ws listener");
         let server = Server::new(config).expect("server");
+        let listeners = server.bind().await.expect("bind");
+        let address = listeners.plain_address().expect("ws listener");
         let shared = server.shared();
         tokio::spawn(server.run(listeners));
         running.push((address, shared));

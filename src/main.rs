@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::value::RawValue;
 use tagcast::client::{ClientError, Endpoint, Event, ResumingListener, WebSocketRequest};
-use tagcast::net::server::{Listeners, Server};
+use tagcast::net::server::Server;
 use tagcast::ops::config::{Config, ParserConfig};
 use tagcast::ops::logging::{self, message_id};
 use tagcast::ops::trust::{self, TlsTrust};
@@ -295,7 +295,7 @@ fn check(args: ConfigArg) -> ExitCode {
     if config.server.plain {
         println!("ws: {}", config.plain_address());
     }
-    if let (Some(tls), Some(address)) = (&shared.tls, config.tls_socket_address()) {
+    if let Some(tls) = &shared.tls {
         let certificate = match tls.describe_certificate() {
             Ok(certificate) => certificate,
             Err(error) => {
@@ -311,7 +311,7 @@ fn check(args: ConfigArg) -> ExitCode {
             );
             return ExitCode::from(EXIT_CONFIG);
         };
-        println!("wss: {address}");
+        println!("wss: {}", tls.address());
         println!(
             "{path}: ok, certificate for {}, valid until {} ({days} days left), key matches",
             certificate.subject, certificate.not_after
@@ -374,7 +374,7 @@ async fn serve(args: ConfigArg) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let listeners = match Listeners::bind(&config).await {
+    let listeners = match server.bind().await {
         Ok(listeners) => listeners,
         Err(error) => {
             tracing::error!("{error}");

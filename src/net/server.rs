@@ -1,6 +1,6 @@
 //! The server: listeners, accept loops, the connection cap and shutdown.
 //!
-//! The caller binds ([`Listeners::bind`]) and hands the sockets over, so tests bind port 0 and
+//! The caller binds ([`Server::bind`]) and hands the sockets over, so tests bind port 0 and
 //! read the address back. [`Server::run`] accepts until the shutdown token is cancelled, then
 //! sends close 1001 to every client and waits up to `limits.shutdown_grace_ms` for them. The ws
 //! and wss listeners feed the same hub; a wss connection's TLS handshake runs in its own task.
@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 use crate::cluster::{Cluster, ClusterError, Outgoing};
 use crate::net::head::handshake_deadline;
 use crate::net::shared::Shared;
-use crate::net::tls::{TlsAcceptor, TlsError};
+use crate::net::tls::{TlsAcceptor, TlsError, WssListener};
 use crate::net::{connection, http, websocket};
 use crate::ops::auth::{Auth, AuthError};
 use crate::ops::config::Config;
@@ -72,30 +72,13 @@ type Reload = fn(&Shared);
 pub struct Listeners {
     /// The plain ws listener, unless `server.plain = false`.
     pub plain: Option<TcpListener>,
-    /// The wss listener, when `[tls]` is set.
-    pub tls: Option<TcpListener>,
+    /// The wss listener with its certificate, when `[tls]` is set.
+    pub wss: Option<WssListener>,
     /// The `/metrics` and `/healthz` listener, unless `http.admin_address` is empty.
     pub admin: Option<TcpListener>,
 }
 
 impl Listeners {
-    /// Binds the listeners the config asks for.
-    pub async fn bind(config: &Config) -> Result<Listeners, StartError> {
-        let plain = match config.server.plain {
-            true => Some(bind(config.plain_address()).await?),
-            false => None,
-        };
-        let tls = match config.tls_socket_address() {
-            Some(address) => Some(bind(address).await?),
-            None => None,
-        };
-        let admin = match config.http.admin_address {
-            Some(address) => Some(bind(address).await?),
-            None => None, // served on the main listeners
-        };
-        Ok(Listeners { plain, tls, admin })
-    }
-
     /// The plain ws listener's address.
     pub fn plain_address(&self) -> Option<SocketAddr> {
         local_address(&self.plain)
@@ -103,7 +86,9 @@ impl Listeners {
 
     /// The wss listener's address.
     pub fn tls_address(&self) -> Option<SocketAddr> {
-        local_address(&self.tls)
+        self.wss
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// The admin listener's address.
@@ -147,7 +132,11 @@ impl Server {
         config: Config,
         parser: Arc<dyn MessageParser>,
     ) -> Result<Server, StartError> {
-        let tls = config.tls.as_ref().map(TlsAcceptor::load).transpose()?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|tls| TlsAcceptor::load(tls.socket_address(&config.server), tls))
+            .transpose()?;
         let history = History::from_config(&config.history);
         #[cfg(feature = "cluster")]
         let (cluster, cluster_queue) =
@@ -193,6 +182,29 @@ impl Server {
         })
     }
 
+    /// Binds the listeners the config asks for; the wss one serves the server's certificate.
+    pub async fn bind(&self) -> Result<Listeners, StartError> {
+        let config = &self.shared.config;
+        let plain = match config.server.plain {
+            true => Some(bind(config.plain_address()).await?),
+            false => None,
+        };
+        let wss = match &self.shared.tls {
+            Some(acceptor) => Some(WssListener::bind(acceptor.clone()).await.map_err(
+                |source| StartError::Bind {
+                    address: acceptor.address(),
+                    source,
+                },
+            )?),
+            None => None,
+        };
+        let admin = match config.http.admin_address {
+            Some(address) => Some(bind(address).await?),
+            None => None, // served on the main listeners
+        };
+        Ok(Listeners { plain, wss, admin })
+    }
+
     /// Cancel this token to shut the server down.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shared.shutdown.clone()
@@ -232,8 +244,9 @@ impl Server {
                 move |stream, address| http::serve_admin(shared.clone(), stream, address),
             ));
         }
-        if let (Some(listener), Some(tls)) = (listeners.tls, &self.shared.tls) {
-            let (shared, tls) = (self.shared.clone(), tls.clone());
+        if let Some(wss) = listeners.wss {
+            let shared = self.shared.clone();
+            let (listener, tls) = wss.into_parts();
             self.tracker.spawn(accept_loop(
                 self.shared.shutdown.clone(),
                 self.tracker.clone(),
@@ -256,12 +269,12 @@ impl Server {
                 shared.reload_auth();
             }));
         }
-        if let Some(tls) = &self.shared.config.tls {
+        if let Some(tls) = &self.shared.tls {
             let reload_tls: Reload = |shared| {
                 shared.reload_tls();
             };
-            watched.push((tls.cert.clone(), "tls certificate", reload_tls));
-            watched.push((tls.key.clone(), "tls key", reload_tls));
+            watched.push((tls.cert_path().to_owned(), "tls certificate", reload_tls));
+            watched.push((tls.key_path().to_owned(), "tls key", reload_tls));
         }
         for (path, what, reload) in watched {
             let shared = self.shared.clone();

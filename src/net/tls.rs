@@ -6,8 +6,12 @@
 //! force lives behind an [`ArcSwap`]: [`TlsAcceptor::reload`] builds a new one from the files and
 //! swaps it in for the handshakes that follow, while open connections keep the session they
 //! negotiated. A pair that cannot be loaded leaves the previous one in force.
+//!
+//! [`WssListener`] is the wss listener: the bound socket and the acceptor its connections'
+//! handshakes use, one value, so that neither exists without the other.
 
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,6 +19,7 @@ use arc_swap::ArcSwap;
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::server::TlsStream;
 
@@ -99,6 +104,8 @@ pub struct CertificateSummary {
 
 /// Performs TLS handshakes with the certificate in force, and reloads it from its files.
 pub struct TlsAcceptor {
+    /// Where wss is served.
+    address: SocketAddr,
     /// The PEM chain, re-read on reload.
     cert: PathBuf,
     /// The PEM private key, re-read on reload.
@@ -109,10 +116,11 @@ pub struct TlsAcceptor {
 }
 
 impl TlsAcceptor {
-    /// Loads the certificate chain and key that `[tls]` names.
-    pub fn load(config: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
+    /// Loads the certificate chain and key that `[tls]` names, for wss served on `address`.
+    pub fn load(address: SocketAddr, config: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
         let active = server_config(&config.cert, &config.key)?;
         Ok(TlsAcceptor {
+            address,
             cert: config.cert.clone(),
             key: config.key.clone(),
             active: ArcSwap::from_pointee(active),
@@ -127,9 +135,19 @@ impl TlsAcceptor {
         Ok(())
     }
 
+    /// Where wss is served: the address its listener binds.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
     /// The certificate chain file.
     pub fn cert_path(&self) -> &Path {
         &self.cert
+    }
+
+    /// The private key file.
+    pub fn key_path(&self) -> &Path {
+        &self.key
     }
 
     /// The subject and validity of the first certificate of the chain file, for `tagcast check`.
@@ -157,6 +175,32 @@ impl TlsAcceptor {
         tokio_rustls::TlsAcceptor::from(self.active.load_full())
             .accept(stream)
             .await
+    }
+}
+
+/// The wss listener: a socket bound to the acceptor's address, and the acceptor that runs the
+/// TLS handshake of each connection accepted on it.
+pub struct WssListener {
+    socket: TcpListener,
+    acceptor: Arc<TlsAcceptor>,
+}
+
+impl WssListener {
+    /// Binds the address `acceptor` serves wss on.
+    pub async fn bind(acceptor: Arc<TlsAcceptor>) -> io::Result<WssListener> {
+        let socket = TcpListener::bind(acceptor.address).await?;
+        Ok(WssListener { socket, acceptor })
+    }
+
+    /// The address it is bound to (the port the system chose, for port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// The socket to accept connections on, and the acceptor for their handshakes: for the
+    /// accept loop, which runs the handshakes in the connections' own tasks.
+    pub fn into_parts(self) -> (TcpListener, Arc<TlsAcceptor>) {
+        (self.socket, self.acceptor)
     }
 }
 

@@ -110,6 +110,13 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
+impl TlsConfig {
+    /// The wss listener's address: `server.address` unless `tls.address` is given.
+    pub fn socket_address(&self, server: &ServerConfig) -> SocketAddr {
+        SocketAddr::new(self.address.unwrap_or(server.address), self.port)
+    }
+}
+
 /// `[auth]`: the applications file and the open policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -735,16 +742,6 @@ impl Config {
         SocketAddr::new(self.server.address, self.server.port)
     }
 
-    /// The wss listener's address, when `[tls]` is set (`server.address` unless `tls.address`
-    /// is given).
-    pub fn tls_socket_address(&self) -> Option<SocketAddr> {
-        let tls = self.tls.as_ref()?;
-        Some(SocketAddr::new(
-            tls.address.unwrap_or(self.server.address),
-            tls.port,
-        ))
-    }
-
     /// The dotted keys whose values differ between `self` and `other` (`server.port`, or a
     /// whole section such as `tls` when it is present in one only), defaults included: a key
     /// written out with its default value is no change.
@@ -988,15 +985,16 @@ mod tests {
         let message = error("[tls]\nkey = \"/k.pem\"\n");
         assert!(message.contains("missing field `cert`"), "{message}");
         let config = Config::parse("[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n", None).unwrap();
-        assert_eq!(
-            config.tls_socket_address(),
-            Some("0.0.0.0:8443".parse().unwrap())
-        );
+        let wss_address = |config: &Config| {
+            let tls = config.tls.as_ref().expect("a [tls] section");
+            tls.socket_address(&config.server)
+        };
+        assert_eq!(wss_address(&config), "0.0.0.0:8443".parse().unwrap());
         let mut moved = config.clone();
         moved.server.address = std::net::Ipv4Addr::LOCALHOST.into();
         assert_eq!(
-            moved.tls_socket_address(),
-            Some("127.0.0.1:8443".parse().unwrap()),
+            wss_address(&moved),
+            "127.0.0.1:8443".parse().unwrap(),
             "without tls.address, wss follows server.address (and --address)"
         );
         let own = Config::parse(
@@ -1004,10 +1002,7 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!(
-            own.tls_socket_address(),
-            Some("[::1]:8443".parse().unwrap())
-        );
+        assert_eq!(wss_address(&own), "[::1]:8443".parse().unwrap());
         let message = error("[tls]\naddress = \"here\"\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n");
         assert_eq!(
             message,

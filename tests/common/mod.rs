@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tagcast::net::server::{Listeners, Server};
+use tagcast::net::server::Server;
 use tagcast::net::shared::Shared;
 use tagcast::ops::config::Config;
 use tagcast::routing::hub::Hub;
@@ -58,14 +58,14 @@ impl TestServer {
         if config.http.admin_address.is_some() {
             config.http.admin_address = Some((std::net::Ipv4Addr::LOCALHOST, 0).into());
         }
-        let listeners = Listeners::bind(&config).await.expect("bind");
+        let server = Server::new(config).expect("server");
+        let listeners = server.bind().await.expect("bind");
         let tls_address = listeners.tls_address();
         let admin = listeners.admin_address();
         let address = listeners
             .plain_address()
             .or(tls_address)
             .expect("a listener");
-        let server = Server::new(config).expect("server");
         let hub = server.hub();
         let shared = server.shared();
         let shutdown = server.shutdown_token();
