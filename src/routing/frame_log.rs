@@ -103,8 +103,6 @@ struct Appending {
     current: Weak<Segment>,
     /// Frames appended to `current` (or to the last segment, if it is gone).
     frames: usize,
-    /// Bytes of them.
-    bytes: usize,
 }
 
 /// Where shared frames are appended, one server's queues together.
@@ -128,7 +126,8 @@ impl FrameLog {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let segment = match appending.current.upgrade() {
             Some(segment)
-                if appending.frames < segment.frames.len() && appending.bytes < SEGMENT_BYTES =>
+                if appending.frames < segment.frames.len()
+                    && segment.bytes.load(Ordering::Relaxed) < SEGMENT_BYTES =>
             {
                 segment
             }
@@ -138,7 +137,6 @@ impl FrameLog {
                 *appending = Appending {
                     current: Arc::downgrade(&segment),
                     frames: 0,
-                    bytes: 0,
                 };
                 segment
             }
@@ -147,7 +145,6 @@ impl FrameLog {
         // Only this lock's holder appends, each slot once.
         let _ = segment.frames[index].set(frame.clone());
         appending.frames += 1;
-        appending.bytes += frame.len();
         segment.bytes.fetch_add(frame.len(), Ordering::Relaxed);
         memory.hold(frame.len());
         let index = u16::try_from(index).expect("SEGMENT_FRAMES fits in a u16");

@@ -347,9 +347,12 @@ impl Queue {
                     let mut taken = 0;
                     while let Some(&index) = self.indices.front()
                         && *count > 0
-                        && room(batch, bytes, segment.frame(index).len())
                     {
-                        bytes += segment.frame(index).len();
+                        let length = segment.frame(index).len();
+                        if !room(batch, bytes, length) {
+                            break;
+                        }
+                        bytes += length;
                         memory += INDEX_BYTES;
                         self.indices.pop_front();
                         *count -= 1;
