@@ -3,6 +3,7 @@
 //! a shared [`Board`] that the publishers read to keep their window.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,6 +18,7 @@ use super::client::{self, ClientError, Deflate, Stream, Target};
 use super::histogram::Histogram;
 use super::plan::{Payload, Plan, Scenario, parse_payload};
 use tagcast::wire::deflate::Inflater;
+use tagcast_client::wire::close::CloseReason;
 
 /// Nanoseconds since the Unix epoch: comparable between the load tool's processes.
 pub fn wall_ns() -> u64 {
@@ -380,10 +382,44 @@ const READ_BUFFER: usize = 4096;
 /// `messages.max_size`): a larger one is an error, never inflated whole.
 const MAX_INFLATED: usize = 64 * 1024;
 
+/// The distinct frames a thread remembers having inflated (see [`PerMessageInflation`]).
+const RECENT_FRAMES: usize = 4096;
+
 thread_local! {
-    /// The inflater of every connection of this thread whose messages inflate on their own
-    /// ([`Deflate::PerMessage`]): 10 000 subscribers need not hold one each.
-    static PER_MESSAGE: RefCell<Inflater> = RefCell::new(Inflater::new(false));
+    /// What this thread's connections whose messages inflate on their own
+    /// ([`Deflate::PerMessage`]) inflate with: 10 000 subscribers need not hold one each.
+    static PER_MESSAGE: RefCell<PerMessageInflation> = RefCell::new(PerMessageInflation {
+        inflater: Inflater::new(false),
+        recent: HashMap::new(),
+    });
+}
+
+/// An inflater for messages that inflate on their own, and the messages it inflated last,
+/// by their compressed bytes.
+///
+/// Without context takeover the server sends a message's compressed frame as the same bytes
+/// to every recipient, and each browser inflates it on its own machine. The tool stands in
+/// for thousands of browsers on the server's own cores: it inflates each distinct frame once
+/// per thread (every delivery is still parsed and checked), so that its cost per delivery,
+/// and with it the pace of the server's measure, does not depend on compression
+/// (PERFORMANCE.md § Compression).
+struct PerMessageInflation {
+    inflater: Inflater,
+    recent: HashMap<Box<[u8]>, Arc<[u8]>>,
+}
+
+impl PerMessageInflation {
+    fn inflate(&mut self, payload: &[u8]) -> Result<Arc<[u8]>, CloseReason> {
+        if let Some(message) = self.recent.get(payload) {
+            return Ok(message.clone());
+        }
+        let message: Arc<[u8]> = self.inflater.inflate(payload, MAX_INFLATED)?.into();
+        if self.recent.len() == RECENT_FRAMES {
+            self.recent.clear();
+        }
+        self.recent.insert(payload.into(), message.clone());
+        Ok(message)
+    }
 }
 
 struct Receiver {
@@ -417,10 +453,11 @@ impl Receiver {
                 let inflated;
                 if frame.compressed {
                     let inflating = match &mut deflate {
-                        Some(Deflate::PerMessage) => PER_MESSAGE
-                            .with_borrow_mut(|inflater| inflater.inflate(payload, MAX_INFLATED)),
+                        Some(Deflate::PerMessage) => {
+                            PER_MESSAGE.with_borrow_mut(|inflation| inflation.inflate(payload))
+                        }
                         Some(Deflate::Takeover(inflater)) => {
-                            inflater.inflate(payload, MAX_INFLATED)
+                            inflater.inflate(payload, MAX_INFLATED).map(Arc::from)
                         }
                         None => {
                             self.board
