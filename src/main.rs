@@ -23,9 +23,15 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// jemalloc's settings (its `malloc_conf`, a C string it reads at start; `_RJEM_MALLOC_CONF` in
 /// the environment overrides them): a background thread returns pages unused for 100 ms, even
 /// while the daemon is idle (by default pages are returned only when threads allocate).
+///
+/// One background thread, for every arena: it is started at the first allocation by the
+/// thread that makes it. With more, that first thread starts the others, and a short-lived
+/// process (`tagcast bench` replaces itself with tagcast-bench at once) raced its own exec:
+/// the failed thread creation was retried and printed hundreds of "background thread creation
+/// failed (11)" lines.
 #[unsafe(export_name = "_rjem_malloc_conf")]
 static ALLOCATOR_SETTINGS: &u8 =
-    &b"background_thread:true,dirty_decay_ms:100,muzzy_decay_ms:0\0"[0];
+    &b"background_thread:true,max_background_threads:1,dirty_decay_ms:100,muzzy_decay_ms:0\0"[0];
 
 /// sysexits' EX_CONFIG: the configuration is unusable (systemd does not restart on it).
 const EXIT_CONFIG: u8 = 78;
