@@ -8,7 +8,11 @@
 #   after the subscribers closed, both above its RSS before they connected;
 # - `conns`: RSS per idle connection at CONNS (19,000) connections.
 # Environment: TAGCAST, OUT, SETTLE, CONNS, as in benches/lib.sh and benches/compare.sh;
-# SERVERS, the servers to run (default "tagcast node-ws": Node's burst takes minutes).
+# SERVERS, the servers to run (default "tagcast node-ws": Node's burst takes minutes), in this
+# order in odd runs and the reverse in even ones, so that a drift of the machine's load weighs
+# on all; BEFORE, a tagcast binary from before issue #22 (851ff98), run as the server
+# `before-huge-queue` with `[limits] send_queue = 1000000` (nothing dropped): the "today's
+# figure with a huge queue" #22's throughput target is judged against, in the same run.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 kind=memory
@@ -17,15 +21,30 @@ conns=${CONNS:-19000}
 # shellcheck source=benches/lib.sh
 . "$here/lib.sh"
 
+# start NAME: the server under test.
+start() {
+  case $1 in
+    before-huge-queue)
+      local current=$tagcast
+      tagcast=${BEFORE:?BEFORE names the binary of before-huge-queue}
+      EXTRA_TOML=$'[limits]\nsend_queue = 1000000\n' start_server tagcast
+      tagcast=$current ;;
+    *) start_server "$1" ;;
+  esac
+}
+
+servers=${SERVERS:-tagcast node-ws}
 for run in $(seq "$runs"); do
-  for name in ${SERVERS:-tagcast node-ws}; do
+  order=$servers
+  [ $((run % 2)) -eq 0 ] && order=$(printf '%s\n' $servers | tac | xargs)
+  for name in $order; do
     echo "== run $run: $name, the #22 burst" >&2
-    start_server "$name"
+    start "$name"
     measure "$name" "$run" fanout --window 0 --profile full --publishers 4 --size 64 \
       --settle "${SETTLE:-30}"
     stop_server
     echo "== run $run: $name, idle connections" >&2
-    start_server "$name"
+    start "$name"
     measure "$name" "$run" conns --subscribers "$conns"
     stop_server
   done
