@@ -71,8 +71,13 @@ const WRITE_THROUGH_PER_REQUEST: usize = 128;
 const WRITE_THROUGH_UP_TO: usize = 16 * 1024;
 /// Frames up to this size are shared through the [`FrameLog`]; larger ones one by one.
 const LOG_UP_TO: usize = 16 * 1024;
-/// Entries the writer takes at once: what one vectored write takes at most.
-pub const TAKE_AT_MOST: usize = 64;
+/// Frames the writer takes at once: what one vectored write takes at most (Linux takes up to
+/// 1,024 slices a call). A burst of small frames leaves in calls of this many: with 64, the
+/// #22 burst (64-byte messages) took 2 to 9 times the write calls of the code before the frame
+/// log, which copied them into one buffer (PERFORMANCE.md § Memory through the #22 burst).
+pub const TAKE_AT_MOST: usize = 512;
+/// The batch's room for frames kept between two takes; a larger take's room is given back.
+const BATCH_KEPT: usize = 64;
 /// Bytes the writer takes at once (or one frame, when larger): about what a socket takes in one
 /// write, and a bound on what a writer stuck on a full socket holds besides its queue.
 const TAKE_BYTES: usize = 64 * 1024;
@@ -794,8 +799,8 @@ impl Batch {
         self.segments.clear();
         self.first = 0;
         self.offset = 0;
-        if self.frames.capacity() > TAKE_AT_MOST + 1 {
-            self.frames.shrink_to(TAKE_AT_MOST + 1);
+        if self.frames.capacity() > BATCH_KEPT {
+            self.frames.shrink_to(BATCH_KEPT);
         }
     }
 
