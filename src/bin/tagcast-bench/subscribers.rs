@@ -3,7 +3,7 @@
 //! a shared [`Board`] that the publishers read to keep their window.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -382,8 +382,9 @@ const READ_BUFFER: usize = 4096;
 /// `messages.max_size`): a larger one is an error, never inflated whole.
 const MAX_INFLATED: usize = 64 * 1024;
 
-/// The distinct frames a thread remembers having inflated (see [`PerMessageInflation`]).
-const RECENT_FRAMES: usize = 4096;
+/// The bytes (compressed and inflated) of the frames a thread remembers having inflated, at
+/// most (see [`PerMessageInflation`]): the 20,000 notifications of `benches/compression.sh`.
+const RECENT_BYTES: usize = 32 << 20;
 
 thread_local! {
     /// What this thread's connections whose messages inflate on their own
@@ -391,21 +392,25 @@ thread_local! {
     static PER_MESSAGE: RefCell<PerMessageInflation> = RefCell::new(PerMessageInflation {
         inflater: Inflater::new(false),
         recent: HashMap::new(),
+        oldest_first: VecDeque::new(),
+        bytes: 0,
     });
 }
 
-/// An inflater for messages that inflate on their own, and the messages it inflated last,
-/// by their compressed bytes.
+/// An inflater for messages that inflate on their own, and the messages it inflated last
+/// (up to `RECENT_BYTES`, the oldest forgotten first), by their compressed bytes.
 ///
 /// Without context takeover the server sends a message's compressed frame as the same bytes
 /// to every recipient, and each browser inflates it on its own machine. The tool stands in
 /// for thousands of browsers on the server's own cores: it inflates each distinct frame once
-/// per thread (every delivery is still parsed and checked), so that its cost per delivery,
-/// and with it the pace of the server's measure, does not depend on compression
-/// (PERFORMANCE.md § Compression).
+/// per thread while it remembers it (every delivery is still parsed and checked), so that its
+/// cost per delivery, and with it the pace of the server's measure, does not depend on
+/// compression (PERFORMANCE.md § Compression).
 struct PerMessageInflation {
     inflater: Inflater,
-    recent: HashMap<Box<[u8]>, Arc<[u8]>>,
+    recent: HashMap<Arc<[u8]>, Arc<[u8]>>,
+    oldest_first: VecDeque<Arc<[u8]>>,
+    bytes: usize,
 }
 
 impl PerMessageInflation {
@@ -414,11 +419,34 @@ impl PerMessageInflation {
             return Ok(message.clone());
         }
         let message: Arc<[u8]> = self.inflater.inflate(payload, MAX_INFLATED)?.into();
-        if self.recent.len() == RECENT_FRAMES {
-            self.recent.clear();
+        let frame: Arc<[u8]> = payload.into();
+        self.bytes += frame.len() + message.len();
+        self.recent.insert(frame.clone(), message.clone());
+        self.oldest_first.push_back(frame);
+        while self.bytes > RECENT_BYTES
+            && let Some(oldest) = self.oldest_first.pop_front()
+            && let Some(forgotten) = self.recent.remove(&oldest)
+        {
+            self.bytes -= oldest.len() + forgotten.len();
         }
-        self.recent.insert(payload.into(), message.clone());
         Ok(message)
+    }
+}
+
+/// The message a compressed frame inflated to.
+enum Inflated {
+    /// Remembered by the thread ([`PerMessageInflation`]).
+    Remembered(Arc<[u8]>),
+    /// Inflated with this connection's own window ([`Deflate::Takeover`]).
+    Own(Vec<u8>),
+}
+
+impl Inflated {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Inflated::Remembered(message) => message,
+            Inflated::Own(message) => message,
+        }
     }
 }
 
@@ -450,14 +478,14 @@ impl Receiver {
             let mut touched = false;
             while let Some(frame) = client::split_server_frame(&buffer[start..filled]) {
                 let mut payload = &buffer[start + frame.payload_start..start + frame.length];
-                let inflated;
+                let message;
                 if frame.compressed {
-                    let inflating = match &mut deflate {
-                        Some(Deflate::PerMessage) => {
-                            PER_MESSAGE.with_borrow_mut(|inflation| inflation.inflate(payload))
-                        }
+                    let inflated = match &mut deflate {
+                        Some(Deflate::PerMessage) => PER_MESSAGE
+                            .with_borrow_mut(|inflation| inflation.inflate(payload))
+                            .map(Inflated::Remembered),
                         Some(Deflate::Takeover(inflater)) => {
-                            inflater.inflate(payload, MAX_INFLATED).map(Arc::from)
+                            inflater.inflate(payload, MAX_INFLATED).map(Inflated::Own)
                         }
                         None => {
                             self.board
@@ -465,14 +493,14 @@ impl Receiver {
                             return;
                         }
                     };
-                    match inflating {
-                        Ok(message) => inflated = message,
+                    match inflated {
+                        Ok(inflated) => message = inflated,
                         Err(close) => {
                             self.board.error(format!("compressed frame: {close}"));
                             return;
                         }
                     }
-                    payload = &inflated;
+                    payload = message.bytes();
                 }
                 match frame.opcode {
                     0x1 => match parse_payload(payload) {
