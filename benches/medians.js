@@ -1,9 +1,9 @@
-// Medians of `tagcast bench` JSON lines tagged by benches/compare.sh, as a Markdown table.
+// Medians of `tagcast bench` JSON lines tagged by the scripts in benches/, as a Markdown table.
 // Usage: node benches/medians.js RESULTS.jsonl
 'use strict';
-const fs = require('fs');
+const { read, scenarioName } = require('./lines.js');
 
-const lines = fs.readFileSync(process.argv[2], 'utf8').split('\n').filter(Boolean).map(JSON.parse);
+const lines = read(process.argv[2]);
 const median = (values) => {
   const sorted = values.filter((value) => typeof value === 'number').sort((a, b) => a - b);
   if (sorted.length === 0) return null;
@@ -12,12 +12,7 @@ const median = (values) => {
 };
 const groups = new Map();
 for (const line of lines) {
-  // An unpaced run (`--window 0`) is the burst twin of its scenario; runs of one scenario
-  // with other sizes are apart.
-  const sizes = line.scenario === 'conns' ? ''
-    : ` ${line.subscribers}/${line.rooms}/${line.publishers}/${line.messages}/${line.size}`;
-  const scenario = `${line.scenario}${sizes}${line.window === 0 ? ' burst' : ''}`;
-  const key = `${scenario}\t${line.server_name}\t${line.subscribers}`;
+  const key = `${scenarioName(line)}\t${line.server_name}\t${line.subscribers}`;
   if (!groups.has(key)) groups.set(key, []);
   groups.get(key).push(line);
 }

@@ -10,8 +10,9 @@
 # Environment: TAGCAST, OUT, SETTLE, CONNS, as in benches/lib.sh and benches/compare.sh;
 # SERVERS, the servers to run (default "tagcast node-ws": Node's burst takes minutes), in this
 # order in odd runs and the reverse in even ones, so that a drift of the machine's load weighs
-# on all; BEFORE, a tagcast binary from before issue #22 (851ff98), run as the server
-# `before-huge-queue` with `[limits] send_queue = 1000000` (nothing dropped): the "today's
+# on all; BEFORE, needed when SERVERS names `before-huge-queue`: a tagcast binary from before
+# issue #22 (851ff98), run as that server with `[limits] send_queue = 1000000` (nothing
+# dropped): the "today's
 # figure with a huge queue" #22's throughput target is judged against, in the same run. To
 # build it: git worktree add /tmp/tagcast-851ff98 851ff98 && (cd /tmp/tagcast-851ff98 &&
 # cargo build --release --bin tagcast), then BEFORE=/tmp/tagcast-851ff98/target/release/tagcast.
@@ -23,21 +24,22 @@ conns=${CONNS:-19000}
 # shellcheck source=benches/lib.sh
 . "$here/lib.sh"
 
-# start NAME: the server under test.
+servers=${SERVERS:-tagcast node-ws}
+case " $servers " in
+  *" before-huge-queue "*) [ -x "${BEFORE:-}" ] || { echo "BEFORE must name the tagcast binary of before-huge-queue" >&2; exit 2; } ;;
+esac
+
+# start NAME: the server under test (bash keeps a function's prefix assignments to its call).
 start() {
   case $1 in
-    before-huge-queue)
-      local current=$tagcast
-      tagcast=${BEFORE:?BEFORE names the binary of before-huge-queue}
-      EXTRA_TOML=$'[limits]\nsend_queue = 1000000\n' start_server tagcast
-      tagcast=$current ;;
+    before-huge-queue) tagcast=$BEFORE EXTRA_TOML=$'[limits]\nsend_queue = 1000000\n' start_server tagcast ;;
     *) start_server "$1" ;;
   esac
 }
 
-servers=${SERVERS:-tagcast node-ws}
 for run in $(seq "$runs"); do
   order=$servers
+  # shellcheck disable=SC2086 # $servers is a list of names
   [ $((run % 2)) -eq 0 ] && order=$(printf '%s\n' $servers | tac | xargs)
   for name in $order; do
     echo "== run $run: $name, the #22 burst" >&2
