@@ -12,10 +12,11 @@
 # order in odd runs and the reverse in even ones, so that a drift of the machine's load weighs
 # on all; BEFORE, needed when SERVERS names `before-huge-queue`: a tagcast binary from before
 # issue #22 (851ff98), run as that server with `[limits] send_queue = 1000000` (nothing
-# dropped): the "today's
-# figure with a huge queue" #22's throughput target is judged against, in the same run. To
-# build it: git worktree add /tmp/tagcast-851ff98 851ff98 && (cd /tmp/tagcast-851ff98 &&
-# cargo build --release --bin tagcast), then BEFORE=/tmp/tagcast-851ff98/target/release/tagcast.
+# dropped): the "today's figure with a huge queue" #22's throughput target is judged against,
+# in the same run. To build it:
+#   git worktree add /tmp/tagcast-851ff98 851ff98 &&
+#     (cd /tmp/tagcast-851ff98 && cargo build --release --bin tagcast)
+# then BEFORE=/tmp/tagcast-851ff98/target/release/tagcast.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 kind=memory

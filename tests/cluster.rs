@@ -1,8 +1,9 @@
 //! Several nodes sharing one real Redis (SPEC §9): each test starts its own `redis-server` on a
 //! free port and two or three in-process nodes.
 //!
-//! These tests need Debian's `redis-server`: they are `#[ignore]`d, and `.ci/run` runs them with
-//! `--include-ignored`, where a missing `redis-server` fails them.
+//! These tests need Debian's `redis-server`: each is ignored with the reason "needs
+//! redis-server", and `.ci/run` runs them with `--include-ignored`, where a missing
+//! `redis-server` fails them.
 //!
 //! "Exactly once" is proven with fences, not timeouts: a marker from node X is published to
 //! Redis after everything before it (every client has seen the previous marker, remote ones
